@@ -1,0 +1,153 @@
+"""Batched quadrotor rigid-body dynamics: pure functions of tensors shaped [num_envs, ...].
+
+Model (per env): four (or more) rotors with a first-order speed lag (separate rising and falling time
+constants), thrust kf*rpm^2 along +z_b at each hub, reaction torque -spin*km*rpm^2 about z_b, linear
+body-frame drag, gravity along -z_w. Integration: semi-implicit Euler on velocities then positions,
+exact quaternion exponential for attitude, ``substeps`` per call. No hidden state: everything the next
+step depends on is in :class:`QuadState` and :class:`QuadParams`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from sim.math import quat_integrate, quat_rotate, quat_rotate_inverse
+from sim.quadrotor.presets import GRAVITY, QuadrotorPreset
+
+
+class QuadState(NamedTuple):
+    pos_w: torch.Tensor  # [N, 3] m
+    quat_wxyz: torch.Tensor  # [N, 4] body -> world
+    lin_vel_w: torch.Tensor  # [N, 3] m/s
+    ang_vel_b: torch.Tensor  # [N, 3] rad/s
+    rotor_rpm: torch.Tensor  # [N, R] rpm
+
+
+class QuadParams(NamedTuple):
+    """Per-env physical parameters (randomized copies of a preset)."""
+
+    mass: torch.Tensor  # [N, 1] kg
+    inertia: torch.Tensor  # [N, 3] kg m^2 (principal, body axes)
+    kf: torch.Tensor  # [N, 1] N / rpm^2
+    km: torch.Tensor  # [N, 1] N m / rpm^2
+    max_rpm: torch.Tensor  # [N, 1] rpm
+    tau_up: torch.Tensor  # [N, 1] s
+    tau_down: torch.Tensor  # [N, 1] s
+    drag: torch.Tensor  # [N, 3] N s / m, body axes
+    rotor_gain: torch.Tensor  # [N, R] thrust multiplier per rotor (1 = nominal; <1 a weakened motor)
+    rotor_pos_b: torch.Tensor  # [R, 3] m
+    rotor_spin: torch.Tensor  # [R] +1 CCW, -1 CW
+
+
+def nominal_params(preset: QuadrotorPreset, num_envs: int, device: torch.device | str = "cpu") -> QuadParams:
+    def col(x: float) -> torch.Tensor:
+        return torch.full((num_envs, 1), float(x), device=device)
+
+    n_rotors = len(preset.rotor_spin)
+    return QuadParams(
+        mass=col(preset.mass_kg),
+        inertia=torch.tensor(preset.inertia_kg_m2, device=device).expand(num_envs, 3).clone(),
+        kf=col(preset.kf_n_per_rpm2),
+        km=col(preset.km_nm_per_rpm2),
+        max_rpm=col(preset.max_rpm),
+        tau_up=col(preset.tau_up_s),
+        tau_down=col(preset.tau_down_s),
+        drag=torch.tensor(preset.drag_n_s_per_m, device=device).expand(num_envs, 3).clone(),
+        rotor_gain=torch.ones(num_envs, n_rotors, device=device),
+        rotor_pos_b=torch.tensor(preset.rotor_pos_b, device=device),
+        rotor_spin=torch.tensor(preset.rotor_spin, dtype=torch.float32, device=device),
+    )
+
+
+def hover_state(num_envs: int, preset: QuadrotorPreset, device: torch.device | str = "cpu") -> QuadState:
+    z3 = torch.zeros(num_envs, 3, device=device)
+    quat = torch.zeros(num_envs, 4, device=device)
+    quat[:, 0] = 1.0
+    rpm = torch.full((num_envs, len(preset.rotor_spin)), preset.hover_rpm, device=device)
+    return QuadState(z3.clone(), quat, z3.clone(), z3.clone(), rpm)
+
+
+def motor_lag(rpm: torch.Tensor, rpm_cmd: torch.Tensor, tau_up: torch.Tensor, tau_down: torch.Tensor,
+              dt: float) -> torch.Tensor:
+    """Exact discretization of d(rpm)/dt = (rpm_cmd - rpm) / tau, tau chosen by the sign of the error."""
+    tau = torch.where(rpm_cmd > rpm, tau_up, tau_down)
+    return rpm + (rpm_cmd - rpm) * (1.0 - torch.exp(-dt / tau))
+
+
+def rotor_wrench(rpm: torch.Tensor, p: QuadParams) -> tuple[torch.Tensor, torch.Tensor]:
+    """Total thrust along z_b [N, 1] and body torque [N, 3] from rotor speeds [N, R]."""
+    rpm2 = rpm * rpm
+    f = p.kf * p.rotor_gain * rpm2  # [N, R] N
+    thrust = f.sum(-1, keepdim=True)
+    tau_x = (f * p.rotor_pos_b[:, 1]).sum(-1)
+    tau_y = -(f * p.rotor_pos_b[:, 0]).sum(-1)
+    tau_z = -(p.km * p.rotor_gain * rpm2 * p.rotor_spin).sum(-1)
+    return thrust, torch.stack([tau_x, tau_y, tau_z], dim=-1)
+
+
+def step(state: QuadState, rotor_cmd: torch.Tensor, p: QuadParams, dt: float, substeps: int,
+         ext_force_w: torch.Tensor | None = None) -> QuadState:
+    """Advance ``dt`` seconds in ``substeps`` equal substeps.
+
+    rotor_cmd: [N, R] in [0, 1], fraction of max rpm, held for the whole ``dt``.
+    ext_force_w: optional [N, 3] external force in the world frame [N] (wind gusts, disturbances).
+    """
+    h = dt / substeps
+    rpm_cmd = rotor_cmd.clamp(0.0, 1.0) * p.max_rpm
+    pos, quat, vel, omega, rpm = state
+    g = torch.tensor([0.0, 0.0, -GRAVITY], device=pos.device, dtype=pos.dtype)
+    for _ in range(substeps):
+        rpm = motor_lag(rpm, rpm_cmd, p.tau_up, p.tau_down, h)
+        thrust, torque = rotor_wrench(rpm, p)
+        vel_b = quat_rotate_inverse(quat, vel)
+        force_b = -p.drag * vel_b
+        force_b = torch.cat([force_b[:, :2], force_b[:, 2:] + thrust], dim=-1)
+        acc = quat_rotate(quat, force_b) / p.mass + g
+        if ext_force_w is not None:
+            acc = acc + ext_force_w / p.mass
+        # Euler's equation for a principal-axis inertia: J w' = tau - w x (J w)
+        ang_acc = (torque - torch.cross(omega, p.inertia * omega, dim=-1)) / p.inertia
+        vel = vel + acc * h
+        omega = omega + ang_acc * h
+        pos = pos + vel * h
+        quat = quat_integrate(quat, omega, h)
+    return QuadState(pos, quat, vel, omega, rpm)
+
+
+class RateController(NamedTuple):
+    """Collective-thrust + body-rate (CTBR) controller, as in PX4 and the Crazyflie firmware.
+
+    It uses the nominal vehicle (a real firmware does not know the randomized parameters):
+    rate P-control plus gyroscopic feed-forward, then a least-squares mixer to rotor thrusts.
+    """
+
+    kp: torch.Tensor  # [3] 1/s, rate-error gain per body axis
+    inertia: torch.Tensor  # [3] kg m^2 (nominal)
+    mixer_pinv: torch.Tensor  # [R, 4] maps (thrust, tau_x, tau_y, tau_z) to rotor thrusts
+    kf: float  # nominal N / rpm^2
+    max_rpm: float
+
+
+def make_rate_controller(preset: QuadrotorPreset, kp: tuple[float, float, float],
+                         device: torch.device | str = "cpu") -> RateController:
+    pos = torch.tensor(preset.rotor_pos_b, dtype=torch.float64)
+    spin = torch.tensor(preset.rotor_spin, dtype=torch.float64)
+    ratio = preset.km_nm_per_rpm2 / preset.kf_n_per_rpm2
+    alloc = torch.stack([torch.ones_like(spin), pos[:, 1], -pos[:, 0], -spin * ratio])  # [4, R]
+    return RateController(
+        kp=torch.tensor(kp, device=device),
+        inertia=torch.tensor(preset.inertia_kg_m2, device=device),
+        mixer_pinv=torch.linalg.pinv(alloc).to(torch.float32).to(device),
+        kf=preset.kf_n_per_rpm2, max_rpm=preset.max_rpm)
+
+
+def ctbr_to_rotor_cmd(thrust_n: torch.Tensor, rates_des_b: torch.Tensor, ang_vel_b: torch.Tensor,
+                      ctrl: RateController) -> torch.Tensor:
+    """Collective thrust [N, 1] N and desired body rates [N, 3] rad/s -> rotor commands [N, R] in [0, 1]."""
+    torque = ctrl.inertia * ctrl.kp * (rates_des_b - ang_vel_b) + torch.cross(
+        ang_vel_b, ctrl.inertia * ang_vel_b, dim=-1)
+    wrench = torch.cat([thrust_n, torque], dim=-1)  # [N, 4]
+    f = (wrench @ ctrl.mixer_pinv.T).clamp_min(0.0)
+    return (torch.sqrt(f / ctrl.kf) / ctrl.max_rpm).clamp(0.0, 1.0)
