@@ -80,7 +80,8 @@ class ActionSpec:
       rotor: output i commands rotor i of ``rotors``: rotor speed [rpm] = (a + 1) / 2 * max_rpm,
              thrust [N] = kf * rpm^2, reaction torque [N m] = -spin * km * rpm^2 about z_b.
       ctbr:  output 0 is collective thrust [N] = (a + 1) / 2 * max_thrust_n; outputs 1..3 are body
-             rates [rad/s] = a * body_rate_limits_rad_s.
+             rates [rad/s] = a * body_rate_limits_rad_s, tracked by a P rate controller with gain
+             rate_kp (the training sim's; a robot's own firmware controller replaces it).
     """
 
     type: str
@@ -93,6 +94,7 @@ class ActionSpec:
     km_nm_per_rpm2: float = 0.0
     max_thrust_n: float = 0.0
     body_rate_limits_rad_s: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    rate_kp: tuple[float, float, float] = (0.0, 0.0, 0.0)  # ctbr: rate-controller P gain per axis [1/s]
     hover_action: tuple[float, ...] = ()  # the action that hovers the nominal vehicle
 
     def __post_init__(self):
@@ -206,6 +208,7 @@ def contract_from_dict(d: dict[str, Any], where: str = "policy.json") -> PolicyC
     a["rotors"] = tuple(Rotor(tuple(r["pos_b"]), int(r["spin"])) for r in a.get("rotors", ()))
     a["body_rate_limits_rad_s"] = tuple(a.get("body_rate_limits_rad_s", (0.0, 0.0, 0.0)))
     a["hover_action"] = tuple(a.get("hover_action", ()))
+    a["rate_kp"] = tuple(a.get("rate_kp", (0.0, 0.0, 0.0)))
     known = {f.name for f in dataclasses.fields(ActionSpec)}
     unknown = set(a) - known
     if unknown:

@@ -1,0 +1,116 @@
+"""Export a checkpoint to ``policy.onnx`` (normalizer folded into the graph) + ``policy.json``."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from policies.checkpoint import load_checkpoint
+from policies.models import ActorCritic, DeployedActor
+from tether.config import config_from_dict
+from tether.contract import PolicyContract, save_contract, sha256_file
+from tether.runtime import OnnxPolicy
+
+OPSET = 17
+
+
+def _source_revision() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def env_from_checkpoint(ckpt: dict, num_envs: int = 1, **overrides):
+    """Rebuild the training environment (same resolved config) from a checkpoint."""
+    from sim.tasks import TASKS, make_env
+
+    cfg_cls, _ = TASKS[ckpt["task"]]
+    cfg = config_from_dict(cfg_cls, ckpt["task_cfg"], where=f"checkpoint task_cfg ({ckpt['task']})")
+    return make_env(ckpt["task"], cfg, num_envs=num_envs, device="cpu", compile=False, **overrides)
+
+
+def model_from_checkpoint(ckpt: dict) -> ActorCritic:
+    ppo = ckpt["ppo_cfg"]
+    model = ActorCritic(ckpt["obs_dim"], ckpt["action_dim"], tuple(ppo["actor_hidden"]), tuple(ppo["critic_hidden"]))
+    model.load_state_dict(ckpt["model"])
+    return model.eval()
+
+
+def export_policy(checkpoint: str | Path, out_dir: str | Path, parent: dict | None = None,
+                  recorded_obs: np.ndarray | None = None, overwrite: bool = True) -> tuple[Path, PolicyContract, float]:
+    """Write policy.onnx + policy.json into ``out_dir``; returns (dir, contract, max parity error).
+
+    Parity: the ONNX in onnxruntime against the torch actor on random observations and on
+    observations recorded from the environment (``recorded_obs``, or a short rollout of our own).
+    Raises if the difference exceeds 1e-5. Files are written to a temporary name and renamed, so a
+    failed export never leaves a half-written policy where a runner may load it.
+    """
+    ckpt = load_checkpoint(checkpoint)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out_dir} is not empty; pass overwrite=True to replace the policy in it")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = env_from_checkpoint(ckpt, num_envs=256)
+    model = model_from_checkpoint(ckpt)
+    actor = DeployedActor(model).eval()
+
+    tmp_onnx = out_dir / ".policy.onnx.tmp"
+    example = torch.zeros(1, ckpt["obs_dim"])
+    torch.onnx.export(actor, (example,), str(tmp_onnx), input_names=["obs"], output_names=["actions"],
+                      dynamic_axes={"obs": {0: "batch"}, "actions": {0: "batch"}}, opset_version=OPSET,
+                      dynamo=False)
+
+    if recorded_obs is None:
+        recorded_obs = _record_observations(env, actor)
+    rng = np.random.default_rng(0)
+    random_obs = rng.normal(size=(512, ckpt["obs_dim"])).astype(np.float32) * 2.0
+    test_obs = np.concatenate([random_obs, recorded_obs.astype(np.float32)])
+
+    rand = env.cfg.randomization
+    contract = PolicyContract(
+        task=ckpt["task"], control_rate_hz=env.cfg.control_rate_hz,
+        action_latency_s=0.5 * (rand.latency_s[0] + rand.latency_s[1]),
+        observation=env.slices, action=env.action_spec(),
+        normalization={"in_graph": True, "mean": model.obs_normalizer.mean.tolist(),
+                       "std": model.obs_normalizer.var.sqrt().tolist()},
+        provenance={
+            "onnx_sha256": sha256_file(tmp_onnx), "opset": OPSET,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "config_hash": ckpt["config_hash"], "source_revision": _source_revision(),
+            "checkpoint": str(Path(checkpoint).resolve()), "iteration": ckpt["iteration"],
+            "train_time_s": ckpt["train_time_s"], "preset": env.cfg.preset,
+            "randomization": ckpt["task_cfg"]["randomization"], "parent": parent,
+        })
+    os.replace(tmp_onnx, out_dir / "policy.onnx")
+    save_contract(contract, out_dir / "policy.json")
+
+    with torch.no_grad():
+        expected = actor(torch.from_numpy(test_obs)).numpy()
+    got = OnnxPolicy(out_dir)(test_obs)
+    max_err = float(np.abs(got - expected).max())
+    if max_err > 1e-5:
+        raise RuntimeError(f"ONNX parity check failed: max |onnx - torch| = {max_err:.3g} > 1e-5")
+    return out_dir, contract, max_err
+
+
+def _record_observations(env, actor, steps: int = 50) -> np.ndarray:
+    obs = env.reset()["policy"]
+    out = []
+    with torch.no_grad():
+        for _ in range(steps):
+            out.append(obs.numpy().copy())
+            obs = env.step(actor(obs))[0]["policy"]
+    return np.concatenate(out)
+
+
+def scratch_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="tether-export-"))

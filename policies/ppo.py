@@ -1,0 +1,193 @@
+"""PPO for thousands of parallel envs on CPU or CUDA, in one function you can read top to bottom.
+
+Follows CleanRL's ppo_continuous_action.py (names from the math, b_/mb_ prefixes) with rsl_rl's
+choices for massively parallel envs: running observation normalization, KL-adaptive learning rate,
+time-out bootstrapping (Pardo et al. 2018, "Time Limits in Reinforcement Learning").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from policies.checkpoint import load_checkpoint, save_checkpoint
+from policies.models import ActorCritic
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOCfg:
+    num_iterations: int = 150
+    """policy updates"""
+    num_steps: int = 16
+    """rollout length per env per iteration [control steps]"""
+    learning_rate: float = 1e-3
+    """initial Adam step size"""
+    adaptive_lr: bool = True
+    """scale the learning rate to keep the KL near desired_kl (rsl_rl's schedule)"""
+    desired_kl: float = 0.01
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    num_minibatches: int = 4
+    update_epochs: int = 4
+    clip_coef: float = 0.2
+    ent_coef: float = 0.0
+    vf_coef: float = 1.0
+    max_grad_norm: float = 1.0
+    actor_hidden: tuple[int, ...] = (64, 64)
+    critic_hidden: tuple[int, ...] = (64, 64)
+    init_log_std: float = -1.0
+    """initial log standard deviation of the Gaussian policy [log of normalized action units]"""
+    seed: int = 0
+    save_interval: int = 10
+    """iterations between checkpoints"""
+
+    def __post_init__(self):
+        if self.num_iterations < 1 or self.num_steps < 1 or self.num_minibatches < 1:
+            raise ValueError("num_iterations, num_steps and num_minibatches must be >= 1")
+        if not 0.0 < self.gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:
+            raise ValueError("gamma must be in (0, 1], gae_lambda in [0, 1]")
+
+
+def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path | None = None,
+          progress: bool = True, writer=None) -> Path:
+    """Train on ``env``; checkpoints go to ``run_dir``; returns the path of the last checkpoint.
+
+    Every checkpoint records the wall-clock training time so far (``train_time_s``), excluding
+    checkpoint I/O, so time-to-skill can be measured afterwards from the checkpoints alone.
+    """
+    from tqdm import tqdm
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    device = env.device
+    num_envs, obs_dim, act_dim = env.num_envs, env.obs_dim, env.cfg.action_dim
+
+    model = ActorCritic(obs_dim, act_dim, cfg.actor_hidden, cfg.critic_hidden, cfg.init_log_std,
+                        action_bias=env.hover_action.clone()).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    start_iter, global_step, train_time_s, lr = 0, 0, 0.0, cfg.learning_rate
+    if resume is not None:
+        ckpt = load_checkpoint(resume, task=task, obs_dim=obs_dim, action_dim=act_dim)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start_iter, global_step = ckpt["iteration"], ckpt["global_step"]
+        train_time_s, lr = ckpt["train_time_s"], ckpt["learning_rate"]
+
+    obs_buf = torch.zeros(cfg.num_steps, num_envs, obs_dim, device=device)  # [T, N, obs]
+    actions = torch.zeros(cfg.num_steps, num_envs, act_dim, device=device)  # [T, N, act]
+    logprobs = torch.zeros(cfg.num_steps, num_envs, device=device)  # [T, N]
+    rewards = torch.zeros(cfg.num_steps, num_envs, device=device)
+    dones = torch.zeros(cfg.num_steps, num_envs, device=device)
+    values = torch.zeros(cfg.num_steps, num_envs, device=device)
+    batch_size = cfg.num_steps * num_envs
+    minibatch_size = batch_size // cfg.num_minibatches
+
+    next_obs = env.reset()["policy"]
+    episode_stats: dict[str, list[float]] = {}
+    bar = tqdm(range(start_iter, cfg.num_iterations), desc=f"train {task}", disable=not progress,
+               initial=start_iter, total=cfg.num_iterations, unit="it")
+    last_ckpt = None
+    for iteration in bar:
+        t0 = time.perf_counter()
+        # ---- rollout
+        with torch.no_grad():
+            for step in range(cfg.num_steps):
+                model.obs_normalizer.update(next_obs)
+                obs_buf[step] = next_obs
+                dist = model.distribution(next_obs)
+                action = dist.sample()
+                values[step] = model.value(next_obs)
+                actions[step] = action
+                logprobs[step] = dist.log_prob(action).sum(-1)
+                next_obs, reward, terminated, truncated, info = env.step(action)
+                next_obs = next_obs["policy"]
+                # bootstrap time-outs with the value estimate at the step's start (rsl_rl's approximation)
+                rewards[step] = reward + cfg.gamma * values[step] * truncated.float()
+                dones[step] = (terminated | truncated).float()
+                for k, v in info.get("episode", {}).items():
+                    episode_stats.setdefault(k, []).append(float(v))
+
+            # ---- GAE
+            next_value = model.value(next_obs)
+            advantages = torch.zeros_like(rewards)
+            lastgaelam = torch.zeros(num_envs, device=device)
+            for t in reversed(range(cfg.num_steps)):
+                nextvalues = next_value if t == cfg.num_steps - 1 else values[t + 1]
+                nextnonterminal = 1.0 - dones[t]
+                delta = rewards[t] + cfg.gamma * nextvalues * nextnonterminal - values[t]
+                lastgaelam = delta + cfg.gamma * cfg.gae_lambda * nextnonterminal * lastgaelam
+                advantages[t] = lastgaelam
+            returns = advantages + values
+
+        b_obs = obs_buf.reshape(batch_size, obs_dim)
+        b_actions = actions.reshape(batch_size, act_dim)
+        b_logprobs, b_advantages = logprobs.reshape(-1), advantages.reshape(-1)
+        b_returns, b_values = returns.reshape(-1), values.reshape(-1)
+
+        # ---- PPO update
+        for _epoch in range(cfg.update_epochs):
+            perm = torch.randperm(batch_size, device=device)
+            for start in range(0, batch_size, minibatch_size):
+                mb = perm[start:start + minibatch_size]
+                dist = model.distribution(b_obs[mb])
+                newlogprob = dist.log_prob(b_actions[mb]).sum(-1)
+                entropy = dist.entropy().sum(-1).mean()
+                newvalue = model.value(b_obs[mb])
+                logratio = newlogprob - b_logprobs[mb]
+                ratio = logratio.exp()
+                with torch.no_grad():
+                    approx_kl = ((ratio - 1) - logratio).mean()  # Schulman's k3 estimator
+                    clipfrac = ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()
+                if cfg.adaptive_lr:
+                    if approx_kl > 2.0 * cfg.desired_kl:
+                        lr = max(1e-5, lr / 1.5)
+                    elif approx_kl < 0.5 * cfg.desired_kl:
+                        lr = min(1e-2, lr * 1.5)
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+
+                mb_advantages = b_advantages[mb]
+                mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+                pg_loss1 = -mb_advantages * ratio
+                pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - cfg.clip_coef, 1 + cfg.clip_coef)
+                pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+                v_clipped = b_values[mb] + (newvalue - b_values[mb]).clamp(-cfg.clip_coef, cfg.clip_coef)
+                v_loss = 0.5 * torch.max((newvalue - b_returns[mb]).square(),
+                                         (v_clipped - b_returns[mb]).square()).mean()
+                loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
+
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+
+        global_step += batch_size
+        train_time_s += time.perf_counter() - t0
+
+        # ---- logging
+        logs = {k: sum(v) / len(v) for k, v in episode_stats.items()}
+        episode_stats.clear()
+        logs.update({"losses/policy": pg_loss.item(), "losses/value": v_loss.item(),
+                     "losses/entropy": entropy.item(), "losses/approx_kl": approx_kl.item(),
+                     "losses/clipfrac": clipfrac.item(), "charts/learning_rate": lr,
+                     "charts/action_std": model.log_std.exp().mean().item(),
+                     "charts/env_steps_per_s": batch_size / max(1e-9, time.perf_counter() - t0)})
+        if writer is not None:
+            for k, v in logs.items():
+                writer.add_scalar(k, v, global_step)
+        bar.set_postfix({"err_m": f"{logs.get('episode/final_pos_err_m', float('nan')):.3f}",
+                         "crash": f"{logs.get('episode/crash_rate', float('nan')):.2f}",
+                         "lr": f"{lr:.1e}"})
+
+        if (iteration + 1) % cfg.save_interval == 0 or iteration + 1 == cfg.num_iterations:
+            last_ckpt = save_checkpoint(run_dir / f"model_{iteration + 1:05d}.pt", model=model,
+                                        optimizer=optimizer, task=task, env=env, ppo_cfg=cfg,
+                                        iteration=iteration + 1, global_step=global_step,
+                                        train_time_s=train_time_s, learning_rate=lr, logs=logs)
+    bar.close()
+    return last_ckpt

@@ -1,0 +1,51 @@
+"""Trajectory tracking: follow a Lissajous curve (a figure-eight by default) around goal_w.
+
+goal(t) = centre + A * (sin(wx t + phase), sin(wy t), sin(wz t)); the reference velocity is in the
+observation (goal_vel_w), so the policy can feed it forward."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+from sim.tasks.quadrotor_env import QuadrotorEnv, QuadrotorTaskCfg
+
+
+@dataclasses.dataclass(frozen=True)
+class TrajectoryCfg(QuadrotorTaskCfg):
+    amplitude_m: tuple[float, float, float] = (1.0, 0.5, 0.0)
+    """Lissajous amplitude per world axis [m]"""
+    frequency_hz: tuple[float, float, float] = (0.2, 0.4, 0.0)
+    """Lissajous frequency per world axis [Hz]; (f, 2f, 0) is a figure-eight"""
+    init_pos_m: float = 0.1
+    episode_length_s: float = 10.0
+
+
+class TrajectoryEnv(QuadrotorEnv):
+    cfg: TrajectoryCfg
+    observation_names = ("pos_err_w", "goal_vel_w", "rotmat_bw", "lin_vel_w", "ang_vel_b", "prev_actions")
+
+    def __init__(self, cfg: TrajectoryCfg):
+        super().__init__(cfg)
+        self.phase = torch.zeros(self.num_envs, device=self.device)
+        self._update_goal()
+
+    def _reference(self, t: torch.Tensor, phase: torch.Tensor):
+        amp = torch.tensor(self.cfg.amplitude_m, device=self.device)
+        w = 2.0 * math.pi * torch.tensor(self.cfg.frequency_hz, device=self.device)
+        arg = t.unsqueeze(-1) * w + torch.stack([phase, torch.zeros_like(phase), torch.zeros_like(phase)], -1)
+        centre = torch.tensor(self.cfg.goal_w, device=self.device)
+        return centre + amp * torch.sin(arg), amp * w * torch.cos(arg)
+
+    def _sample_goal(self, env_ids: torch.Tensor) -> torch.Tensor:
+        if hasattr(self, "phase"):
+            self.phase[env_ids] = 2.0 * math.pi * torch.rand(len(env_ids), generator=self.gen, device=self.device)
+            pos, _ = self._reference(torch.zeros(len(env_ids), device=self.device), self.phase[env_ids])
+            return pos
+        return super()._sample_goal(env_ids)
+
+    def _update_goal(self) -> None:
+        t = self.episode_step.float() * self.cfg.control_dt
+        self.goal_w, self.goal_vel_w = self._reference(t, self.phase)
