@@ -275,12 +275,16 @@ def detect_board(image: np.ndarray, cfg: BoardCfg, name: str = "",
         corners, ids = _detect_chessboard(gray, cfg, det)
     if len(ids) == 0:
         blur = edge_blur_px(gray)
+        if math.isinf(blur):
+            return Rejection(name, f"no {cfg.kind} board found; the image has almost no contrast")
         if blur > det.max_blur_px:
-            return Rejection(name, f"no {cfg.kind} board found; the image is blurred or featureless "
+            return Rejection(name, f"no {cfg.kind} board found; the image is blurred "
                                    f"(edge blur {blur:.1f} px > {det.max_blur_px} px)")
         return Rejection(name, f"no {cfg.kind} board found in the image")
     if len(ids) < det.min_corners:
         return Rejection(name, f"only {len(ids)} board corners found (need at least {det.min_corners})")
+    if cfg.kind == "charuco" and charuco_board(cfg).checkCharucoCornersCollinear(ids.reshape(-1, 1).astype(np.int32)):
+        return Rejection(name, "the board corners found lie on one line (no pose can be computed)")
     blur = edge_blur_px(gray, _board_mask(gray.shape, corners))
     if blur > det.max_blur_px:
         return Rejection(name, f"image blurred at the board: edge blur {blur:.1f} px > {det.max_blur_px} px")

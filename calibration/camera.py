@@ -17,6 +17,7 @@ import numpy as np
 
 from calibration.boards import (BoardCfg, CalibrationError, Detection, DetectionCfg, Rejection, detect_board,
                                  object_points)
+from calibration.files import CameraSection
 
 COVERAGE_GRID = (8, 6)
 """(columns, rows) of the image grid over which coverage is counted"""
@@ -50,6 +51,8 @@ class CameraCalibration:
     """[3, 4] projection matrix of the rectified image (ROS camera_info P) [px]"""
     rms_px: float
     """RMS reprojection error over all corners of the views used [px]"""
+    intrinsics_sigma_px: dict[str, float]
+    """standard deviation of fx, fy, cx, cy from the calibration's covariance [px]"""
     view_rms_px: dict[str, float]
     """RMS reprojection error per view used [px]"""
     rejected: tuple[Rejection, ...]
@@ -89,11 +92,13 @@ def _calibrate(views: Sequence[Detection], board: BoardCfg, cfg: CameraCalibCfg)
     img_pts = [d.corners_px.astype(np.float32).reshape(-1, 1, 2) for d in views]
     flags = cv2.CALIB_FIX_K3 if cfg.fix_k3 else 0
     crit = (cv2.TERM_CRITERIA_COUNT + cv2.TERM_CRITERIA_EPS, 100, 1e-12)
-    # A first pass without distortion can land in a wrong basin for strong barrel lenses; seed K from
-    # the image size the way OpenCV does, and let all views refine it.
-    rms, K, dist, rvecs, tvecs, _, _, per_view = cv2.calibrateCameraExtended(
-        obj_pts, img_pts, views[0].image_size, None, None, flags=flags, criteria=crit)
-    return float(rms), K, dist.ravel(), rvecs, tvecs, per_view.ravel()
+    try:
+        rms, K, dist, _, _, std_intrinsics, _, per_view = cv2.calibrateCameraExtended(
+            obj_pts, img_pts, views[0].image_size, None, None, flags=flags, criteria=crit)
+    except cv2.error as e:
+        raise CalibrationError(f"OpenCV could not calibrate from these {len(views)} views ({e.err}); "
+                               "take views with the board tilted in different directions") from e
+    return float(rms), K, dist.ravel(), std_intrinsics.ravel(), per_view.ravel()
 
 
 def calibrate_camera(views: Sequence[Detection], board: BoardCfg, cfg: CameraCalibCfg = CameraCalibCfg(),
@@ -108,7 +113,7 @@ def calibrate_camera(views: Sequence[Detection], board: BoardCfg, cfg: CameraCal
     rejected = list(rejected)
     max_drop = int(cfg.max_outlier_fraction * len(views))
     while True:
-        rms, K, dist, _, _, per_view = _calibrate(views, board, cfg)
+        rms, K, dist, std, per_view = _calibrate(views, board, cfg)
         worst = int(np.argmax(per_view))
         limit = max(cfg.outlier_factor * float(np.median(per_view)), cfg.outlier_floor_px)
         if per_view[worst] <= limit or max_drop == 0 or len(views) - 1 < cfg.min_views:
@@ -122,6 +127,7 @@ def calibrate_camera(views: Sequence[Detection], board: BoardCfg, cfg: CameraCal
     P = np.concatenate([new_K, np.zeros((3, 1))], axis=1)
     return CameraCalibration(
         image_size=size, K=K, dist=dist, P=P, rms_px=rms,
+        intrinsics_sigma_px={name: float(v) for name, v in zip(("fx", "fy", "cx", "cy"), std[:4])},
         view_rms_px={d.name: float(e) for d, e in zip(views, per_view)},
         rejected=tuple(rejected), coverage=coverage_fraction(views, size),
         n_corners=int(sum(len(d.ids) for d in views)))
@@ -186,3 +192,13 @@ def board_pose(detection: Detection, board: BoardCfg, K: np.ndarray, dist: np.nd
     err = float(np.sqrt(np.mean(np.sum((proj.reshape(-1, 2) - detection.corners_px) ** 2, axis=1))))
     R, _ = cv2.Rodrigues(rvec)
     return R, tvec.ravel(), err
+
+
+def camera_section(calib: CameraCalibration, camera_name: str) -> CameraSection:
+    """The calibration-file section (ROS camera_info layout plus figures of merit)."""
+    return CameraSection(
+        camera_name=camera_name, image_width=calib.image_size[0], image_height=calib.image_size[1],
+        K=tuple(float(x) for x in calib.K.ravel()), dist=tuple(float(x) for x in calib.dist.ravel()),
+        R=tuple(float(x) for x in np.eye(3).ravel()), P=tuple(float(x) for x in calib.P.ravel()),
+        rms_px=calib.rms_px, intrinsics_sigma_px=dict(calib.intrinsics_sigma_px),
+        views_used=len(calib.view_rms_px), views_rejected=len(calib.rejected), coverage=calib.coverage)

@@ -160,6 +160,15 @@ def read_mcap(path: str | Path, odom_topic: str, cmd_topic: str) -> FlightLog:
     return FlightLog(t, u, interp(np.asarray(pos)), q, vel_w, interp(np.asarray(omega)))
 
 
+def rotmat_wxyz(q: np.ndarray) -> np.ndarray:
+    """[..., 3, 3] body -> world rotation matrices from unit quaternions [..., 4] (w, x, y, z)."""
+    w, x, y, z = np.moveaxis(q, -1, 0)
+    r = np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+                  2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+                  2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], axis=-1)
+    return r.reshape(q.shape[:-1] + (3, 3))
+
+
 def _rotate(q: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Rotate body vectors v [N, 3] to the world frame by quaternions q [N, 4] (wxyz)."""
     w, qv = q[:, :1], q[:, 1:]

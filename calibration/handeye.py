@@ -185,16 +185,21 @@ def calibrate_hand_eye(T_base_gripper: Sequence[np.ndarray], T_camera_target: Se
     _check_stations(T_base_gripper, T_camera_target, cfg)
     A = _chain_A(T_base_gripper, cfg.mode)
     B = [np.asarray(T, np.float64) for T in T_camera_target]
+    R_A, t_A = [a[:3, :3] for a in A], [a[:3, 3] for a in A]
+    R_B, t_B = [b[:3, :3] for b in B], [b[:3, 3] for b in B]
+    A_inv = [inv_T(a) for a in A]
     methods: dict[str, np.ndarray] = {}
     for name, flag in HAND_EYE_METHODS.items():
-        R, t = cv2.calibrateHandEye([a[:3, :3] for a in A], [a[:3, 3] for a in A],
-                                    [b[:3, :3] for b in B], [b[:3, 3] for b in B], method=flag)
-        methods[name] = make_T(R, t)
-    A_inv = [inv_T(a) for a in A]
+        try:
+            methods[name] = make_T(*cv2.calibrateHandEye(R_A, t_A, R_B, t_B, method=flag))
+        except cv2.error:
+            continue  # a solver that gives up on these stations is left out of the comparison
     for name, flag in ROBOT_WORLD_METHODS.items():
-        _, _, R_g2c, t_g2c = cv2.calibrateRobotWorldHandEye(
-            [b[:3, :3] for b in B], [b[:3, 3] for b in B], [a[:3, :3] for a in A_inv], [a[:3, 3] for a in A_inv],
-            method=flag)
+        try:
+            _, _, R_g2c, t_g2c = cv2.calibrateRobotWorldHandEye(
+                R_B, t_B, [a[:3, :3] for a in A_inv], [a[:3, 3] for a in A_inv], method=flag)
+        except cv2.error:
+            continue
         methods[name] = inv_T(make_T(R_g2c, t_g2c))
     methods = {k: v for k, v in methods.items() if np.all(np.isfinite(v))}
     if not methods:

@@ -26,13 +26,17 @@ import numpy as np
 from scipy import optimize, signal
 
 from calibration.boards import CalibrationError
-from calibration.flightlog import FlightLog
+from calibration.flightlog import FlightLog, rotmat_wxyz
 from sim.quadrotor.presets import GRAVITY, QuadrotorPreset
 
 LINEAR_NAMES = ("kf_per_mass", "drag_x_per_mass", "drag_y_per_mass", "drag_z_per_mass",
                 "kf_per_ixx", "kf_per_iyy", "km_per_izz")
 """order of the parameters solved in closed form (see module doc)"""
 LAG_NAMES = ("tau_up_s", "tau_down_s")
+EQUATIONS = ("acc_w_x", "acc_w_y", "acc_w_z", "ang_acc_b_x", "ang_acc_b_y", "ang_acc_b_z")
+"""rows of the regression per sample: world linear acceleration, body angular acceleration"""
+LIN, ANG = slice(0, 3), slice(3, 6)
+"""the linear and angular rows of EQUATIONS"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +44,8 @@ class SysIdCfg:
     mass_kg: float | None = None
     """vehicle mass if weighed [kg]; None: thrust and drag are reported per kg of mass"""
     inertia_kg_m2: tuple[float, float, float] | None = None
-    """principal inertia (CAD or preset) [kg m^2]; needed to turn km/Izz into km. None: report km/Izz"""
+    """principal inertia (CAD or preset) [kg m^2]; needed to turn km/Izz into km. None: report km/Izz
+    (the small gyroscopic term then uses the preset's inertia)"""
     lowpass_hz: float = 12.0
     """cut-off of the zero-phase Butterworth filter applied to both sides of the equations [Hz]"""
     filter_order: int = 2
@@ -49,6 +54,9 @@ class SysIdCfg:
     """search range for both motor time constants [s]"""
     min_duration_s: float = 10.0
     """shorter logs are refused [s]"""
+    settle_s: float = 0.5
+    """ignored at the start of every segment, while the rotor speeds reconstructed from an unknown initial
+    speed converge (errors decay as exp(-t / tau)) [s]"""
     max_gap_factor: float = 1.5
     """a time step longer than this multiple of the median step splits the log into segments [1]"""
     model_substeps: int | None = None
@@ -122,14 +130,6 @@ def rotor_speed_sq_mean(cmd_rpm: np.ndarray, dt: np.ndarray, tau_up: float, tau_
 # --- regression ----------------------------------------------------------------------------------------
 
 
-def _rotmat(q: np.ndarray) -> np.ndarray:
-    w, x, y, z = np.moveaxis(q, -1, 0)
-    r = np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-                  2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-                  2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], axis=-1)
-    return r.reshape(q.shape[:-1] + (3, 3))
-
-
 @dataclasses.dataclass(frozen=True)
 class _Problem:
     """Everything that does not depend on the lags, per interval k (between samples k and k+1)."""
@@ -137,7 +137,6 @@ class _Problem:
     cmd_rpm: np.ndarray  # [N, R]
     dt: np.ndarray  # [N-1] s
     starts: np.ndarray  # segment start sample indices
-    interval_ok: np.ndarray  # [N-1] False across segment gaps
     y_f: np.ndarray  # [M, 6] filtered measured accelerations minus known terms (lin world, ang body)
     thrust_dir_w: np.ndarray  # [N-1, 3] R e_z at mid-interval
     drag_f: np.ndarray  # [M, 3 (world axis), 3 (body axis j)] filtered -R e_j e_j^T R^T v at mid-interval
@@ -165,10 +164,13 @@ def _build_problem(log: FlightLog, geometry: QuadrotorPreset, cfg: SysIdCfg) -> 
         raise CalibrationError("rotor commands must be fractions of max rpm in [0, 1]")
     q = log.quat_wxyz / np.linalg.norm(log.quat_wxyz, axis=1, keepdims=True)
     q_next = np.where((np.sum(q[1:] * q[:-1], axis=1) < 0)[:, None], -q[1:], q[1:])
-    q_mid = q[:-1] + q_next
-    rot = _rotmat(q_mid / np.linalg.norm(q_mid, axis=1, keepdims=True))  # [N-1, 3, 3]
-    v_mid = 0.5 * (log.lin_vel_w[1:] + log.lin_vel_w[:-1])
-    w_mid = 0.5 * (log.ang_vel_b[1:] + log.ang_vel_b[:-1])
+    # Attitude and velocity that act over an interval: its midpoint for continuous physics; for a
+    # semi-implicit Euler simulator the substep starts (t_k + j h, j = 0..S-1), centred at (S-1)/(2S).
+    frac = 0.5 if cfg.model_substeps is None else (cfg.model_substeps - 1) / (2.0 * cfg.model_substeps)
+    q_mid = (1.0 - frac) * q[:-1] + frac * q_next
+    rot = rotmat_wxyz(q_mid / np.linalg.norm(q_mid, axis=1, keepdims=True))  # [N-1, 3, 3]
+    v_mid = (1.0 - frac) * log.lin_vel_w[:-1] + frac * log.lin_vel_w[1:]
+    w_mid = (1.0 - frac) * log.ang_vel_b[:-1] + frac * log.ang_vel_b[1:]
     v_b = np.einsum("kji,kj->ki", rot, v_mid)  # R^T v
     drag_w = -np.einsum("kij,kj->kij", rot, v_b)  # column j: -R e_j (e_j . v_b)
     inertia = np.asarray(cfg.inertia_kg_m2 or geometry.inertia_kg_m2, np.float64)
@@ -181,8 +183,12 @@ def _build_problem(log: FlightLog, geometry: QuadrotorPreset, cfg: SysIdCfg) -> 
     if not 0 < cfg.lowpass_hz < nyquist:
         raise CalibrationError(f"lowpass_hz {cfg.lowpass_hz} must be below the log's Nyquist rate {nyquist:.1f} Hz")
     sos = signal.butter(cfg.filter_order, cfg.lowpass_hz / nyquist, output="sos")
-    segments = [(a, b) for a, b in segments if b - a > 3 * 2 * sos.shape[0]]
-    common = dict(cmd_rpm=log.u * geometry.max_rpm, dt=dt, starts=starts, interval_ok=~gap,
+    settle = int(math.ceil(cfg.settle_s / step))
+    segments = [(a + settle, b) for a, b in segments if b - a - settle > 3 * 2 * sos.shape[0]]
+    if not segments:
+        raise CalibrationError(f"no stretch of the log is longer than {cfg.settle_s} s plus the filter length "
+                               "without a time gap")
+    common = dict(cmd_rpm=log.u * geometry.max_rpm, dt=dt, starts=starts,
                   thrust_dir_w=rot[:, :, 2], arm=np.stack([pos[:, 1], -pos[:, 0], -spin]), segments=segments,
                   sos=sos, substeps=cfg.model_substeps)
     unfiltered = _Problem(y_f=np.zeros(0), drag_f=np.zeros(0), **common)
@@ -202,13 +208,16 @@ def _filter(p: _Problem, x: np.ndarray) -> np.ndarray:
 def _design(p: _Problem, tau_up: float, tau_down: float) -> tuple[np.ndarray, np.ndarray]:
     """Filtered regressors [M, 6, 7] and targets [M, 6] for the given lags."""
     s = rotor_speed_sq_mean(p.cmd_rpm, p.dt, tau_up, tau_down, p.starts, p.substeps)  # [N-1, R]
-    lag_dependent = _filter(p, np.concatenate([p.thrust_dir_w * s.sum(axis=1, keepdims=True), s @ p.arm.T], axis=1))
-    phi = np.zeros((len(lag_dependent), 6, len(LINEAR_NAMES)))
-    phi[:, :3, 0] = lag_dependent[:, :3]
-    phi[:, :3, 1:4] = p.drag_f
-    phi[:, 3, 4] = lag_dependent[:, 3]
-    phi[:, 4, 5] = lag_dependent[:, 4]
-    phi[:, 5, 6] = lag_dependent[:, 5]
+    thrust_w = p.thrust_dir_w * s.sum(axis=1, keepdims=True)  # [N-1, 3] per unit kf/m
+    torque_b = s @ p.arm.T  # [N-1, 3] per unit kf/Ixx, kf/Iyy, km/Izz
+    thrust, torque = np.split(_filter(p, np.concatenate([thrust_w, torque_b], axis=1)), 2, axis=1)
+    col = {name: i for i, name in enumerate(LINEAR_NAMES)}
+    phi = np.zeros((len(thrust), len(EQUATIONS), len(LINEAR_NAMES)))
+    phi[:, LIN, col["kf_per_mass"]] = thrust
+    for j, axis in enumerate("xyz"):
+        phi[:, LIN, col[f"drag_{axis}_per_mass"]] = p.drag_f[:, :, j]
+    for j, name in enumerate(("kf_per_ixx", "kf_per_iyy", "km_per_izz")):
+        phi[:, ANG.start + j, col[name]] = torque[:, j]
     return phi, p.y_f
 
 
@@ -343,11 +352,15 @@ def identify_quadrotor(log: FlightLog, geometry: QuadrotorPreset, cfg: SysIdCfg 
     else:
         params["km_per_izz"] = _derived(lambda v: v[idx["km_per_izz"]], x, cov, "N m/(kg m^2 rpm^2)")
     res = res_w / weights[None, :]
+
+    def rms(x: np.ndarray) -> float:
+        return float(np.sqrt(np.mean(x ** 2)))
+
     residuals = {
-        "accel_residual_rms_m_s2": float(np.sqrt(np.mean(res[:, :3] ** 2))),
-        "accel_signal_rms_m_s2": float(np.sqrt(np.mean((y[:, :3] - y[:, :3].mean(0)) ** 2))),
-        "ang_accel_residual_rms_rad_s2": float(np.sqrt(np.mean(res[:, 3:] ** 2))),
-        "ang_accel_signal_rms_rad_s2": float(np.sqrt(np.mean((y[:, 3:] - y[:, 3:].mean(0)) ** 2))),
+        "accel_residual_rms_m_s2": rms(res[:, LIN]),
+        "accel_signal_rms_m_s2": rms(y[:, LIN] - y[:, LIN].mean(0)),
+        "ang_accel_residual_rms_rad_s2": rms(res[:, ANG]),
+        "ang_accel_signal_rms_rad_s2": rms(y[:, ANG] - y[:, ANG].mean(0)),
     }
-    flight_s = float(p.dt[p.interval_ok].sum())
+    flight_s = float(sum(p.dt[a:b].sum() for a, b in p.segments))
     return SysIdResult(params, residuals, flight_s, len(log.t))

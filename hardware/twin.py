@@ -252,8 +252,11 @@ class DigitalTwin(Robot):
         while self._pending and self._pending[0][0] <= self._step:
             self._active = self._pending.popleft()[1]
         if isinstance(self._active, CtbrCommand):
-            rotor_cmd = ctbr_to_rotor_cmd(np.array([[self._active.thrust_n]]), self._active.body_rates_b[None],
-                                          self._quads.state()["ang_vel_b"], self._rate_ctrl)
+            active = self._active
+
+            def rotor_cmd(ang_vel_b: np.ndarray) -> np.ndarray:  # the rate loop runs every substep
+                return ctbr_to_rotor_cmd(np.array([[active.thrust_n]]), active.body_rates_b[None], ang_vel_b,
+                                         self._rate_ctrl)
         else:
             rotor_cmd = self._active.rotor_cmd[None]
         t, gust = self.sim_time_s, self.cfg.wind_gust

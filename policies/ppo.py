@@ -95,6 +95,7 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
     for iteration in bar:
         t0 = time.perf_counter()
         # ---- rollout
+        rollout_err = torch.zeros((), device=device)
         with torch.no_grad():
             for step in range(cfg.num_steps):
                 model.obs_normalizer.update(next_obs)
@@ -111,6 +112,7 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
                 dones[step] = (terminated | truncated).float()
                 for k, v in info.get("episode", {}).items():
                     episode_stats.setdefault(k, []).append(float(v))
+                rollout_err += info["pos_err_m"].mean() / cfg.num_steps
 
             # ---- GAE
             next_value = model.value(next_obs)
@@ -172,7 +174,7 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
         # ---- logging
         logs = {k: sum(v) / len(v) for k, v in episode_stats.items()}
         episode_stats.clear()
-        logs.update({"losses/policy": pg_loss.item(), "losses/value": v_loss.item(),
+        logs.update({"rollout/pos_err_m": rollout_err.item(), "losses/policy": pg_loss.item(), "losses/value": v_loss.item(),
                      "losses/entropy": entropy.item(), "losses/approx_kl": approx_kl.item(),
                      "losses/clipfrac": clipfrac.item(), "charts/learning_rate": lr,
                      "charts/action_std": model.log_std.exp().mean().item(),
@@ -180,7 +182,7 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
         if writer is not None:
             for k, v in logs.items():
                 writer.add_scalar(k, v, global_step)
-        bar.set_postfix({"err_m": f"{logs.get('episode/final_pos_err_m', float('nan')):.3f}",
+        bar.set_postfix({"err_m": f"{logs['rollout/pos_err_m']:.3f}",
                          "crash": f"{logs.get('episode/crash_rate', float('nan')):.2f}",
                          "lr": f"{lr:.1e}"})
 

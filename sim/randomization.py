@@ -33,7 +33,7 @@ class RandomizationCfg:
     """multiplies both motor time constants [1]"""
     drag_scale: Range = (0.5, 1.5)
     """multiplies the linear drag coefficients [1]"""
-    thrust_to_weight: Range | None = (1.8, 2.6)
+    thrust_to_weight: Range | None = (2.0, 2.5)
     """max thrust / weight [1]; sets max rpm per env from the sampled kf and mass. None: keep max rpm"""
     latency_s: Range = (0.0, 0.02)
     """action latency [s], rounded down to whole control steps"""

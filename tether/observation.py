@@ -24,7 +24,7 @@ def quat_wxyz_to_rotmat(q: np.ndarray) -> np.ndarray:
 
 
 def derive_quantities(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Add derived vocabulary entries (pos_err_w, rotmat_bw, lin_vel_b) to the raw robot state.
+    """Add derived vocabulary entries (pos_err_w/_b, rotmat_bw, up_b, lin_vel_b, goal_vel_b) to the raw state.
 
     ``state`` holds arrays shaped [..., n]; at least pos_w, quat_wxyz, lin_vel_w, ang_vel_b.
     """
@@ -34,8 +34,10 @@ def derive_quantities(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     if "quat_wxyz" in q:
         r = quat_wxyz_to_rotmat(q["quat_wxyz"])
         q.setdefault("rotmat_bw", r.reshape(r.shape[:-2] + (9,)))
-        if "lin_vel_w" in q and "lin_vel_b" not in q:
-            q["lin_vel_b"] = np.einsum("...ji,...j->...i", r, np.asarray(q["lin_vel_w"]))
+        q.setdefault("up_b", r[..., 2, :])  # R^T e_z
+        for world, body in (("lin_vel_w", "lin_vel_b"), ("pos_err_w", "pos_err_b"), ("goal_vel_w", "goal_vel_b")):
+            if world in q and body not in q:
+                q[body] = np.einsum("...ji,...j->...i", r, np.asarray(q[world]))
     return q
 
 

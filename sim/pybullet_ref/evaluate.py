@@ -121,8 +121,12 @@ def fly(policy: Policy, contract: PolicyContract, preset: QuadrotorPreset, init:
                 history = np.concatenate([history[:, 1:], actions[:, None]], axis=1)
             delay.append(actions)
             applied = delay.popleft()
-            rotor_cmd = actions_to_rotor_cmd(spec, applied, s["ang_vel_b"], rate_ctrl)
-            rotor_cmd[crashed] = 0.0
+            def rotor_cmd(ang_vel_b: np.ndarray, applied=applied) -> np.ndarray:
+                # evaluated every physics substep: the rate controller runs faster than the policy
+                cmd = actions_to_rotor_cmd(spec, applied, ang_vel_b, rate_ctrl)
+                cmd[crashed] = 0.0
+                return cmd
+
             quads.step(rotor_cmd)
             s = quads.state()
             goal_next = _reference(goal_w, t + dt, m, "goal_w")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pybullet as pb
@@ -124,6 +125,10 @@ def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
                      a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]], axis=-1)
 
 
+def _rotate_world_to_body(quat_wxyz: np.ndarray, v_w: np.ndarray) -> np.ndarray:
+    return np.einsum("nji,nj->ni", quat_wxyz_to_rotmat(quat_wxyz), v_w)
+
+
 def _xyzw(q_wxyz: np.ndarray) -> list[float]:
     return [float(q_wxyz[1]), float(q_wxyz[2]), float(q_wxyz[3]), float(q_wxyz[0])]
 
@@ -217,7 +222,7 @@ class PybulletQuadrotors:
             "pos_w": pos_com - com_w,
             "quat_wxyz": quat,
             "lin_vel_w": vel_com - _cross(omega_w, com_w),
-            "ang_vel_b": np.einsum("nji,nj->ni", r_bw, omega_w),
+            "ang_vel_b": _rotate_world_to_body(quat, omega_w),
             "rotor_rpm": self.rotor_rpm.copy(),
         }
 
@@ -270,19 +275,22 @@ class PybulletQuadrotors:
         force_b[:, 2] += f.sum(-1)
         return np.einsum("nij,nj->ni", r_bw, force_b), np.einsum("nij,nj->ni", r_bw, torque_b)
 
-    def step(self, rotor_cmd: np.ndarray, ext_force_w: np.ndarray | None = None) -> None:
+    def step(self, rotor_cmd: np.ndarray | Callable[[np.ndarray], np.ndarray],
+             ext_force_w: np.ndarray | None = None) -> None:
         """Advance one control period dt with rotor_cmd [num, R] in [0, 1] (fraction of max rpm, clipped)
-        held; ext_force_w [num, 3] N is an optional world-frame force at the COM (wind)."""
-        rotor_cmd = np.asarray(rotor_cmd, dtype=np.float64)
-        if rotor_cmd.shape != self.rotor_rpm.shape:
-            raise ValueError(f"rotor_cmd has shape {rotor_cmd.shape}, expected {self.rotor_rpm.shape}")
-        if not np.all(np.isfinite(rotor_cmd)):
-            raise ValueError("rotor_cmd contains NaN or Inf")
-        rpm_cmd = np.clip(rotor_cmd, 0.0, 1.0) * self.max_rpm
+        held; or with a callable ang_vel_b [num, 3] -> rotor_cmd evaluated every substep (an on-board
+        rate controller). ext_force_w [num, 3] N is an optional world-frame force at the COM (wind)."""
         ext = None if ext_force_w is None else np.broadcast_to(np.asarray(ext_force_w, np.float64), (self.num, 3))
         for _ in range(self.substeps):
-            self.rotor_rpm = motor_lag(self.rotor_rpm, rpm_cmd, self.tau_up, self.tau_down, self.h)
             pos_com, quat, vel_com, omega_w = self._read_com()
+            cmd = rotor_cmd(_rotate_world_to_body(quat, omega_w)) if callable(rotor_cmd) else rotor_cmd
+            cmd = np.asarray(cmd, dtype=np.float64)
+            if cmd.shape != self.rotor_rpm.shape:
+                raise ValueError(f"rotor_cmd has shape {cmd.shape}, expected {self.rotor_rpm.shape}")
+            if not np.all(np.isfinite(cmd)):
+                raise ValueError("rotor_cmd contains NaN or Inf")
+            self.rotor_rpm = motor_lag(self.rotor_rpm, np.clip(cmd, 0.0, 1.0) * self.max_rpm, self.tau_up,
+                                       self.tau_down, self.h)
             force_w, torque_w = self._wrench_about_com(quat, vel_com, omega_w)
             if ext is not None:
                 force_w = force_w + ext

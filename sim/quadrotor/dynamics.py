@@ -87,19 +87,21 @@ def rotor_wrench(rpm: torch.Tensor, p: QuadParams) -> tuple[torch.Tensor, torch.
     return thrust, torch.stack([tau_x, tau_y, tau_z], dim=-1)
 
 
-def step(state: QuadState, rotor_cmd: torch.Tensor, p: QuadParams, dt: float, substeps: int,
-         ext_force_w: torch.Tensor | None = None) -> QuadState:
+def step(state: QuadState, rotor_cmd: torch.Tensor | None, p: QuadParams, dt: float, substeps: int,
+         ext_force_w: torch.Tensor | None = None, ctbr: "CtbrSetpoint | None" = None) -> QuadState:
     """Advance ``dt`` seconds in ``substeps`` equal substeps.
 
-    rotor_cmd: [N, R] in [0, 1], fraction of max rpm, held for the whole ``dt``.
+    rotor_cmd: [N, R] in [0, 1], fraction of max rpm, held for the whole ``dt``; or None with ``ctbr``:
+        a collective-thrust + body-rate setpoint tracked by the on-board rate controller, which runs
+        every substep (as firmware does, at a multiple of the policy rate).
     ext_force_w: optional [N, 3] external force in the world frame [N] (wind gusts, disturbances).
     """
     h = dt / substeps
-    rpm_cmd = rotor_cmd.clamp(0.0, 1.0) * p.max_rpm
     pos, quat, vel, omega, rpm = state
     g = torch.tensor([0.0, 0.0, -GRAVITY], device=pos.device, dtype=pos.dtype)
     for _ in range(substeps):
-        rpm = motor_lag(rpm, rpm_cmd, p.tau_up, p.tau_down, h)
+        cmd = rotor_cmd if ctbr is None else ctbr_to_rotor_cmd(ctbr.thrust_n, ctbr.rates_b, omega, ctbr.ctrl)
+        rpm = motor_lag(rpm, cmd.clamp(0.0, 1.0) * p.max_rpm, p.tau_up, p.tau_down, h)
         thrust, torque = rotor_wrench(rpm, p)
         vel_b = quat_rotate_inverse(quat, vel)
         force_b = -p.drag * vel_b
@@ -128,6 +130,12 @@ class RateController(NamedTuple):
     mixer_pinv: torch.Tensor  # [R, 4] maps (thrust, tau_x, tau_y, tau_z) to rotor thrusts
     kf: float  # nominal N / rpm^2
     max_rpm: float
+
+
+class CtbrSetpoint(NamedTuple):
+    thrust_n: torch.Tensor  # [N, 1] collective thrust [N]
+    rates_b: torch.Tensor  # [N, 3] desired body rates [rad/s]
+    ctrl: RateController
 
 
 def make_rate_controller(preset: QuadrotorPreset, kp: tuple[float, float, float],

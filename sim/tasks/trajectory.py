@@ -25,7 +25,7 @@ class TrajectoryCfg(QuadrotorTaskCfg):
 
 class TrajectoryEnv(QuadrotorEnv):
     cfg: TrajectoryCfg
-    observation_names = ("pos_err_w", "goal_vel_w", "rotmat_bw", "lin_vel_w", "ang_vel_b", "prev_actions")
+    observation_names = ("pos_err_b", "goal_vel_b", "up_b", "lin_vel_b", "ang_vel_b", "prev_actions")
 
     def __init__(self, cfg: TrajectoryCfg):
         super().__init__(cfg)

@@ -1,0 +1,104 @@
+"""Time-to-hover: wall-clock training seconds until the first checkpoint that passes the hover
+acceptance in pybullet (>= 99 of 100 randomized starts within 0.5 m, tilted up to 30 deg, moving up to
+0.5 m/s, reach and hold 5 cm within 5 s, no crash), over several seeds.
+
+Training time is the sum of the training iterations up to that checkpoint, as recorded in it: it
+excludes the evaluation itself and checkpoint I/O. ``--task recover --acceptance recovery`` gives the
+harder figure (starts tilted up to 90 deg). Writes JSON and prints a table.
+
+    python bench/time_to_hover.py --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from policies.checkpoint import load_checkpoint  # noqa: E402
+from policies.evaluation import RECOVERY, AcceptanceCfg, evaluate_hover  # noqa: E402
+from policies.export import env_from_checkpoint, export_policy  # noqa: E402
+from policies.ppo import PPOCfg, train  # noqa: E402
+from sim.tasks import make_env  # noqa: E402
+
+
+def run_seed(task: str, seed: int, args, acceptance: AcceptanceCfg, work: Path) -> dict:
+    env = make_env(task, num_envs=args.num_envs, seed=seed, compile=args.compile)
+    ppo = PPOCfg(num_iterations=args.iterations, save_interval=args.save_interval, seed=seed)
+    run_dir = work / f"{task}_seed{seed}"
+    t0 = time.perf_counter()
+    train(env, task, ppo, run_dir, progress=True)
+    wall_train = time.perf_counter() - t0
+    result = {"seed": seed, "passed": False, "time_to_pass_s": None, "iteration": None,
+              "wall_clock_incl_checkpointing_s": wall_train}
+    for ckpt_path in sorted(run_dir.glob("model_*.pt")):
+        ckpt = load_checkpoint(ckpt_path)
+        if ckpt["iteration"] < args.min_iteration:
+            continue
+        policy_dir, _, _ = export_policy(ckpt_path, run_dir / f"export_{ckpt['iteration']:05d}")
+        cfg = env_from_checkpoint(ckpt).cfg
+        report = evaluate_hover(policy_dir, cfg, acceptance, sims=("pybullet", "tether"))
+        pb, ts = report["pybullet"], report["tether"]
+        print(f"  seed {seed} it {ckpt['iteration']:4d} t {ckpt['train_time_s']:6.1f}s  pybullet "
+              f"{pb['successes']:3d}/{acceptance.num_starts}  tether {ts['successes']:3d}  "
+              f"err {pb['steady_state_err_m_median'] * 100:.1f} cm", flush=True)
+        if pb["passed"]:
+            result.update(passed=True, time_to_pass_s=ckpt["train_time_s"], iteration=ckpt["iteration"],
+                          pybullet_success=pb["success_rate"], pybullet_ci95=pb["success_ci95"],
+                          tether_success=ts["success_rate"], tether_ci95=ts["success_ci95"],
+                          steady_state_err_m=pb["steady_state_err_m_median"],
+                          settle_time_s=pb["settle_time_s_median"])
+            break
+    return result
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", default="hover")
+    ap.add_argument("--acceptance", choices=("hover", "recovery"), default="hover")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--num-envs", type=int, default=1024)
+    ap.add_argument("--iterations", type=int, default=60)
+    ap.add_argument("--save-interval", type=int, default=5)
+    ap.add_argument("--min-iteration", type=int, default=20, help="skip evaluating earlier checkpoints")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the physics (cached across runs)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="artifacts/bench/time_to_hover.json")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    acceptance = RECOVERY if args.acceptance == "recovery" else AcceptanceCfg()
+    with tempfile.TemporaryDirectory(prefix="tether-tth-") as tmp:
+        results = [run_seed(args.task, s, args, acceptance, Path(tmp)) for s in args.seeds]
+    times = [r["time_to_pass_s"] for r in results if r["passed"]]
+    summary = {
+        "task": args.task, "acceptance": dataclasses.asdict(acceptance), "num_envs": args.num_envs,
+        "threads": args.threads, "compile": args.compile, "seeds": results,
+        "all_seeds_pass": len(times) == len(results),
+        "median_time_to_pass_s": statistics.median(times) if times else None,
+        "machine": {"torch": torch.__version__, "cpu_threads": torch.get_num_threads()},
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2))
+    print(f"\n| seed | passed | time to pass [s] | iteration | pybullet success | tether success |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['seed']} | {r['passed']} | {r['time_to_pass_s'] or float('nan'):.1f} | {r['iteration']} | "
+              f"{r.get('pybullet_success', float('nan')):.2f} | {r.get('tether_success', float('nan')):.2f} |")
+    med = summary["median_time_to_pass_s"]
+    print(f"median time-to-{args.acceptance}: {med if med is None else round(med, 1)} s; "
+          f"all seeds pass: {summary['all_seeds_pass']}  ->  {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

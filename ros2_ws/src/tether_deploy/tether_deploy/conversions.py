@@ -1,0 +1,49 @@
+"""ROS messages <-> the contract's named quantities (duck-typed on message fields: no rclpy import).
+
+nav_msgs/Odometry follows REP 105: the pose is in ``header.frame_id`` (the world frame here) and the
+twist in ``child_frame_id`` (the body frame). So twist.linear is lin_vel_b and is rotated into the world
+frame here; twist.angular is ang_vel_b. ROS quaternions are (x, y, z, w); the contract's are w first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tether.observation import quat_wxyz_to_rotmat
+
+
+def odometry_to_quantities(msg) -> dict[str, np.ndarray]:
+    p, o = msg.pose.pose.position, msg.pose.pose.orientation
+    v, w = msg.twist.twist.linear, msg.twist.twist.angular
+    quat = np.array([o.w, o.x, o.y, o.z])
+    lin_vel_b = np.array([v.x, v.y, v.z])
+    if np.all(np.isfinite(quat)) and np.linalg.norm(quat) > 0:
+        lin_vel_w = quat_wxyz_to_rotmat(quat / np.linalg.norm(quat)) @ lin_vel_b
+    else:
+        lin_vel_w = np.full(3, np.nan)  # rejected by the runner's state validation, with a reason
+    return {"pos_w": np.array([p.x, p.y, p.z]), "quat_wxyz": quat, "lin_vel_w": lin_vel_w,
+            "ang_vel_b": np.array([w.x, w.y, w.z])}
+
+
+def fill_odometry(msg, pos_w, quat_wxyz, lin_vel_w, ang_vel_b) -> None:
+    """Write a state into an Odometry message (pose in the world frame, twist in the body frame)."""
+    p, o = msg.pose.pose.position, msg.pose.pose.orientation
+    p.x, p.y, p.z = (float(x) for x in pos_w)
+    o.w, o.x, o.y, o.z = (float(x) for x in quat_wxyz)
+    lin_vel_b = quat_wxyz_to_rotmat(np.asarray(quat_wxyz)).T @ np.asarray(lin_vel_w)
+    v, w = msg.twist.twist.linear, msg.twist.twist.angular
+    v.x, v.y, v.z = (float(x) for x in lin_vel_b)
+    w.x, w.y, w.z = (float(x) for x in ang_vel_b)
+
+
+def fill_imu(msg, quat_wxyz, ang_vel_b, lin_acc_b) -> None:
+    """Orientation, gyro and specific force (accelerometer: a - g in the body frame) into sensor_msgs/Imu."""
+    o = msg.orientation
+    o.w, o.x, o.y, o.z = (float(x) for x in quat_wxyz)
+    g, a = msg.angular_velocity, msg.linear_acceleration
+    g.x, g.y, g.z = (float(x) for x in ang_vel_b)
+    a.x, a.y, a.z = (float(x) for x in lin_acc_b)
+
+
+def stamp_to_s(stamp) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9

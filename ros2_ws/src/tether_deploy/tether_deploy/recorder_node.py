@@ -1,0 +1,89 @@
+"""Recorder: the intervention log as a rosbag2-layout MCAP (bag.py), readable by the mcap and rosbags
+Python readers, by Foxglove, and by policies/ for finetuning.
+
+Records state, policy action, human action, executed action, intervention flag, mode, joystick and
+diagnostics. Subscriptions are raw (serialized CDR straight into the file) with deep queues; a timer
+flushes the open chunk every chunk_interval_s even when no message comes, so a SIGKILL loses at most
+that chunk.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import Odometry
+from rclpy.node import Node
+from sensor_msgs.msg import Imu, Joy
+from std_msgs.msg import Bool, Float32MultiArray, String
+
+from tether_deploy import qos
+from tether_deploy.bag import BagWriter
+
+# topic -> (type, QoS to subscribe with, QoS the publisher offers (for the metadata))
+RECORDED = {
+    qos.STATE_ODOM: (Odometry, qos.RECORDER_BEST_EFFORT, qos.SENSOR_DATA),
+    qos.STATE_IMU: (Imu, qos.RECORDER_BEST_EFFORT, qos.SENSOR_DATA),
+    qos.JOY: (Joy, qos.RECORDER_BEST_EFFORT, qos.SENSOR_DATA),
+    qos.POLICY_ACTION: (Float32MultiArray, qos.RECORDER_RELIABLE, qos.COMMAND),
+    qos.HUMAN_ACTION: (Float32MultiArray, qos.RECORDER_RELIABLE, qos.COMMAND),
+    qos.EXECUTED_ACTION: (Float32MultiArray, qos.RECORDER_RELIABLE, qos.COMMAND),
+    qos.INTERVENTION: (Bool, qos.RECORDER_RELIABLE, qos.COMMAND),
+    qos.RUNNER_MODE: (String, qos.LATCHED, qos.LATCHED),
+    qos.ACTIVE_POLICY: (String, qos.LATCHED, qos.LATCHED),
+    qos.DIAGNOSTICS: (DiagnosticArray, qos.RECORDER_RELIABLE, qos.DIAGNOSTICS_QOS),
+}
+
+
+class Recorder(Node):
+    def __init__(self, **kwargs):
+        super().__init__("recorder", **kwargs)
+        self.declare_parameter("output", "")
+        self.declare_parameter("chunk_interval_s", 0.5)
+        self.declare_parameter("chunk_size_bytes", 1 << 20)
+        self.declare_parameter("compression", "none")
+        self.declare_parameter("topics", list(RECORDED))
+        output = self.get_parameter("output").value
+        if not output:
+            raise ValueError("recorder: parameter output is empty; give a new directory for the bag")
+        self.bag = BagWriter(Path(output), float(self.get_parameter("chunk_interval_s").value),
+                             int(self.get_parameter("chunk_size_bytes").value),
+                             str(self.get_parameter("compression").value))
+        topics = list(self.get_parameter("topics").value)
+        unknown = sorted(set(topics) - set(RECORDED))
+        if unknown:
+            raise ValueError(f"recorder: no message type known for {unknown}; recordable: {sorted(RECORDED)}")
+        for topic in topics:
+            msg_type, sub_qos, offered = RECORDED[topic]
+            full = self.resolve_topic_name(topic)
+            self.bag.add_topic(full, msg_type, qos.qos_to_rosbag2_yaml(offered))
+            self.create_subscription(msg_type, topic, functools.partial(self._on_message, full), sub_qos,
+                                     raw=True)
+        self.create_timer(float(self.get_parameter("chunk_interval_s").value), self.bag.flush)
+        self.get_logger().info(f"recording {len(topics)} topics into {self.bag.path}")
+
+    def _on_message(self, topic: str, data: bytes) -> None:
+        self.bag.write(topic, self.get_clock().now().nanoseconds, data)
+
+    def close(self) -> None:
+        self.bag.close()
+        self.get_logger().info(f"closed {self.bag.path}: {self.bag.message_count} messages")
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    node = Recorder()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node.close()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,447 @@
+"""The policy runner's logic without ROS: validation, watchdog, action limits, safe behaviours, hot swap.
+
+The ROS node (runner_node.py) only moves messages in and out; every decision is made here, so plain
+pytest covers it. Time is passed in explicitly (seconds on a monotonic clock), nothing here sleeps.
+
+One tick (:meth:`RunnerCore.tick`):
+  1. swap in a pending, already validated policy (between ticks: never a missed tick);
+  2. check the latest state: present, fresh (age <= max_state_age_periods control periods), accepted;
+  3. run the policy on the observation built by the contract's named slices;
+  4. arbitrate between policy, human and e-stop (arbitration.py);
+  5. if the arbiter or a fault asks for the safe behaviour, compute it (hold, land or motors off);
+  6. apply the action limits and remember the executed action for ``prev_actions``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+
+from tether.contract import ContractError, PolicyContract
+from tether.observation import build_observation
+from tether_deploy.arbitration import ArbiterConfig, Decision, HumanInput, arbitrate
+
+SAFE_BEHAVIOURS = ("hold", "land", "motors_off")
+
+# Quantities the runner can provide to a policy; anything else in a contract is refused at configure.
+PROVIDED_QUANTITIES = ("pos_w", "quat_wxyz", "lin_vel_w", "ang_vel_b", "goal_w", "goal_vel_w", "prev_actions",
+                       "pos_err_w", "pos_err_b", "rotmat_bw", "up_b", "lin_vel_b", "goal_vel_b")
+
+
+@dataclasses.dataclass(frozen=True)
+class StateLimits:
+    """A state outside these bounds is rejected (a broken estimator, not a vehicle to fly)."""
+
+    max_abs_pos_m: float = 100.0
+    """largest |x|, |y|, |z| of pos_w accepted [m]"""
+    max_speed_m_s: float = 30.0
+    """largest |lin_vel_w| accepted [m/s]"""
+    max_ang_vel_rad_s: float = 60.0
+    """largest |ang_vel_b| accepted [rad/s]"""
+    quat_norm_tol: float = 0.05
+    """| |quat_wxyz| - 1 | above this means a malformed quaternion [1]"""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunnerConfig:
+    # watchdog
+    max_state_age_periods: float = 3.0
+    """state older than this many control periods is stale -> safe behaviour [periods]"""
+    safe_behaviour: str = "hold"
+    """hold | land | motors_off"""
+    state_limits: StateLimits = StateLimits()
+    # safe behaviours
+    land_speed_m_s: float = 0.3
+    """closed-loop land: the goal descends at this speed [m/s]"""
+    land_timeout_s: float = 8.0
+    """a land (closed or open loop) ends with motors off after this long [s]"""
+    open_loop_thrust_scale: float = 0.92
+    """open-loop descent (no usable state or policy) commands this fraction of hover thrust [1]"""
+    # action limits
+    action_low: tuple[float, ...] = ()
+    """per-output lower bound, () = the contract's low; never wider than the contract [1]"""
+    action_high: tuple[float, ...] = ()
+    """per-output upper bound, () = the contract's high [1]"""
+    max_action_delta: float = 0.0
+    """largest change of a policy/human output per tick, 0 = off [1/tick]"""
+    # goal
+    goal_w: tuple[float, float, float] = (0.0, 0.0, 1.0)
+    """goal position until a goal message arrives [m]"""
+    arbiter: ArbiterConfig = ArbiterConfig()
+
+    def __post_init__(self):
+        if self.safe_behaviour not in SAFE_BEHAVIOURS:
+            raise ValueError(f"safe_behaviour must be one of {SAFE_BEHAVIOURS}, got {self.safe_behaviour!r}")
+        if not self.max_state_age_periods > 0:
+            raise ValueError(f"max_state_age_periods must be > 0 [periods], got {self.max_state_age_periods}")
+        if not 0 < self.open_loop_thrust_scale <= 1:
+            raise ValueError(f"open_loop_thrust_scale must be in (0, 1], got {self.open_loop_thrust_scale}")
+        if len(self.goal_w) != 3:
+            raise ValueError(f"goal_w must be [x, y, z] m, got {self.goal_w!r}")
+        if self.max_action_delta < 0:
+            raise ValueError(f"max_action_delta must be >= 0, got {self.max_action_delta}")
+
+
+# ----------------------------------------------------------------------------------- validation
+
+
+def check_policy(contract: PolicyContract, running: PolicyContract | None = None) -> None:
+    """Raise ContractError unless the runner can feed this policy (and swap it for ``running``)."""
+    for s in contract.observation:
+        if s.name not in PROVIDED_QUANTITIES:
+            raise ContractError(f"the policy observes {s.name!r}, which the runner cannot provide "
+                                f"(it provides {list(PROVIDED_QUANTITIES)})")
+        if s.name == "prev_actions" and s.length % contract.action.dim != 0:
+            raise ContractError(f"prev_actions has length {s.length}, not a multiple of action.dim "
+                                f"{contract.action.dim}")
+    if contract.action.hover_action and len(contract.action.hover_action) != contract.action.dim:
+        raise ContractError(f"action.hover_action has {len(contract.action.hover_action)} values for "
+                            f"{contract.action.dim} outputs")
+    if running is None:
+        return
+    if contract.control_rate_hz != running.control_rate_hz:
+        raise ContractError(f"control_rate_hz {contract.control_rate_hz} differs from the running policy's "
+                            f"{running.control_rate_hz}: a hot swap keeps the rate (reconfigure instead)")
+    if contract.action != running.action:
+        diff = [f.name for f in dataclasses.fields(contract.action)
+                if getattr(contract.action, f.name) != getattr(running.action, f.name)]
+        raise ContractError(f"the action spec differs from the running policy's in {diff}: the robot "
+                            f"adapter is set up for the running one (reconfigure instead)")
+
+
+def load_policy(policy_dir: str | Path, running: PolicyContract | None = None, intra_op_threads: int = 1):
+    """Load and verify ``policy.onnx`` + ``policy.json`` (sha256, I/O names and shapes, contract version),
+    check the runner can feed it, and run it once on a hover-like observation. Raises ContractError."""
+    from tether.runtime import OnnxPolicy  # onnxruntime import is slow: only where a policy is loaded
+
+    policy = OnnxPolicy(policy_dir, intra_op_threads=intra_op_threads)
+    check_policy(policy.contract, running)
+    probe = np.zeros(policy.contract.obs_dim, dtype=np.float32)
+    try:
+        out = policy(probe)
+    except Exception as e:  # onnxruntime raises several private exception types
+        raise ContractError(f"{policy.onnx_path}: a test inference failed ({e})") from e
+    if out.shape != (policy.contract.action.dim,) or not np.all(np.isfinite(out)):
+        raise ContractError(f"{policy.onnx_path}: a test inference returned {out!r}, expected "
+                            f"{policy.contract.action.dim} finite values")
+    return policy
+
+
+def validate_state(q: dict[str, np.ndarray], limits: StateLimits) -> str | None:
+    """None if the state can be used, else why not (names the quantity)."""
+    for name in ("pos_w", "quat_wxyz", "lin_vel_w", "ang_vel_b"):
+        v = q.get(name)
+        if v is None:
+            return f"state has no {name}"
+        if not np.all(np.isfinite(v)):
+            return f"state {name} contains NaN or Inf"
+    if np.max(np.abs(q["pos_w"])) > limits.max_abs_pos_m:
+        return f"state pos_w {np.round(q['pos_w'], 3).tolist()} out of range (|.| <= {limits.max_abs_pos_m} m)"
+    speed = float(np.linalg.norm(q["lin_vel_w"]))
+    if speed > limits.max_speed_m_s:
+        return f"state speed {speed:.2f} m/s out of range (<= {limits.max_speed_m_s} m/s)"
+    rate = float(np.linalg.norm(q["ang_vel_b"]))
+    if rate > limits.max_ang_vel_rad_s:
+        return f"state angular rate {rate:.2f} rad/s out of range (<= {limits.max_ang_vel_rad_s} rad/s)"
+    qn = float(np.linalg.norm(q["quat_wxyz"]))
+    if abs(qn - 1.0) > limits.quat_norm_tol:
+        return f"state quat_wxyz has norm {qn:.3f}, not a unit quaternion"
+    return None
+
+
+# ------------------------------------------------------------------------------ safe behaviours
+
+
+def motors_off_action(contract: PolicyContract) -> np.ndarray:
+    """Zero rotor speed (rotor) or zero thrust and zero rates (ctbr), in normalized units."""
+    a = contract.action
+    if a.type == "rotor":
+        return np.full(a.dim, a.low, dtype=np.float32)
+    out = np.zeros(a.dim, dtype=np.float32)
+    out[0] = a.low
+    return out
+
+
+def hover_thrust_n(contract: PolicyContract) -> float | None:
+    """Collective thrust of the contract's hover action [N], None if the contract has none."""
+    a = contract.action
+    if not a.hover_action:
+        return None
+    h = np.asarray(a.hover_action, dtype=np.float64)
+    if a.type == "ctbr":
+        return float((h[0] + 1.0) / 2.0 * a.max_thrust_n)
+    rpm = (h + 1.0) / 2.0 * a.max_rpm
+    return float(np.sum(a.kf_n_per_rpm2 * rpm ** 2))
+
+
+def open_loop_descent_action(contract: PolicyContract, thrust_scale: float) -> np.ndarray | None:
+    """Hover action with its thrust scaled by ``thrust_scale`` and no rate/torque command; None if the
+    contract has no hover action (then only motors off is possible without state)."""
+    a = contract.action
+    if not a.hover_action:
+        return None
+    h = np.asarray(a.hover_action, dtype=np.float64)
+    if a.type == "ctbr":
+        out = np.zeros(a.dim)
+        out[0] = 2.0 * thrust_scale * (h[0] + 1.0) / 2.0 - 1.0
+    else:  # thrust ~ rpm^2: scale every rotor's speed by sqrt(scale)
+        out = 2.0 * math.sqrt(thrust_scale) * (h + 1.0) / 2.0 - 1.0
+    return np.clip(out, a.low, a.high).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------- the core
+
+
+@dataclasses.dataclass
+class StateSample:
+    """The latest accepted state: vocabulary quantities and when it was received [s, monotonic]."""
+
+    quantities: dict[str, np.ndarray]
+    received_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class TickResult:
+    policy_action: np.ndarray | None
+    """what the policy asked for this tick (None when it could not run)"""
+    human_action: np.ndarray | None
+    """the human's mapped command (None without a fresh teleop stream)"""
+    executed: np.ndarray
+    """what is sent to the robot, normalized [-1, 1], after the action limits"""
+    intervention: bool
+    source: str
+    """policy | human | safe | estop"""
+    mode: str
+    """human-readable mode, e.g. 'policy', 'human', 'safe:hold (state stale: ...)'"""
+    reason: str
+
+
+class RunnerCore:
+    """Holds the running policy and its history; :meth:`tick` decides one command. Not thread-safe
+    except :meth:`offer_policy`, which a loader thread may call at any time."""
+
+    def __init__(self, policy, cfg: RunnerConfig):
+        self.cfg = cfg
+        self.policy = policy
+        self.contract: PolicyContract = policy.contract
+        self.period_s = 1.0 / self.contract.control_rate_hz
+        self._pending = None
+        self.goal_w = np.asarray(cfg.goal_w, dtype=np.float64)
+        self.state: StateSample | None = None
+        self.state_fault: str | None = None  # a rejected state message, cleared by the next good one
+        self._safe_since: float | None = None
+        self._safe_anchor_w: np.ndarray | None = None
+        self._last_executed: np.ndarray | None = None
+        self._set_limits(self.contract)
+        self._reset_history(self.contract)
+
+    # ------------------------------------------------------------------------------ policy swap
+
+    def offer_policy(self, policy) -> None:
+        """Hand over an already loaded and validated policy; it takes over at the start of the next tick."""
+        check_policy(policy.contract, self.contract)
+        self._pending = policy
+
+    def _take_pending(self) -> bool:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return False
+        self.policy, self.contract = pending, pending.contract
+        self._reset_history(self.contract, keep=True)
+        return True
+
+    def _reset_history(self, c: PolicyContract, keep: bool = False) -> None:
+        k = 0
+        for s in c.observation:
+            if s.name == "prev_actions":
+                k = s.length // c.action.dim
+        init = np.asarray(c.action.hover_action or np.zeros(c.action.dim), dtype=np.float32)
+        old = getattr(self, "_history", None)
+        self._history = np.tile(init, (max(k, 1), 1))
+        if keep and old is not None and old.shape[1] == c.action.dim:
+            n = min(len(old), len(self._history))
+            self._history[-n:] = old[-n:]
+
+    def _set_limits(self, c: PolicyContract) -> None:
+        a = c.action
+        low = np.full(a.dim, a.low, dtype=np.float32)
+        high = np.full(a.dim, a.high, dtype=np.float32)
+        for name, given, base, pick in (("action_low", self.cfg.action_low, low, np.maximum),
+                                        ("action_high", self.cfg.action_high, high, np.minimum)):
+            if given:
+                if len(given) not in (1, a.dim):
+                    raise ValueError(f"{name} has {len(given)} values for {a.dim} outputs (give 1 or {a.dim})")
+                base[:] = pick(base, np.asarray(given, dtype=np.float32))
+        if np.any(low > high):
+            raise ValueError(f"action limits are empty: low {low.tolist()} > high {high.tolist()}")
+        self.action_low, self.action_high = low, high
+
+    # ------------------------------------------------------------------------------------ inputs
+
+    def set_state(self, q: dict[str, np.ndarray], received_s: float) -> str | None:
+        """Offer a state; returns None if accepted, else the reason it was rejected."""
+        reason = validate_state(q, self.cfg.state_limits)
+        if reason is not None:
+            self.state_fault = reason
+            return reason
+        self.state_fault = None
+        self.state = StateSample(q, received_s)
+        return None
+
+    def set_goal(self, goal_w) -> str | None:
+        g = np.asarray(goal_w, dtype=np.float64)
+        if g.shape != (3,) or not np.all(np.isfinite(g)):
+            return f"goal {g.tolist()} rejected: needs 3 finite values [m]"
+        self.goal_w = g
+        return None
+
+    # -------------------------------------------------------------------------------------- tick
+
+    def _infer(self, state: StateSample, goal_w: np.ndarray) -> tuple[np.ndarray | None, str | None]:
+        q = dict(state.quantities)
+        q["goal_w"] = goal_w
+        q["goal_vel_w"] = np.zeros(3)
+        q["prev_actions"] = self._history.reshape(-1)
+        try:
+            obs = build_observation(self.contract, q)
+            out = self.policy(obs)
+        except Exception as e:  # a failed inference must become the safe behaviour, whatever raised
+            return None, f"inference failed: {type(e).__name__}: {e}"
+        if not np.all(np.isfinite(out)):
+            return None, "inference returned NaN or Inf"
+        return np.asarray(out, dtype=np.float32), None
+
+    def state_problem(self, now_s: float) -> str | None:
+        if self.state_fault is not None:
+            return f"state rejected: {self.state_fault}"
+        if self.state is None:
+            return "no state received yet"
+        age = now_s - self.state.received_s
+        limit = self.cfg.max_state_age_periods * self.period_s
+        if age > limit:
+            return f"state stale: {age * 1e3:.1f} ms old > {limit * 1e3:.1f} ms"
+        return None
+
+    def tick(self, now_s: float, human: HumanInput | None, estop: bool) -> TickResult:
+        self._take_pending()
+        state_problem = self.state_problem(now_s)
+        policy_action, policy_problem = None, None
+        if state_problem is None:
+            policy_action, policy_problem = self._infer(self.state, self.goal_w)
+        fault = state_problem or policy_problem
+        human_action = None
+        if human is not None and human.action is not None:
+            human_action = np.clip(np.asarray(human.action, dtype=np.float32), self.action_low, self.action_high)
+        d: Decision = arbitrate(policy_action, fault, human, now_s, estop, self.cfg.arbiter)
+        if d.source == "estop":
+            executed, mode = motors_off_action(self.contract), "estop"
+        elif d.source == "safe":
+            executed, mode = self._safe_action(now_s, state_problem is None, policy_problem is None)
+        else:
+            executed = self._limit(d.action)
+            mode = d.source
+        if d.source in ("policy", "human"):
+            self._safe_since, self._safe_anchor_w = None, None
+        self._last_executed = executed
+        self._history = np.roll(self._history, -1, axis=0)
+        self._history[-1] = executed
+        if d.source not in ("policy", "human"):
+            mode = f"{mode} ({d.reason})"
+        return TickResult(policy_action, human_action, executed, d.intervention, d.source, mode, d.reason)
+
+    def _limit(self, action: np.ndarray) -> np.ndarray:
+        a = np.clip(action, self.action_low, self.action_high)
+        if self.cfg.max_action_delta > 0 and self._last_executed is not None:
+            a = np.clip(a, self._last_executed - self.cfg.max_action_delta,
+                        self._last_executed + self.cfg.max_action_delta)
+        return a.astype(np.float32)
+
+    def _safe_action(self, now_s: float, state_ok: bool, policy_ok: bool) -> tuple[np.ndarray, str]:
+        """The configured safe behaviour, degraded to what is still possible:
+        hold needs state and policy (else land); a closed-loop land needs both (else open-loop descent
+        on the contract's hover thrust); every land ends in motors off after land_timeout_s."""
+        cfg, c = self.cfg, self.contract
+        if self._safe_since is None:
+            self._safe_since = now_s
+            if self.state is not None:
+                self._safe_anchor_w = np.array(self.state.quantities["pos_w"], dtype=np.float64)
+        behaviour = cfg.safe_behaviour
+        closed_loop = state_ok and policy_ok and self._safe_anchor_w is not None
+        if behaviour == "hold" and not closed_loop:
+            behaviour = "land"
+        elapsed = now_s - self._safe_since
+        if behaviour == "land" and elapsed > cfg.land_timeout_s:
+            behaviour = "motors_off"
+        if behaviour == "motors_off":
+            return motors_off_action(c), "safe:motors_off"
+        if closed_loop:
+            goal = self._safe_anchor_w.copy()
+            if behaviour == "land":
+                goal[2] -= cfg.land_speed_m_s * elapsed
+            action, problem = self._infer(self.state, goal)
+            if action is not None:
+                return np.clip(action, self.action_low, self.action_high).astype(np.float32), f"safe:{behaviour}"
+        descent = open_loop_descent_action(c, cfg.open_loop_thrust_scale)
+        if descent is None:
+            return motors_off_action(c), "safe:motors_off"
+        return descent, "safe:land_open_loop"
+
+
+class TickScheduler:
+    """When to tick: on a fresh state message (lowest latency) or, if none came in time, on the timer.
+
+    A token bucket refilled at the control rate (one token per period, at most ``burst`` tokens) keeps
+    the average rate at the contract's rate whatever the robot's state rate is, and follows the phase
+    of the state stream instead of a fixed schedule (robot and runner clocks drift). A state message
+    ticks if at least ``1 - early`` tokens are there (it may come that much of a period early); the
+    timer, firing at the control rate, ticks once ``1 + late`` tokens piled up (the state is that late
+    or gone: the watchdog still runs every period). ``source='timer'`` ticks on every timer callback.
+    A gap of more than 1.5 periods between ticks counts as missed ticks.
+    """
+
+    def __init__(self, period_s: float, source: str = "state", early: float = 0.5, late: float = 0.25,
+                 burst: float = 1.5):
+        if source not in ("state", "timer"):
+            raise ValueError(f"tick source must be 'state' or 'timer', got {source!r}")
+        if not (0 <= early < 1 and 0 < late and 1 + late <= burst):
+            raise ValueError(f"need 0 <= early < 1, late > 0, burst >= 1 + late; got {early}, {late}, {burst}")
+        self.period_s, self.source = period_s, source
+        self.early, self.late, self.burst = early, late, burst
+        self.tokens = burst
+        self._accrued_s: float | None = None
+        self.last_tick_s: float | None = None
+        self.ticks = 0
+        self.missed = 0
+
+    def _accrue(self, now_s: float) -> None:
+        if self._accrued_s is not None:
+            self.tokens = min(self.burst, self.tokens + (now_s - self._accrued_s) / self.period_s)
+        self._accrued_s = now_s
+
+    def on_state(self, now_s: float) -> bool:
+        if self.source != "state":
+            return False
+        self._accrue(now_s)
+        if self.tokens < 1.0 - self.early:
+            return False
+        self._consume(now_s)
+        return True
+
+    def on_timer(self, now_s: float) -> bool:
+        self._accrue(now_s)
+        if self.source == "state" and self.tokens < 1.0 + self.late:
+            return False
+        self._consume(now_s)
+        return True
+
+    def _consume(self, now_s: float) -> None:
+        self.tokens -= 1.0
+        if self.last_tick_s is not None:
+            gap = now_s - self.last_tick_s
+            if gap > 1.5 * self.period_s:
+                self.missed += int(round(gap / self.period_s)) - 1
+        self.last_tick_s = now_s
+        self.ticks += 1

@@ -1,0 +1,359 @@
+"""Policy runner: a lifecycle node that flies an exported policy (policy.onnx + policy.json).
+
+configure  loads and verifies the policy (sha256, I/O names and shapes, contract version, quantities the
+           runner can provide) and refuses a mismatch, saying what is wrong (log and /diagnostics);
+activate   starts the control timer at the contract's rate. Ticks follow the state stream (lowest
+           latency) with the timer as the fallback, see runner_core.TickScheduler;
+every tick the runner publishes the policy action, the human action (when there is teleop input), the
+executed action and the intervention flag; the mode (policy / human / safe:... / estop) on change.
+
+A new policy is offered on ``runner/load_policy`` (std_msgs/String: a directory); it is loaded and
+verified in a background thread and swapped in between two ticks. If it fails, the running one keeps
+running and ``runner/active_policy`` plus /diagnostics say why.
+
+Topics (relative; see qos.py): in  state/odom, joy, estop, goal, runner/load_policy;
+out cmd/executed, cmd/policy, cmd/human, intervention, runner/mode, runner/active_policy, /diagnostics.
+Service runner/reset_estop (std_srvs/Trigger).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PointStamped
+from nav_msgs.msg import Odometry
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from sensor_msgs.msg import Joy
+from std_msgs.msg import Bool, Float32MultiArray, String
+from std_srvs.srv import Trigger
+
+from tether.contract import ContractError
+from tether_deploy import qos
+from tether_deploy.arbitration import ArbiterConfig, EstopLatch, HumanInput
+from tether_deploy.conversions import odometry_to_quantities
+from tether_deploy.runner_core import RunnerConfig, RunnerCore, StateLimits, TickScheduler, load_policy
+from tether_deploy.teleop_map import JoyMapping, StickMapper
+
+
+class PolicyRunner(LifecycleNode):
+    def __init__(self, **kwargs):
+        super().__init__("policy_runner", **kwargs)
+        self.declare_parameter("policy_dir", "")
+        self.declare_parameter("autostart", False)
+        self.declare_parameter("tick_source", "state")
+        self.declare_parameter("safe_behaviour", "hold")
+        self.declare_parameter("max_state_age_periods", 3.0)
+        self.declare_parameter("teleop_timeout_s", 0.25)
+        self.declare_parameter("goal_w", [0.0, 0.0, 1.0])
+        self.declare_parameter("action_low", [-1.0])
+        self.declare_parameter("action_high", [1.0])
+        self.declare_parameter("max_action_delta", 0.0)
+        self.declare_parameter("land_speed_m_s", 0.3)
+        self.declare_parameter("land_timeout_s", 8.0)
+        self.declare_parameter("open_loop_thrust_scale", 0.92)
+        self.declare_parameter("max_abs_pos_m", 100.0)
+        self.declare_parameter("max_speed_m_s", 30.0)
+        self.declare_parameter("max_ang_vel_rad_s", 60.0)
+        self.declare_parameter("diagnostics_rate_hz", 2.0)
+        self.declare_parameter("command_deadline_periods", 5.0)
+        for name, default in (("axis_throttle", 1), ("axis_yaw", 0), ("axis_pitch", 4), ("axis_roll", 3),
+                              ("button_deadman", 4), ("button_estop", 1)):
+            self.declare_parameter(f"joy.{name}", default)
+        for name, default in (("invert_roll", True), ("invert_yaw", False)):
+            self.declare_parameter(f"joy.{name}", default)
+        for name, default in (("thrust_range", 0.5), ("rate_fraction", 0.5), ("torque_fraction", 0.2)):
+            self.declare_parameter(f"joy.{name}", default)
+
+        self.core: RunnerCore | None = None
+        self.sched: TickScheduler | None = None
+        self.mapper: StickMapper | None = None
+        self.estop = EstopLatch()
+        self.human: HumanInput | None = None
+        self._active = False
+        self._timer = None
+        self._diag_timer = None
+        self._io: list = []
+        self._mode = "unconfigured"
+        self._last_reason = ""
+        self._rejected_states = 0
+        self._last_rejection = ""
+        self._policy_status = ""
+        self._loading = False
+        self._latency_us: collections.deque[float] = collections.deque(maxlen=5000)
+        self._pending_receive_s: float | None = None
+        self._msg_exec = Float32MultiArray()
+        self._msg_policy = Float32MultiArray()
+        self._msg_human = Float32MultiArray()
+        self._msg_flag = Bool()
+
+        if self.get_parameter("autostart").value:
+            self._autostart_timer = self.create_timer(0.0, self._autostart)
+
+    def _autostart(self) -> None:
+        self.destroy_timer(self._autostart_timer)
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    def _p(self, name: str):
+        return self.get_parameter(name).value
+
+    def _config(self) -> RunnerConfig:
+        return RunnerConfig(
+            max_state_age_periods=float(self._p("max_state_age_periods")),
+            safe_behaviour=str(self._p("safe_behaviour")),
+            state_limits=StateLimits(max_abs_pos_m=float(self._p("max_abs_pos_m")),
+                                     max_speed_m_s=float(self._p("max_speed_m_s")),
+                                     max_ang_vel_rad_s=float(self._p("max_ang_vel_rad_s"))),
+            land_speed_m_s=float(self._p("land_speed_m_s")),
+            land_timeout_s=float(self._p("land_timeout_s")),
+            open_loop_thrust_scale=float(self._p("open_loop_thrust_scale")),
+            action_low=tuple(float(x) for x in self._p("action_low")),
+            action_high=tuple(float(x) for x in self._p("action_high")),
+            max_action_delta=float(self._p("max_action_delta")),
+            goal_w=tuple(float(x) for x in self._p("goal_w")),
+            arbiter=ArbiterConfig(teleop_timeout_s=float(self._p("teleop_timeout_s"))))
+
+    def _joy_mapping(self) -> JoyMapping:
+        kw = {}
+        for name in ("axis_throttle", "axis_yaw", "axis_pitch", "axis_roll", "button_deadman", "button_estop"):
+            kw[name] = int(self._p(f"joy.{name}"))
+        for name in ("invert_roll", "invert_yaw"):
+            kw[name] = bool(self._p(f"joy.{name}"))
+        for name in ("thrust_range", "rate_fraction", "torque_fraction"):
+            kw[name] = float(self._p(f"joy.{name}"))
+        return JoyMapping(**kw)
+
+    # ------------------------------------------------------------------------------- lifecycle
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._diag_pub = self.create_publisher(DiagnosticArray, qos.DIAGNOSTICS, qos.DIAGNOSTICS_QOS)
+        self._status_pub = self.create_publisher(String, qos.ACTIVE_POLICY, qos.LATCHED)
+        policy_dir = str(self._p("policy_dir"))
+        try:
+            if not policy_dir:
+                raise ContractError("parameter policy_dir is empty: give the directory of policy.onnx + policy.json")
+            cfg = self._config()
+            policy = load_policy(policy_dir)
+            self.core = RunnerCore(policy, cfg)
+            self.mapper = StickMapper(policy.contract.action, self._joy_mapping())
+        except (ContractError, ValueError) as e:
+            self._refuse(policy_dir, str(e))
+            self._set_mode("unconfigured", f"configure refused: {e}")
+            self._publish_diagnostics()
+            return TransitionCallbackReturn.FAILURE
+        c = self.core.contract
+        self.sched = TickScheduler(self.core.period_s, str(self._p("tick_source")))
+        deadline = qos.command_with_deadline(self.core.period_s, float(self._p("command_deadline_periods")))
+        self._exec_pub = self.create_publisher(Float32MultiArray, qos.EXECUTED_ACTION, deadline)
+        self._policy_pub = self.create_publisher(Float32MultiArray, qos.POLICY_ACTION, qos.COMMAND)
+        self._human_pub = self.create_publisher(Float32MultiArray, qos.HUMAN_ACTION, qos.COMMAND)
+        self._flag_pub = self.create_publisher(Bool, qos.INTERVENTION, qos.COMMAND)
+        self._mode_pub = self.create_publisher(String, qos.RUNNER_MODE, qos.LATCHED)
+        self._io = [
+            self.create_subscription(Odometry, qos.STATE_ODOM, self._on_state, qos.SENSOR_DATA),
+            self.create_subscription(Joy, qos.JOY, self._on_joy, qos.SENSOR_DATA),
+            self.create_subscription(Bool, qos.ESTOP, self._on_estop, qos.COMMAND),
+            self.create_subscription(PointStamped, qos.GOAL, self._on_goal, qos.COMMAND),
+            self.create_subscription(String, qos.LOAD_POLICY, self._on_load_policy, qos.COMMAND),
+            self.create_service(Trigger, qos.RESET_ESTOP, self._on_reset_estop),
+        ]
+        self._accept(policy_dir, policy)
+        self.get_logger().info(
+            f"configured {c.task} policy from {policy_dir}: {c.obs_dim} obs -> {c.action.dim} {c.action.type} "
+            f"actions at {c.control_rate_hz:g} Hz, sha256 {c.provenance['onnx_sha256'][:12]}, safe behaviour "
+            f"{self.core.cfg.safe_behaviour}, tick source {self.sched.source}")
+        self._set_mode("inactive", "configured")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._timer = self.create_timer(self.core.period_s, self._on_timer)
+        rate = float(self._p("diagnostics_rate_hz"))
+        if rate > 0:
+            self._diag_timer = self.create_timer(1.0 / rate, self._publish_diagnostics)
+        self._active = True
+        self._set_mode("active", "activated")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        for t in (self._timer, self._diag_timer):
+            if t is not None:
+                self.destroy_timer(t)
+        self._timer = self._diag_timer = None
+        self._set_mode("inactive", "deactivated")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        for entity in self._io:
+            if hasattr(entity, "srv_type"):
+                self.destroy_service(entity)
+            else:
+                self.destroy_subscription(entity)
+        for pub in (self._exec_pub, self._policy_pub, self._human_pub, self._flag_pub):
+            self.destroy_publisher(pub)
+        self._io = []
+        self.core = self.sched = self.mapper = None
+        self._set_mode("unconfigured", "cleaned up")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        return TransitionCallbackReturn.SUCCESS
+
+    # ---------------------------------------------------------------------------------- inputs
+
+    def _on_state(self, msg: Odometry) -> None:
+        received = time.monotonic()
+        reason = self.core.set_state(odometry_to_quantities(msg), received)
+        if reason is not None:
+            self._rejected_states += 1
+            self._last_rejection = reason
+            self.get_logger().warn(f"state rejected: {reason}", throttle_duration_sec=1.0)
+        if self._active and self.sched.on_state(received):
+            self._tick(received, received)
+
+    def _on_timer(self) -> None:
+        now = time.monotonic()
+        if self.sched.on_timer(now):
+            self._tick(now, None)
+
+    def _on_joy(self, msg: Joy) -> None:
+        action, deadman, estop = self.mapper(msg.axes, msg.buttons)
+        if estop and not self.estop.latched:
+            self.get_logger().error("e-stop pressed on the gamepad: motors off until runner/reset_estop")
+        self.estop.update(estop, "joy")
+        self.human = HumanInput(action, deadman, time.monotonic())
+
+    def _on_estop(self, msg: Bool) -> None:
+        if msg.data and not self.estop.latched:
+            self.get_logger().error("e-stop on the estop topic: motors off until runner/reset_estop")
+        self.estop.update(msg.data, "topic")
+
+    def _on_reset_estop(self, request, response):
+        response.success, response.message = self.estop.reset()
+        self.get_logger().info(response.message)
+        return response
+
+    def _on_goal(self, msg: PointStamped) -> None:
+        problem = self.core.set_goal([msg.point.x, msg.point.y, msg.point.z])
+        if problem:
+            self.get_logger().warn(problem)
+
+    # -------------------------------------------------------------------------------- the tick
+
+    def _tick(self, now: float, received: float | None) -> None:
+        if self.core.state is None and self.core.state_fault is None:
+            # Never had a state: the vehicle is not flying yet; commanding it would start it blind.
+            if self._mode != "waiting":
+                self._set_mode("waiting", "waiting for the first state message")
+            return
+        r = self.core.tick(now, self.human, self.estop.latched)
+        self._msg_exec.data = r.executed.tolist()
+        self._exec_pub.publish(self._msg_exec)
+        if received is not None:
+            self._latency_us.append((time.monotonic() - received) * 1e6)
+        if r.policy_action is not None:
+            self._msg_policy.data = r.policy_action.tolist()
+            self._policy_pub.publish(self._msg_policy)
+        if r.human_action is not None:
+            self._msg_human.data = r.human_action.tolist()
+            self._human_pub.publish(self._msg_human)
+        self._msg_flag.data = r.intervention
+        self._flag_pub.publish(self._msg_flag)
+        key = r.mode.split(" (", 1)[0]  # e.g. policy, human, safe:hold, safe:land_open_loop, estop
+        if key != self._mode:
+            self._set_mode(key, r.mode, r.reason)
+
+    def _set_mode(self, mode: str, text: str, reason: str = "") -> None:
+        """Publish (latched) and log a mode change; the text carries the reason."""
+        self._mode, self._last_reason = mode, reason
+        if hasattr(self, "_mode_pub"):
+            self._mode_pub.publish(String(data=text))
+        if mode.startswith("safe") or mode == "estop":
+            self.get_logger().warn(f"mode -> {text}")
+        else:
+            self.get_logger().info(f"mode -> {text}")
+        if hasattr(self, "_diag_pub"):
+            self._publish_diagnostics()
+
+    # ------------------------------------------------------------------------------ hot swap
+
+    def _on_load_policy(self, msg: String) -> None:
+        if self._loading:
+            self._refuse(msg.data, "another policy is still loading")
+            return
+        self._loading = True
+        threading.Thread(target=self._load_in_background, args=(msg.data,), daemon=True).start()
+
+    def _load_in_background(self, policy_dir: str) -> None:
+        try:
+            policy = load_policy(policy_dir, running=self.core.contract)
+            self.core.offer_policy(policy)
+        except (ContractError, ValueError, OSError) as e:
+            self._loading = False
+            self._refuse(policy_dir, str(e))
+            return
+        self._loading = False
+        self._accept(policy_dir, policy)
+
+    def _accept(self, policy_dir: str, policy) -> None:
+        sha = policy.contract.provenance["onnx_sha256"]
+        self._policy_status = f"active {sha} {policy_dir}"
+        self._status_pub.publish(String(data=self._policy_status))
+        self.get_logger().info(f"policy {policy_dir} (sha256 {sha[:12]}) accepted")
+
+    def _refuse(self, policy_dir: str, reason: str) -> None:
+        running = self.core.contract.provenance["onnx_sha256"] if self.core is not None else None
+        self._policy_status = f"rejected {policy_dir}: {reason}"
+        self._status_pub.publish(String(data=self._policy_status))
+        keep = f"; keeps running {running[:12]}" if running else ""
+        self.get_logger().error(f"policy {policy_dir!r} refused: {reason}{keep}")
+        self._publish_diagnostics()
+
+    # ---------------------------------------------------------------------------- diagnostics
+
+    def _publish_diagnostics(self) -> None:
+        st = DiagnosticStatus(name="tether/policy_runner", hardware_id=self.get_name())
+        if self._mode in ("policy", "human", "active", "inactive", "waiting"):
+            st.level, st.message = DiagnosticStatus.OK, self._mode
+            if self._rejected_states:
+                st.level = DiagnosticStatus.WARN
+                st.message = f"{self._mode}; {self._rejected_states} state messages rejected"
+        elif self._mode == "unconfigured":
+            st.level, st.message = DiagnosticStatus.ERROR, f"unconfigured {self._last_reason}".strip()
+        else:
+            st.level, st.message = DiagnosticStatus.ERROR, f"{self._mode}: {self._last_reason}"
+        values = {"mode": self._mode, "reason": self._last_reason, "policy": self._policy_status,
+                  "estop_latched": str(self.estop.latched), "rejected_states": str(self._rejected_states),
+                  "last_rejection": self._last_rejection}
+        if self.sched is not None:
+            values.update(ticks=str(self.sched.ticks), missed_ticks=str(self.sched.missed))
+        if self._latency_us:
+            lat = np.asarray(self._latency_us)
+            values.update(state_to_command_p50_us=f"{np.percentile(lat, 50):.1f}",
+                          state_to_command_p99_us=f"{np.percentile(lat, 99):.1f}")
+        st.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        msg = DiagnosticArray(status=[st])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(msg)
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    node = PolicyRunner()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Gamepad sticks -> the policy's normalized action space (no ROS; reads the contract only).
+
+Mode-2 layout by default (throttle and yaw on the left stick, pitch and roll on the right), axes in
+[-1, 1] as sensor_msgs/Joy gives them:
+  ctbr:  thrust = hover thrust * (1 + thrust_range * throttle), body rates = stick * rate_fraction *
+         body_rate_limits_rad_s (roll about x_b, pitch about y_b, yaw about z_b);
+  rotor: the same collective thrust plus body torques (stick * torque_fraction of what one hover rotor
+         thrust makes at the arm), mixed onto the contract's rotor layout, then converted to rotor speed.
+A rotor-level policy is a raw-motor interface: a person cannot fly it by hand without a rate loop, so
+the rotor mapping is meant for brief corrections and for tests; a CTBR policy flies like acro mode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from tether.contract import ActionSpec, ContractError
+
+
+@dataclasses.dataclass(frozen=True)
+class JoyMapping:
+    axis_throttle: int = 1
+    axis_yaw: int = 0
+    axis_pitch: int = 4
+    axis_roll: int = 3
+    invert_roll: bool = True
+    """Joy axes are +left; a roll to the right (+x_b rate) comes from pushing the stick right"""
+    invert_yaw: bool = False
+    button_deadman: int = 4
+    """hold to intervene (LB on an Xbox pad)"""
+    button_estop: int = 1
+    """press to latch the e-stop (B)"""
+    thrust_range: float = 0.5
+    """full throttle stick = hover thrust * (1 +- thrust_range) [1]"""
+    rate_fraction: float = 0.5
+    """full stick = this fraction of the contract's body-rate limits (ctbr) [1]"""
+    torque_fraction: float = 0.2
+    """full stick = this fraction of one hover rotor's thrust as differential thrust (rotor) [1]"""
+
+    def __post_init__(self):
+        if not 0 <= self.thrust_range <= 1:
+            raise ValueError(f"thrust_range must be in [0, 1], got {self.thrust_range}")
+
+
+def _axis(axes, i: int) -> float:
+    return float(axes[i]) if 0 <= i < len(axes) else 0.0
+
+
+def _button(buttons, i: int) -> bool:
+    return 0 <= i < len(buttons) and bool(buttons[i])
+
+
+class StickMapper:
+    """Precomputes the mixer for an action spec; ``__call__(axes, buttons)`` -> (action, deadman, estop)."""
+
+    def __init__(self, action: ActionSpec, mapping: JoyMapping = JoyMapping()):
+        if not action.hover_action:
+            raise ContractError("teleop needs the contract's action.hover_action to map the throttle stick")
+        self.spec, self.m = action, mapping
+        h = np.asarray(action.hover_action, dtype=np.float64)
+        if action.type == "ctbr":
+            self.hover_thrust_n = (h[0] + 1.0) / 2.0 * action.max_thrust_n
+        else:
+            if action.kf_n_per_rpm2 <= 0 or action.max_rpm <= 0:
+                raise ContractError("a rotor contract needs kf_n_per_rpm2 and max_rpm for the teleop mixer")
+            pos = np.asarray([r.pos_b for r in action.rotors], dtype=np.float64)
+            spin = np.asarray([r.spin for r in action.rotors], dtype=np.float64)
+            rpm = (h + 1.0) / 2.0 * action.max_rpm
+            self.hover_thrust_n = float(np.sum(action.kf_n_per_rpm2 * rpm ** 2))
+            ratio = action.km_nm_per_rpm2 / action.kf_n_per_rpm2
+            alloc = np.stack([np.ones_like(spin), pos[:, 1], -pos[:, 0], -spin * ratio])  # [4, R]
+            self.mixer_pinv = np.linalg.pinv(alloc)
+            f_rotor = self.hover_thrust_n / len(spin)
+            arm = float(np.mean(np.hypot(pos[:, 0], pos[:, 1])))
+            self.torque_scale = np.array([f_rotor * arm, f_rotor * arm, f_rotor * max(ratio, 1e-9)]) \
+                * mapping.torque_fraction
+
+    def __call__(self, axes, buttons) -> tuple[np.ndarray, bool, bool]:
+        m, a = self.m, self.spec
+        throttle = np.clip(_axis(axes, m.axis_throttle), -1, 1)
+        roll = np.clip(_axis(axes, m.axis_roll), -1, 1) * (-1 if m.invert_roll else 1)
+        pitch = np.clip(_axis(axes, m.axis_pitch), -1, 1)
+        yaw = np.clip(_axis(axes, m.axis_yaw), -1, 1) * (-1 if m.invert_yaw else 1)
+        thrust = self.hover_thrust_n * (1.0 + m.thrust_range * throttle)
+        sticks = np.array([roll, pitch, yaw])
+        if a.type == "ctbr":
+            out = np.empty(a.dim)
+            out[0] = 2.0 * thrust / a.max_thrust_n - 1.0
+            out[1:4] = sticks * m.rate_fraction
+        else:
+            f = np.maximum(self.mixer_pinv @ np.concatenate([[thrust], sticks * self.torque_scale]), 0.0)
+            out = 2.0 * np.sqrt(f / a.kf_n_per_rpm2) / a.max_rpm - 1.0
+        action = np.clip(out, a.low, a.high).astype(np.float32)
+        return action, _button(buttons, m.button_deadman), _button(buttons, m.button_estop)
