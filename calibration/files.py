@@ -413,9 +413,8 @@ def write_yaml(path: str | Path, data: dict[str, Any], force: bool = False) -> N
         with os.fdopen(fd, "w") as f:
             yaml.safe_dump(data, f, sort_keys=False, default_flow_style=None, width=4096)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        Path(tmp).unlink(missing_ok=True)  # only still there if the write or the rename failed
 
 
 def write_calibration(path: str | Path, calib: CalibrationFile, force: bool = False) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import os
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +87,7 @@ def export_policy(checkpoint: str | Path, out_dir: str | Path, parent: dict | No
             "config_hash": ckpt["config_hash"], "source_revision": _source_revision(),
             "checkpoint": str(Path(checkpoint).resolve()), "iteration": ckpt["iteration"],
             "train_time_s": ckpt["train_time_s"], "preset": env.cfg.preset,
-            "randomization": ckpt["task_cfg"]["randomization"], "parent": parent,
+            "task_cfg": ckpt["task_cfg"], "parent": parent,
         })
     os.replace(tmp_onnx, out_dir / "policy.onnx")
     save_contract(contract, out_dir / "policy.json")
@@ -111,6 +110,3 @@ def _record_observations(env, actor, steps: int = 50) -> np.ndarray:
             obs = env.step(actor(obs))[0]["policy"]
     return np.concatenate(out)
 
-
-def scratch_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="tether-export-"))

@@ -1,0 +1,22 @@
+# The two commands of the README: `make demo` (main job) and `make test`. Both set the environment up
+# on first use (scripts/setup.sh), so a fresh clone needs nothing else.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test setup bench
+
+$(VENV)/.installed: pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh $(VENV)
+
+setup: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/tether demo
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.installed
+	$(PY) bench/time_to_hover.py
+	$(PY) bench/bench_sim_throughput.py
+	$(PY) bench/bench_ros2_latency.py

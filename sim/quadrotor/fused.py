@@ -1,0 +1,312 @@
+"""Fused batched quadrotor step: the model of :mod:`sim.quadrotor.dynamics`, written for inductor.
+
+Same model, term for term: rotor first-order lag (exact discretization, tau_up / tau_down by the sign of
+the error), thrust kf*gain*rpm^2 along +z_b, reaction torque -spin*km*gain*rpm^2, linear body drag,
+gravity, optional external world force, semi-implicit Euler (velocities, then positions with the new
+velocity), exact quaternion exponential, ``substeps`` per control step, and in CTBR mode the rate
+controller and mixer every substep.
+
+What differs is only the layout, so that ``torch.compile`` emits one vectorized pointwise loop:
+- structure of arrays: the state is one ``[S, N]`` tensor and the per-env parameters one ``[P, N]``
+  tensor, components along the leading dim (rows named in :func:`state_rows` / :func:`param_rows`);
+- everything shared by all envs (rotor layout, spin, rate-controller gains, mixer, dt) is a Python
+  float in a hashable :class:`FusedSpec`, so it folds into the kernel as a constant;
+- rotor sums, cross products and the mixer are unrolled into scalar expressions (no cat / stack /
+  cross / matmul in the hot loop);
+- per-env constants of the step (motor-lag factors 1 - exp(-h/tau), kf*gain, 1/mass, ...) are computed
+  once per call instead of once per substep (bit-for-bit the same values);
+- :func:`rollout` runs several control steps in one call, so the state stays in registers in between.
+
+Use :func:`compiled_rollout` for the compiled kernel (one compile per spec, step count and batch
+shape; inductor's on-disk cache makes a re-run fast). Eager calls of :func:`step` / :func:`rollout` are
+exact but slow (hundreds of tiny ops); they are what the tests check against ``dynamics.step``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+import torch
+
+from sim.quadrotor.dynamics import QuadParams, QuadState, RateController
+from sim.quadrotor.presets import GRAVITY
+
+_PARAM_NAMES = ("mass", "inertia_x", "inertia_y", "inertia_z", "kf", "km", "max_rpm", "tau_up", "tau_down",
+                "drag_x", "drag_y", "drag_z")
+
+
+def state_rows(n_rotors: int) -> tuple[str, ...]:
+    """Row names of the ``[S, N]`` state (units as in :class:`QuadState`)."""
+    return ("pos_x_w", "pos_y_w", "pos_z_w", "quat_w", "quat_x", "quat_y", "quat_z",
+            "lin_vel_x_w", "lin_vel_y_w", "lin_vel_z_w", "ang_vel_x_b", "ang_vel_y_b", "ang_vel_z_b",
+            *(f"rotor_rpm_{i}" for i in range(n_rotors)))
+
+
+def param_rows(n_rotors: int) -> tuple[str, ...]:
+    """Row names of the ``[P, N]`` per-env parameters (units as in :class:`QuadParams`)."""
+    return (*_PARAM_NAMES, *(f"rotor_gain_{i}" for i in range(n_rotors)))
+
+
+@dataclasses.dataclass(frozen=True)
+class CtbrConsts:
+    """The nominal rate controller of :class:`RateController` as plain floats (shared by all envs)."""
+
+    kp: tuple[float, float, float]
+    """rate-error gain per body axis [1/s]"""
+    inertia: tuple[float, float, float]
+    """nominal principal inertia [kg m^2]"""
+    mixer_pinv: tuple[tuple[float, float, float, float], ...]
+    """[R][4] maps (thrust [N], tau_x, tau_y, tau_z [N m]) to rotor thrusts [N]"""
+    kf: float
+    """nominal thrust coefficient [N / rpm^2]"""
+    max_rpm: float
+    """nominal rotor speed at full command [rpm]"""
+
+    @classmethod
+    def from_controller(cls, ctrl: RateController) -> "CtbrConsts":
+        return cls(kp=tuple(float(x) for x in ctrl.kp.cpu()), inertia=tuple(float(x) for x in ctrl.inertia.cpu()),
+                   mixer_pinv=tuple(tuple(float(x) for x in row) for row in ctrl.mixer_pinv.cpu()),
+                   kf=float(ctrl.kf), max_rpm=float(ctrl.max_rpm))
+
+
+@dataclasses.dataclass(frozen=True)
+class FusedSpec:
+    """Everything of a step that is the same for all envs; hashable, it keys the compile cache."""
+
+    dt: float
+    """control period [s]"""
+    substeps: int
+    """physics substeps per control step"""
+    rotor_pos_b: tuple[tuple[float, float, float], ...]
+    """rotor hub positions in the body frame [m], motor order"""
+    rotor_spin: tuple[float, ...]
+    """+1 CCW seen from above, -1 CW, motor order"""
+    ctbr: CtbrConsts | None = None
+    """None: commands are normalized rotor commands [R, N] in [0, 1]; else CTBR setpoints
+    [4, N] = (collective thrust [N], body rates x, y, z [rad/s]) tracked every substep"""
+
+    def __post_init__(self):
+        if self.dt <= 0 or self.substeps < 1:
+            raise ValueError(f"dt must be > 0 and substeps >= 1, got dt={self.dt}, substeps={self.substeps}")
+        if len(self.rotor_pos_b) != len(self.rotor_spin):
+            raise ValueError(f"{len(self.rotor_pos_b)} rotor positions, {len(self.rotor_spin)} spin directions")
+        if self.ctbr is not None and len(self.ctbr.mixer_pinv) != len(self.rotor_spin):
+            raise ValueError(f"mixer has {len(self.ctbr.mixer_pinv)} rows for {len(self.rotor_spin)} rotors")
+
+    @classmethod
+    def from_params(cls, p: QuadParams, dt: float, substeps: int, ctrl: RateController | None = None) -> "FusedSpec":
+        return cls(dt=float(dt), substeps=int(substeps),
+                   rotor_pos_b=tuple(tuple(float(x) for x in row) for row in p.rotor_pos_b.cpu()),
+                   rotor_spin=tuple(float(s) for s in p.rotor_spin.cpu()),
+                   ctbr=None if ctrl is None else CtbrConsts.from_controller(ctrl))
+
+    @property
+    def n_rotors(self) -> int:
+        return len(self.rotor_spin)
+
+    @property
+    def command_dim(self) -> int:
+        return 4 if self.ctbr is not None else self.n_rotors
+
+
+# ------------------------------------------------------------------ conversion
+
+def pack_state(s: QuadState) -> torch.Tensor:
+    """QuadState ([N, k] fields) -> contiguous ``[S, N]``."""
+    return torch.cat([s.pos_w, s.quat_wxyz, s.lin_vel_w, s.ang_vel_b, s.rotor_rpm], dim=-1).T.contiguous()
+
+
+def unpack_state(x: torch.Tensor) -> QuadState:
+    """``[S, N]`` -> QuadState with [N, k] fields (copies, row-major)."""
+    pos, quat, vel, omega, rpm = torch.split(x, [3, 4, 3, 3, x.shape[0] - 13], dim=0)
+    return QuadState(*(t.T.contiguous() for t in (pos, quat, vel, omega, rpm)))
+
+
+def pack_params(p: QuadParams) -> torch.Tensor:
+    """Per-env fields of QuadParams -> contiguous ``[P, N]``; the rotor layout goes into :class:`FusedSpec`."""
+    return torch.cat([p.mass, p.inertia, p.kf, p.km, p.max_rpm, p.tau_up, p.tau_down, p.drag, p.rotor_gain],
+                     dim=-1).T.contiguous()
+
+
+def unpack_params(x: torch.Tensor, spec: FusedSpec) -> QuadParams:
+    mass, inertia, kf, km, max_rpm, tau_up, tau_down, drag, gain = (
+        t.T.contiguous() for t in torch.split(x, [1, 3, 1, 1, 1, 1, 1, 3, spec.n_rotors], dim=0))
+    return QuadParams(mass, inertia, kf, km, max_rpm, tau_up, tau_down, drag, gain,
+                      rotor_pos_b=torch.tensor(spec.rotor_pos_b, device=x.device, dtype=x.dtype),
+                      rotor_spin=torch.tensor(spec.rotor_spin, device=x.device, dtype=x.dtype))
+
+
+def pack_command(rotor_cmd: torch.Tensor | None = None, thrust_n: torch.Tensor | None = None,
+                 rates_b: torch.Tensor | None = None) -> torch.Tensor:
+    """Rotor commands [N, R], or a CTBR setpoint (thrust [N, 1], rates [N, 3]) -> ``[A, N]``."""
+    if rotor_cmd is not None:
+        return rotor_cmd.T.contiguous()
+    return torch.cat([thrust_n, rates_b], dim=-1).T.contiguous()
+
+
+# ------------------------------------------------------------------ the model, one scalar per row
+
+def _rotate(qw, qx, qy, qz, vx, vy, vz, sign: float):
+    """v + w t + qv x t with t = 2 qv x v: quat_rotate (sign +1) / quat_rotate_inverse (-1), unrolled."""
+    ux, uy, uz = sign * qx, sign * qy, sign * qz
+    tx = 2.0 * (uy * vz - uz * vy)
+    ty = 2.0 * (uz * vx - ux * vz)
+    tz = 2.0 * (ux * vy - uy * vx)
+    return (vx + qw * tx + (uy * tz - uz * ty),
+            vy + qw * ty + (uz * tx - ux * tz),
+            vz + qw * tz + (ux * ty - uy * tx))
+
+
+def _ctbr_rotor_cmd(c: CtbrConsts, thrust_n, rdx, rdy, rdz, wx, wy, wz) -> list:
+    """ctbr_to_rotor_cmd unrolled: rate P-control + gyroscopic feed-forward, mixer, thrust -> command."""
+    jx, jy, jz = c.inertia
+    kx, ky, kz = c.kp
+    # torque = J kp (rate_des - w) + w x (J w)
+    tx = (jx * kx) * (rdx - wx) + (wy * (jz * wz) - wz * (jy * wy))
+    ty = (jy * ky) * (rdy - wy) + (wz * (jx * wx) - wx * (jz * wz))
+    tz = (jz * kz) * (rdz - wz) + (wx * (jy * wy) - wy * (jx * wx))
+    out = []
+    for m0, m1, m2, m3 in c.mixer_pinv:
+        f = (m0 * thrust_n + m1 * tx + m2 * ty + m3 * tz).clamp_min(0.0)
+        out.append((torch.sqrt(f * (1.0 / c.kf)) * (1.0 / c.max_rpm)).clamp(0.0, 1.0))
+    return out
+
+
+def _step_rows(spec: FusedSpec, x: list, k: dict, cmd: list, ext: list | None) -> list:
+    """One control step on lists of [N] tensors. ``k`` holds the per-env constants of :func:`_consts`."""
+    h = spec.dt / spec.substeps
+    n_rot = spec.n_rotors
+    px, py, pz, qw, qx, qy, qz, vx, vy, vz, wx, wy, wz = x[:13]
+    rpm = list(x[13:])
+    if spec.ctbr is None:
+        rpm_cmd_fixed = [c.clamp(0.0, 1.0) * k["max_rpm"] for c in cmd]
+    for _ in range(spec.substeps):
+        if spec.ctbr is None:
+            rpm_cmd = rpm_cmd_fixed
+        else:
+            rotor_cmd = _ctbr_rotor_cmd(spec.ctbr, cmd[0], cmd[1], cmd[2], cmd[3], wx, wy, wz)
+            rpm_cmd = [c.clamp(0.0, 1.0) * k["max_rpm"] for c in rotor_cmd]
+        # motor_lag: exact first-order step, time constant chosen by the sign of the error
+        rpm = [r + (rc - r) * torch.where(rc > r, k["a_up"], k["a_down"]) for r, rc in zip(rpm, rpm_cmd)]
+        # rotor_wrench
+        thrust = tau_x = tau_y = tau_z = None
+        for i in range(n_rot):
+            rpm2 = rpm[i] * rpm[i]
+            f = k["kf_gain"][i] * rpm2
+            rx, ry, _ = spec.rotor_pos_b[i]
+            thrust = f if thrust is None else thrust + f
+            tau_x = f * ry if tau_x is None else tau_x + f * ry
+            tau_y = f * rx if tau_y is None else tau_y + f * rx
+            m = (k["km_gain"][i] * rpm2) * spec.rotor_spin[i]
+            tau_z = m if tau_z is None else tau_z + m
+        tau_y, tau_z = -tau_y, -tau_z
+        # forces: body drag + thrust, rotated to world, gravity and the external force
+        bx, by, bz = _rotate(qw, qx, qy, qz, vx, vy, vz, -1.0)
+        fx, fy, fz = _rotate(qw, qx, qy, qz, -k["drag_x"] * bx, -k["drag_y"] * by, -k["drag_z"] * bz + thrust, 1.0)
+        ax, ay, az = fx * k["inv_mass"], fy * k["inv_mass"], fz * k["inv_mass"] - GRAVITY
+        if ext is not None:
+            ax, ay, az = ax + ext[0] * k["inv_mass"], ay + ext[1] * k["inv_mass"], az + ext[2] * k["inv_mass"]
+        # Euler's equation for a principal-axis inertia: J w' = tau - w x (J w)
+        jx, jy, jz = k["inertia_x"], k["inertia_y"], k["inertia_z"]
+        awx = (tau_x - (wy * (jz * wz) - wz * (jy * wy))) * k["inv_inertia_x"]
+        awy = (tau_y - (wz * (jx * wx) - wx * (jz * wz))) * k["inv_inertia_y"]
+        awz = (tau_z - (wx * (jy * wy) - wy * (jx * wx))) * k["inv_inertia_z"]
+        # semi-implicit Euler: velocities first, positions with the new velocity
+        vx, vy, vz = vx + ax * h, vy + ay * h, vz + az * h
+        wx, wy, wz = wx + awx * h, wy + awy * h, wz + awz * h
+        px, py, pz = px + vx * h, py + vy * h, pz + vz * h
+        # quat_integrate: q <- q * exp(w h / 2), renormalized
+        theta = torch.sqrt(wx * wx + wy * wy + wz * wz) * h
+        half = 0.5 * theta
+        sinc = torch.where(theta > 1e-6, torch.sin(half) / theta.clamp_min(1e-12), 0.5 - theta * theta / 48.0)
+        dw, s = torch.cos(half), sinc * h
+        dx, dy, dz = wx * s, wy * s, wz * s
+        nw = qw * dw - qx * dx - qy * dy - qz * dz
+        nx = qw * dx + qx * dw + qy * dz - qz * dy
+        ny = qw * dy - qx * dz + qy * dw + qz * dx
+        nz = qw * dz + qx * dy - qy * dx + qz * dw
+        inv_norm = 1.0 / torch.sqrt(nw * nw + nx * nx + ny * ny + nz * nz)
+        qw, qx, qy, qz = nw * inv_norm, nx * inv_norm, ny * inv_norm, nz * inv_norm
+    return [px, py, pz, qw, qx, qy, qz, vx, vy, vz, wx, wy, wz, *rpm]
+
+
+def _consts(spec: FusedSpec, p: torch.Tensor) -> dict:
+    """Per-env constants of a call, computed once instead of once per substep."""
+    rows = dict(zip(param_rows(spec.n_rotors), p.unbind(0)))
+    h = spec.dt / spec.substeps
+    gains = [rows[f"rotor_gain_{i}"] for i in range(spec.n_rotors)]
+    return {
+        "max_rpm": rows["max_rpm"],
+        "a_up": 1.0 - torch.exp(-h / rows["tau_up"]),
+        "a_down": 1.0 - torch.exp(-h / rows["tau_down"]),
+        "kf_gain": [rows["kf"] * g for g in gains],
+        "km_gain": [rows["km"] * g for g in gains],
+        "inv_mass": 1.0 / rows["mass"],
+        **{f"drag_{a}": rows[f"drag_{a}"] for a in "xyz"},
+        **{f"inertia_{a}": rows[f"inertia_{a}"] for a in "xyz"},
+        **{f"inv_inertia_{a}": 1.0 / rows[f"inertia_{a}"] for a in "xyz"},
+    }
+
+
+def rollout(spec: FusedSpec, state: torch.Tensor, params: torch.Tensor, commands: torch.Tensor,
+            ext_force_w: torch.Tensor | None = None) -> torch.Tensor:
+    """Run ``K`` control steps; returns the final ``[S, N]`` state.
+
+    state: [S, N] (:func:`state_rows`); params: [P, N] (:func:`param_rows`);
+    commands: [K, A, N], the command held during step k (rotor commands in [0, 1], or CTBR setpoints);
+    ext_force_w: optional [3, N] external world force [N], held for all K steps.
+    """
+    k = _consts(spec, params)
+    x = list(state.unbind(0))
+    ext = None if ext_force_w is None else list(ext_force_w.unbind(0))
+    for cmd in commands.unbind(0):
+        x = _step_rows(spec, x, k, list(cmd.unbind(0)), ext)
+    return torch.stack(x, dim=0)
+
+
+def step(spec: FusedSpec, state: torch.Tensor, params: torch.Tensor, command: torch.Tensor,
+         ext_force_w: torch.Tensor | None = None) -> torch.Tensor:
+    """One control step: ``command`` [A, N]; see :func:`rollout`."""
+    return rollout(spec, state, params, command.unsqueeze(0), ext_force_w)
+
+
+# ------------------------------------------------------------------ compiled kernels
+
+_COMPILED: dict[tuple, Callable] = {}
+
+
+def compiled_rollout(spec: FusedSpec, k_steps: int, num_envs: int, with_ext_force: bool = False,
+                     device: torch.device | str = "cpu") -> Callable[..., torch.Tensor]:
+    """``fn(state, params, commands[, ext_force_w]) -> state`` for exactly ``k_steps`` steps and
+    ``num_envs`` envs, compiled once (``torch.compile``, ``dynamic=False``) and cached per key."""
+    key = (spec, int(k_steps), int(num_envs), bool(with_ext_force), str(torch.device(device)),
+           torch.get_num_threads())
+    fn = _COMPILED.get(key)
+    if fn is None:
+        fn = _fresh_compiled(spec, with_ext_force)
+        _COMPILED[key] = fn
+    return fn
+
+
+def _fresh_compiled(spec: FusedSpec, with_ext_force: bool) -> Callable[..., torch.Tensor]:
+    if with_ext_force:
+        def fn(state, params, commands, ext_force_w):
+            return rollout(spec, state, params, commands, ext_force_w)
+    else:
+        def fn(state, params, commands):
+            return rollout(spec, state, params, commands, None)
+    # Dynamo caches graphs on the code object of the function it is handed and falls back to eager
+    # after `recompile_limit` guard failures on one code object; a copy of the code object per cache
+    # key gives every (spec, K, N) its own graph instead of a chain of recompiles.
+    fn = type(fn)(fn.__code__.replace(), fn.__globals__, f"fused_rollout_{len(_COMPILED)}", fn.__defaults__,
+                  fn.__closure__)
+    return torch.compile(fn, dynamic=False, fullgraph=True)
+
+
+def hover_command(spec: FusedSpec, mass_kg: float, kf: float, max_rpm: float) -> tuple[float, ...]:
+    """Hover command of the nominal vehicle ([A] floats), handy for open-loop benchmarks."""
+    if spec.ctbr is not None:
+        return (mass_kg * GRAVITY, 0.0, 0.0, 0.0)
+    return (math.sqrt(mass_kg * GRAVITY / (spec.n_rotors * kf)) / max_rpm,) * spec.n_rotors
