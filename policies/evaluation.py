@@ -13,7 +13,6 @@ import torch
 from sim.math import quat_mul
 from sim.pybullet_ref.evaluate import bootstrap_ci, fly, hover_metrics
 from sim.quadrotor import dynamics
-from sim.quadrotor.presets import PRESETS
 from sim.randomization import RandomizationCfg
 from tether.runtime import OnnxPolicy
 
@@ -94,7 +93,7 @@ def fly_tether(policy: OnnxPolicy, task_cfg, starts: dict[str, np.ndarray], goal
     env.reset()
     env.goal_w[:] = _tq(goal_w)
     s = env.state
-    preset = PRESETS[task_cfg.preset]
+    preset = task_cfg.vehicle
     env.state = dynamics.QuadState(_tq(starts["pos_w"]), _tq(starts["quat_wxyz"]), _tq(starts["lin_vel_w"]),
                                    _tq(starts["ang_vel_b"]), torch.full_like(s.rotor_rpm, preset.hover_rpm))
     steps = int(round(duration_s * task_cfg.control_rate_hz))
@@ -136,7 +135,7 @@ def evaluate_hover(policy_dir: str | Path, task_cfg, cfg: AcceptanceCfg = Accept
     report = {"acceptance": dataclasses.asdict(cfg)}
     for sim in sims:
         if sim == "pybullet":
-            result = fly(policy, policy.contract, PRESETS[task_cfg.preset], starts, goal_m, cfg.duration_s,
+            result = fly(policy, policy.contract, task_cfg.vehicle, starts, goal_m, cfg.duration_s,
                          latency_steps=latency_steps, substeps=task_cfg.substeps)
         elif sim == "tether":
             result = fly_tether(policy, task_cfg, starts, goal_m, cfg.duration_s, latency_steps)

@@ -42,6 +42,22 @@ def _task_cfg(task: str, config: str | None, overrides: dict):
         raise SystemExit(f"error: {e}") from e
 
 
+def _calibrated(cfg, path: str, k: float):
+    """The vehicle identified in a calibration file, with randomization ranges from its uncertainty."""
+    import dataclasses
+
+    from calibration.files import load_calibration
+    from calibration.to_sim import preset_and_randomization
+
+    try:
+        calib = load_calibration(path)
+        vehicle, randomization = preset_and_randomization(calib, cfg.vehicle, k=k,
+                                                          base_randomization=cfg.randomization)
+    except (ValueError, OSError) as e:
+        raise SystemExit(f"error: {e}") from e
+    return dataclasses.replace(cfg, vehicle_params=vehicle, randomization=randomization)
+
+
 def cmd_train(args) -> Path:
     import torch
     from torch.utils.tensorboard import SummaryWriter
@@ -53,13 +69,14 @@ def cmd_train(args) -> Path:
 
     torch.set_num_threads(args.threads)
     overrides = _parse_overrides(args.set)
-    ppo_keys = {k: overrides.pop(k[4:] if False else k) for k in list(overrides) if k.startswith("ppo.")}
-    ppo_over = {k[4:]: v for k, v in ppo_keys.items()}
+    ppo_over = {k[4:]: overrides.pop(k) for k in list(overrides) if k.startswith("ppo.")}
     if args.num_envs:
         overrides["num_envs"] = args.num_envs
     if args.device:
         overrides["device"] = args.device
     cfg = _task_cfg(args.task, args.config, overrides)
+    if args.calibration:
+        cfg = _calibrated(cfg, args.calibration, args.calibration_k)
     if args.iterations:
         ppo_over["num_iterations"] = args.iterations
     ppo_over.setdefault("seed", args.seed)
@@ -162,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest at small batch)")
     p.add_argument("--run-dir")
     p.add_argument("--resume", help="checkpoint to resume from (same task and shapes)")
+    p.add_argument("--calibration", help="calibration YAML of the unit: its identified parameters become the "
+                                         "nominal vehicle, randomization = nominal +- k sigma")
+    p.add_argument("--calibration-k", type=float, default=2.0, help="sigmas of randomization (default 2)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("export", help="export a checkpoint to policy.onnx + policy.json")

@@ -42,6 +42,9 @@ class QuadrotorTaskCfg:
     # robot
     preset: str = "crazyflie2x"
     """name in sim.quadrotor.presets.PRESETS"""
+    vehicle_params: QuadrotorPreset | None = None
+    """a calibrated vehicle (calibration.to_sim) that replaces the named preset; kept in the config so
+    checkpoints and exports carry the exact parameters trained with"""
     action_space: str = "ctbr"
     """'rotor': normalized rotor commands; 'ctbr': collective thrust + body rates via a rate controller"""
     action_history: int = 2
@@ -91,7 +94,7 @@ class QuadrotorTaskCfg:
     def __post_init__(self):
         if self.num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {self.num_envs}")
-        if self.preset not in PRESETS:
+        if self.vehicle_params is None and self.preset not in PRESETS:
             raise ValueError(f"preset {self.preset!r} unknown; known: {sorted(PRESETS)}")
         if self.action_space not in ("rotor", "ctbr"):
             raise ValueError(f"action_space must be 'rotor' or 'ctbr', got {self.action_space!r}")
@@ -112,7 +115,7 @@ class QuadrotorTaskCfg:
 
     @property
     def vehicle(self) -> QuadrotorPreset:
-        return PRESETS[self.preset]
+        return self.vehicle_params if self.vehicle_params is not None else PRESETS[self.preset]
 
     @property
     def action_dim(self) -> int:
