@@ -1,0 +1,252 @@
+"""Intervention logs (the recorder's rosbag2-layout MCAP) -> per-step arrays, checked before use.
+
+One step is one runner tick, i.e. one /cmd/executed message. Aligned to it (by the recorder's log
+time, within half a control period): /cmd/policy (what the policy asked), /cmd/human (the mapped
+gamepad command, when a person was on the sticks), /intervention (who was in command), and the latest
+/state/odom received before it (the state the runner acted on). The observation is rebuilt from these
+by the contract's named slices; prev_actions is the runner's history of executed actions. Because the
+recorded policy is deterministic, re-running it on the rebuilt observations must reproduce the logged
+policy actions: ``replay_match`` measures that, and a low value means the log and the policy (or the
+goal) do not belong together.
+
+Refused with a :class:`LogError` naming the log and what is wrong, before anything is written: a
+missing topic, a truncated file (a record cut short, or fewer messages than metadata.yaml counts), a log
+recorded with a policy that is neither the parent nor one of its ancestors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from tether.contract import PolicyContract
+from tether.observation import build_observation, quat_wxyz_to_rotmat
+
+REQUIRED_TOPICS = ("/state/odom", "/cmd/policy", "/cmd/executed", "/intervention", "/runner/active_policy")
+EPISODE_GAP_S = 0.5
+"""a gap this long between ticks, or a position jump of more than EPISODE_JUMP_M, starts a new episode"""
+EPISODE_JUMP_M = 0.25
+
+
+class LogError(ValueError):
+    """An intervention log cannot be used; the message names the file and the reason."""
+
+
+@dataclasses.dataclass
+class StepLog:
+    """Per-step arrays of one or more logs; N steps, A action outputs."""
+
+    t_s: np.ndarray  # [N] log time of the tick [s]
+    pos_w: np.ndarray  # [N, 3] m
+    quat_wxyz: np.ndarray  # [N, 4]
+    lin_vel_w: np.ndarray  # [N, 3] m/s
+    ang_vel_b: np.ndarray  # [N, 3] rad/s
+    goal_w: np.ndarray  # [N, 3] m
+    policy_action: np.ndarray  # [N, A], NaN where the policy did not run
+    human_action: np.ndarray  # [N, A], NaN where there was no teleop input
+    executed: np.ndarray  # [N, A] what the robot was sent
+    prev_executed: np.ndarray  # [N, H, A] the runner's action history before the tick, oldest first
+    intervention: np.ndarray  # [N] bool: a person was in command
+    episode: np.ndarray  # [N] int, global episode index
+    policy_sha: np.ndarray  # [N] object: sha256 of the policy that was running
+    source: np.ndarray  # [N] object: 'robot' (a log) or 'sim'
+    logs: list[str]
+
+    def __len__(self) -> int:
+        return len(self.t_s)
+
+    @property
+    def human_controlled(self) -> np.ndarray:
+        return self.intervention & np.all(np.isfinite(self.human_action), axis=1)
+
+    def quantities(self) -> dict[str, np.ndarray]:
+        return {"pos_w": self.pos_w, "quat_wxyz": self.quat_wxyz, "lin_vel_w": self.lin_vel_w,
+                "ang_vel_b": self.ang_vel_b, "goal_w": self.goal_w, "goal_vel_w": np.zeros_like(self.goal_w),
+                "prev_actions": self.prev_executed.reshape(len(self), -1)}
+
+    def observations(self, contract: PolicyContract) -> np.ndarray:
+        """[N, obs_dim] float32, laid out by the contract (what the runner fed the policy)."""
+        return build_observation(contract, self.quantities())
+
+    def pos_err_m(self) -> np.ndarray:
+        return np.linalg.norm(self.goal_w - self.pos_w, axis=1)
+
+    def select(self, mask: np.ndarray) -> "StepLog":
+        kw = {f.name: getattr(self, f.name)[mask] for f in dataclasses.fields(self) if f.name != "logs"}
+        return StepLog(**kw, logs=list(self.logs))
+
+    @staticmethod
+    def concat(parts: list["StepLog"]) -> "StepLog":
+        if not parts:
+            raise LogError("no steps to concatenate")
+        kw, offset, episodes = {}, 0, []
+        for p in parts:
+            episodes.append(p.episode + offset)
+            offset += int(p.episode.max()) + 1 if len(p) else 0
+        for f in dataclasses.fields(StepLog):
+            if f.name not in ("logs", "episode"):
+                kw[f.name] = np.concatenate([getattr(p, f.name) for p in parts])
+        return StepLog(**kw, episode=np.concatenate(episodes), logs=[x for p in parts for x in p.logs])
+
+
+def _mcap_file(log: Path) -> Path:
+    if log.is_file():
+        return log
+    files = sorted(log.glob("*.mcap"))
+    if not log.is_dir() or not files:
+        raise LogError(f"{log}: no MCAP file (expected a bag directory with <name>_0.mcap, or the .mcap file)")
+    return files[0]
+
+
+def read_messages(log: str | Path) -> dict[str, list[tuple[int, object]]]:
+    """topic -> [(log_time_ns, decoded message)] of one bag; LogError if the file is cut short."""
+    from mcap.exceptions import McapError
+    from mcap.records import Channel, Message, Schema
+    from mcap.stream_reader import StreamReader
+    from mcap_ros2.decoder import DecoderFactory
+
+    path = _mcap_file(Path(log))
+    schemas, channels, decoders = {}, {}, {}
+    out: dict[str, list[tuple[int, object]]] = {}
+    factory = DecoderFactory()
+    with open(path, "rb") as f:
+        try:
+            for rec in StreamReader(f, validate_crcs=True).records:
+                if isinstance(rec, Schema):
+                    schemas[rec.id] = rec
+                elif isinstance(rec, Channel):
+                    channels[rec.id] = rec
+                    out.setdefault(rec.topic, [])
+                elif isinstance(rec, Message):
+                    ch = channels[rec.channel_id]
+                    if ch.id not in decoders:
+                        decoders[ch.id] = factory.decoder_for(ch.message_encoding, schemas.get(ch.schema_id))
+                    out[ch.topic].append((rec.log_time, decoders[ch.id](rec.data)))
+        except (McapError, EOFError, ValueError, KeyError) as e:
+            raise LogError(f"{path}: truncated or corrupt MCAP ({type(e).__name__}: {e}); read "
+                           f"{sum(map(len, out.values()))} messages before it") from e
+    meta = path.parent / "metadata.yaml"
+    if meta.is_file():
+        info = yaml.safe_load(meta.read_text()).get("rosbag2_bagfile_information", {})
+        for entry in info.get("topics_with_message_count", []):
+            name, count = entry["topic_metadata"]["name"], int(entry["message_count"])
+            if len(out.get(name, [])) < count:
+                raise LogError(f"{path}: truncated: metadata.yaml counts {count} messages on {name}, the MCAP "
+                               f"holds {len(out.get(name, []))}")
+    return out
+
+
+def _nearest(times: np.ndarray, query: np.ndarray, tol_ns: int) -> np.ndarray:
+    """Index into ``times`` (sorted) nearest each query, -1 where none within tol_ns."""
+    if len(times) == 0:
+        return np.full(len(query), -1)
+    i = np.clip(np.searchsorted(times, query), 1, len(times) - 1) if len(times) > 1 else np.zeros(len(query), int)
+    left = np.clip(i - 1, 0, len(times) - 1)
+    pick = np.where(np.abs(times[left] - query) <= np.abs(times[i] - query), left, i)
+    return np.where(np.abs(times[pick] - query) <= tol_ns, pick, -1)
+
+
+def load_log(log: str | Path, contract: PolicyContract, accepted_shas: set[str],
+             goal_w=(0.0, 0.0, 1.0)) -> StepLog:
+    """Per-step arrays of one bag recorded with a policy of ``contract``'s layout.
+
+    accepted_shas: sha256 of the policies whose logs may be used (the parent and its ancestors).
+    goal_w: the runner's goal [m] (the log does not carry it: the runner's goal_w parameter).
+    """
+    log = Path(log)
+    msgs = read_messages(log)
+    missing = [t for t in REQUIRED_TOPICS if not msgs.get(t)]
+    if missing:
+        raise LogError(f"{log}: topic(s) {missing} missing or empty; an intervention log needs "
+                       f"{list(REQUIRED_TOPICS)} (record with `tether deploy --record`)")
+    a_dim = contract.action.dim
+    period_ns = int(1e9 / contract.control_rate_hz)
+    active = [(t, m.data.split()) for t, m in msgs["/runner/active_policy"] if m.data.startswith("active ")]
+    if not active:
+        raise LogError(f"{log}: /runner/active_policy never names an active policy")
+    for _, words in active:
+        if words[1] not in accepted_shas:
+            raise LogError(f"{log}: recorded with policy sha256 {words[1][:12]}..., which is neither the parent "
+                           f"nor one of its ancestors ({sorted(s[:12] for s in accepted_shas)}): a log from a "
+                           "different policy contract is refused")
+
+    def arr(topic: str) -> tuple[np.ndarray, np.ndarray]:
+        items = msgs.get(topic, [])
+        t = np.array([x[0] for x in items], dtype=np.int64)
+        v = np.array([np.asarray(x[1].data, dtype=np.float64) for x in items]).reshape(len(items), -1)
+        return t, v
+
+    t_exec, executed = arr("/cmd/executed")
+    if executed.shape[1] != a_dim:
+        raise LogError(f"{log}: /cmd/executed has {executed.shape[1]} values per message, the contract's "
+                       f"action.dim is {a_dim}: a log from a different policy contract is refused")
+    t_pol, pol = arr("/cmd/policy")
+    t_hum, hum = arr("/cmd/human")
+    t_flag = np.array([t for t, _ in msgs["/intervention"]], dtype=np.int64)
+    flags = np.array([bool(m.data) for _, m in msgs["/intervention"]])
+    tol = period_ns // 2
+    i_pol, i_hum, i_flag = _nearest(t_pol, t_exec, tol), _nearest(t_hum, t_exec, tol), _nearest(t_flag, t_exec, tol)
+    policy_action = np.where((i_pol >= 0)[:, None], pol[np.maximum(i_pol, 0)], np.nan) if len(pol) else \
+        np.full((len(t_exec), a_dim), np.nan)
+    human_action = np.where((i_hum >= 0)[:, None], hum[np.maximum(i_hum, 0)], np.nan) if len(hum) else \
+        np.full((len(t_exec), a_dim), np.nan)
+    intervention = np.where(i_flag >= 0, flags[np.maximum(i_flag, 0)], False)
+    if intervention.any() and not np.isfinite(human_action[intervention]).all():
+        raise LogError(f"{log}: {int(intervention.sum())} intervention steps but /cmd/human is missing for "
+                       f"{int((~np.isfinite(human_action[intervention]).all(1)).sum())} of them")
+
+    odom = msgs["/state/odom"]
+    t_odom = np.array([t for t, _ in odom], dtype=np.int64)
+    i_odom = np.searchsorted(t_odom, t_exec, side="right") - 1
+    pos, quat, vel_b, ang = (np.zeros((len(odom), n)) for n in (3, 4, 3, 3))
+    for k, (_, m) in enumerate(odom):
+        p, o, v, w = m.pose.pose.position, m.pose.pose.orientation, m.twist.twist.linear, m.twist.twist.angular
+        pos[k], quat[k], vel_b[k], ang[k] = (p.x, p.y, p.z), (o.w, o.x, o.y, o.z), (v.x, v.y, v.z), (w.x, w.y, w.z)
+    vel_w = np.einsum("nij,nj->ni", quat_wxyz_to_rotmat(quat), vel_b)  # REP 105: twist in the body frame
+
+    hist = next((s.length // a_dim for s in contract.observation if s.name == "prev_actions"), 1)
+    hover = np.asarray(contract.action.hover_action or np.zeros(a_dim))
+    padded = np.concatenate([np.tile(hover, (hist, 1)), executed])
+    prev = np.stack([padded[k:k + len(executed)] for k in range(hist)], axis=1)  # [N, H, A]
+
+    # A tick belongs to a continuous stretch when the previous tick is one period before it
+    gap = np.diff(t_exec, prepend=t_exec[0] - period_ns) > EPISODE_GAP_S * 1e9
+    p_step = pos[np.maximum(i_odom, 0)]
+    jump = np.linalg.norm(np.diff(p_step, axis=0, prepend=p_step[:1]), axis=1) > EPISODE_JUMP_M
+    episode = np.cumsum(gap | jump)
+    first = np.zeros(len(t_exec), dtype=bool)
+    first[:hist] = True  # the history before the first logged tick is not in the log
+    sha_t = np.array([t for t, _ in active], dtype=np.int64)
+    sha_idx = np.clip(np.searchsorted(sha_t, t_exec, side="right") - 1, 0, None)
+    keep = (i_odom >= 0) & ~first
+    step = StepLog(
+        t_s=t_exec * 1e-9, pos_w=pos[i_odom], quat_wxyz=quat[i_odom], lin_vel_w=vel_w[i_odom], ang_vel_b=ang[i_odom],
+        goal_w=np.tile(np.asarray(goal_w, dtype=np.float64), (len(t_exec), 1)), policy_action=policy_action,
+        human_action=human_action, executed=executed, prev_executed=prev, intervention=intervention,
+        episode=episode, policy_sha=np.array([active[i][1][1] for i in sha_idx], dtype=object),
+        source=np.full(len(t_exec), "robot", dtype=object), logs=[str(log)])
+    step = step.select(keep)
+    if len(step) < 2:
+        raise LogError(f"{log}: only {len(step)} usable steps (ticks with a state before them)")
+    return step
+
+
+def replay_match(step: StepLog, policy, tol: float = 1e-3) -> float:
+    """Fraction of steps (run by ``policy``'s sha, with a logged policy action) where ``policy`` on the
+    rebuilt observation reproduces the logged action within ``tol``; NaN if there are none."""
+    sha = policy.contract.provenance["onnx_sha256"]
+    mask = (step.policy_sha == sha) & np.all(np.isfinite(step.policy_action), axis=1)
+    if not mask.any():
+        return float("nan")
+    obs = step.select(mask).observations(policy.contract)
+    return float(np.mean(np.abs(policy(obs) - step.policy_action[mask]).max(axis=1) < tol))
+
+
+def load_logs(logs: list[str | Path], contract: PolicyContract, accepted_shas: set[str],
+              goal_w=(0.0, 0.0, 1.0)) -> StepLog:
+    if not logs:
+        raise LogError("no intervention logs given")
+    return StepLog.concat([load_log(p, contract, accepted_shas, goal_w) for p in logs])

@@ -1,0 +1,168 @@
+"""``finetune(parent_policy_dir, logs, method, out_dir)``: corrected flights -> a child policy, exported.
+
+1. load and verify the parent (policy.onnx + policy.json), rebuild its actor from the ONNX weights and
+   check parity against onnxruntime;
+2. read every log (policies.hil.dataset): required topics, not truncated, recorded with the parent or
+   one of its ancestors, observations that replay the logged policy actions;
+3. fine-tune (policies.hil.algorithms) and export through policies.export (ONNX parity check included)
+   into a temporary directory beside ``out_dir``; provenance names the parent (sha256, directory), its
+   lineage, the method and each log (path and the MCAP's sha256);
+4. optionally validate parent and child on the twin (pybullet, the twin's physics with its
+   perturbation) from the same seeded starts;
+5. only then move the result into ``out_dir`` (refused if it exists and is not empty, unless force).
+Any error leaves ``out_dir`` as it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from policies.hil.algorithms import (FinetuneCfg, actor_from_onnx, build_transitions, finetune_actor,
+                                     logged_policy_actions)
+from policies.hil.dataset import LogError, load_logs, replay_match
+from policies.models import DeployedActor
+from tether.config import config_to_dict
+from tether.contract import ContractError, sha256_file
+from tether.runtime import OnnxPolicy
+
+MIN_REPLAY_MATCH = 0.9
+"""fraction of the parent's logged actions the rebuilt observations must reproduce"""
+
+
+def lineage(contract) -> list[str]:
+    """sha256 of this policy and of every ancestor named in the provenance chain, newest first."""
+    out = [contract.provenance["onnx_sha256"]]
+    parent = contract.provenance.get("parent") or {}
+    out += list(parent.get("lineage", []))
+    return out
+
+
+def _mcap_sha(log: Path) -> str:
+    files = [log] if log.is_file() else sorted(log.glob("*.mcap"))
+    return sha256_file(files[0]) if files else ""
+
+
+def _checkpoint_payload(model, parent_contract, cfg: FinetuneCfg, logs: dict) -> dict:
+    """A policies.checkpoint-format dict for policies.export (task config from the parent's provenance)."""
+    prov = parent_contract.provenance
+    if "task_cfg" not in prov:
+        raise ContractError("the parent's provenance has no task_cfg: it was not exported by `tether export`, "
+                            "so the child cannot be exported with the same task configuration")
+    hidden = [m.out_features for m in model.actor if isinstance(m, torch.nn.Linear)][:-1]
+    return {"format": 1, "task": parent_contract.task, "task_cfg": prov["task_cfg"],
+            "ppo_cfg": {"actor_hidden": hidden, "critic_hidden": [64, 64], "finetune": config_to_dict(cfg)},
+            "config_hash": prov["config_hash"], "obs_dim": parent_contract.obs_dim,
+            "action_dim": parent_contract.action.dim, "model": model.state_dict(), "optimizer": {},
+            "iteration": int(prov.get("iteration", 0)), "global_step": 0,
+            "train_time_s": float(prov.get("train_time_s", 0.0)), "learning_rate": cfg.actor_lr, "logs": logs}
+
+
+def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str = "hil_serl",
+             out_dir: str | Path = "artifacts/finetuned", cfg: FinetuneCfg | None = None,
+             goal_w=(0.0, 0.0, 1.0), force: bool = False, validate_twin=None, validate_starts: int = 20,
+             progress=print) -> dict:
+    """Fine-tune the deployed policy in ``parent_policy_dir`` on the intervention ``logs``; returns a report.
+
+    validate_twin: a hardware.twin.TwinConfig to validate parent and child on (None: skip).
+    """
+    t0 = time.perf_counter()
+    torch.set_num_threads(1)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not force:
+        raise FileExistsError(f"{out_dir} exists and is not empty; pass --force to replace it")
+    cfg = dataclasses.replace(cfg or FinetuneCfg(), method=method)
+    parent_dir = Path(parent_policy_dir)
+    parent_policy = OnnxPolicy(parent_dir)
+    contract = parent_policy.contract
+    parent_model = actor_from_onnx(parent_policy.onnx_path, contract)
+    probe = np.random.default_rng(0).normal(size=(256, contract.obs_dim)).astype(np.float32)
+    with torch.no_grad():
+        parity = float(np.abs(DeployedActor(parent_model)(torch.from_numpy(probe)).numpy() - parent_policy(probe)).max())
+    if parity > 1e-4:
+        raise ContractError(f"{parent_dir}: the actor rebuilt from the ONNX weights differs from onnxruntime by "
+                            f"{parity:.2g}; cannot fine-tune this graph")
+
+    log_paths = [Path(p) for p in logs]
+    accepted = set(lineage(contract))
+    steps = load_logs(log_paths, contract, accepted, goal_w)
+    match = replay_match(steps, parent_policy)
+    if np.isfinite(match) and match < MIN_REPLAY_MATCH:
+        raise LogError(f"observations rebuilt from the logs reproduce only {match:.0%} of the parent's logged "
+                       f"actions (need {MIN_REPLAY_MATCH:.0%}): is goal_w {list(goal_w)} the runner's goal?")
+    progress(f"finetune: {len(steps)} steps from {len(log_paths)} log(s), {int(steps.human_controlled.sum())} "
+             f"human-controlled, {len(set(steps.episode.tolist()))} episodes; replay match {match:.3f}")
+
+    data = build_transitions(steps, contract, reward="rlif" if method == "rlif" else "task")
+    child_model, train_logs = finetune_actor(parent_model, data, cfg, logged_policy_actions(steps))
+    t_train = time.perf_counter() - t0
+
+    from policies.export import export_policy
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        ckpt = work / "checkpoint.pt"
+        torch.save(_checkpoint_payload(child_model, contract, cfg, train_logs), ckpt)
+        provenance_parent = {
+            "onnx_sha256": contract.provenance["onnx_sha256"], "policy_dir": str(parent_dir.resolve()),
+            "lineage": lineage(contract), "method": method, "finetune_cfg": config_to_dict(cfg),
+            "goal_w": list(goal_w), "replay_match": match,
+            "logs": [{"path": str(p.resolve()), "mcap_sha256": _mcap_sha(p)} for p in log_paths],
+            "steps": len(steps), "human_steps": int(steps.human_controlled.sum())}
+        export_dir = work / "policy"
+        _, child_contract, parity_err = export_policy(ckpt, export_dir, parent=provenance_parent,
+                                                      recorded_obs=data.obs[:512].numpy())
+        shutil.move(str(ckpt), export_dir / "checkpoint.pt")
+        report = {"method": method, "parent_sha256": contract.provenance["onnx_sha256"],
+                  "child_sha256": child_contract.provenance["onnx_sha256"], "steps": len(steps),
+                  "human_steps": int(steps.human_controlled.sum()), "replay_match": match,
+                  "onnx_parity": parity_err, "train_s": t_train, "train": train_logs}
+        if validate_twin is not None:
+            report["validation"] = {
+                "parent": validate_on_twin(parent_dir, validate_twin, validate_starts, goal_w),
+                "child": validate_on_twin(export_dir, validate_twin, validate_starts, goal_w)}
+            progress(f"finetune: twin validation success parent {report['validation']['parent']['success_rate']:.2f}"
+                     f" -> child {report['validation']['child']['success_rate']:.2f}")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        shutil.move(str(export_dir), out_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report["out_dir"] = str(out_dir)
+    report["total_s"] = time.perf_counter() - t0
+    progress(f"finetune: {method} child {report['child_sha256'][:12]} -> {out_dir} in {report['total_s']:.1f} s")
+    return report
+
+
+def validate_on_twin(policy_dir: str | Path, twin_cfg, num_starts: int = 20, goal_w=(0.0, 0.0, 1.0),
+                     seed: int = 4242) -> dict:
+    """Hover success on the twin's physics (pybullet, its perturbation) from seeded starts near the goal:
+    within the hold tolerance through the hold window (policies.hil.flight.EpisodeCfg)."""
+    from hardware.twin import physics_overrides
+    from policies.hil.flight import EpisodeCfg, episode_starts
+    from sim.pybullet_ref.evaluate import fly
+    from sim.quadrotor.presets import PRESETS
+
+    policy = OnnxPolicy(policy_dir)
+    ep = EpisodeCfg(goal_w=tuple(goal_w))
+    starts = episode_starts(num_starts, ep, seed)
+    ov = physics_overrides(twin_cfg)
+    ov = dataclasses.replace(ov, **{f.name: np.repeat(np.asarray(getattr(ov, f.name)), num_starts, axis=0)
+                                    for f in dataclasses.fields(ov)
+                                    if getattr(ov, f.name) is not None and np.ndim(getattr(ov, f.name)) == 2})
+    init = {"pos_w": np.array([s["pos_w"] for s in starts]), "lin_vel_w": np.array([s["lin_vel_w"] for s in starts]),
+            "quat_wxyz": np.tile([1.0, 0.0, 0.0, 0.0], (num_starts, 1)), "ang_vel_b": np.zeros((num_starts, 3))}
+    r = fly(policy, policy.contract, PRESETS[twin_cfg.preset], init, np.tile(goal_w, (num_starts, 1)),
+            ep.duration_s, overrides=ov, latency_steps=int(round(twin_cfg.latency_s * policy.contract.control_rate_hz)))
+    hold = r["t_s"] >= ep.settle_s
+    max_err = r["pos_err"][hold].max(axis=0)
+    success = (max_err < ep.tol_m) & ~r["crashed"]
+    return {"success_rate": float(success.mean()), "num_starts": num_starts,
+            "max_err_m_median": float(np.median(max_err)), "crashes": int(r["crashed"].sum())}

@@ -1,0 +1,289 @@
+"""The correction loop, programmatically: deploy on the perturbed twin, the operator corrects, record,
+finetune, redeploy (hot swap), repeat; then a before/after report (JSON + PNG).
+
+Backends:
+  ros     the real processes over DDS: policy runner, scripted operator, recorder and twin nodes
+          (tether_deploy), in real time; each episode is one recorder bag and a fresh twin process
+          (the vehicle's reset), the runner keeps running and receives each new policy by hot swap;
+  inproc  the same parts called in one process, faster than real time (policies.hil.flight), with the
+          same MCAP logs; for tests and benches.
+Round r flies ``episodes_per_round`` episodes with policy r, then fine-tunes policy r on every log so
+far (aggregated, DAgger style) into policy r+1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hardware.twin import TwinConfig, WeakMotor
+from policies.hil.algorithms import FinetuneCfg
+from policies.hil.dataset import load_log
+from policies.hil.finetune import finetune, lineage
+from policies.hil.flight import REPO, EpisodeCfg, episode_starts, episode_success, fly_corrected_episode
+from tether.contract import load_policy_dir
+from tether.runtime import OnnxPolicy
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopCfg:
+    rounds: int = 3
+    """deploy-correct-finetune rounds (the last one only flies)"""
+    episodes_per_round: int = 10
+    """corrected episodes per round"""
+    method: str = "hil_serl"
+    """hil_serl | rlif | hg_dagger"""
+    backend: str = "inproc"
+    """ros | inproc"""
+    twin: TwinConfig = TwinConfig(weak_motor=WeakMotor(index=2, gain=0.7))
+    """the perturbed twin (a 30 % weaker motor 3 by default)"""
+    episode: EpisodeCfg = EpisodeCfg()
+    finetune: FinetuneCfg = FinetuneCfg()
+    validate_starts: int = 20
+    """seeded starts of the twin validation after each finetune (0: skip)"""
+    seed: int = 0
+    domain_id: int = 42
+    """ROS_DOMAIN_ID of the ros backend"""
+
+    def __post_init__(self):
+        if self.rounds < 1 or self.episodes_per_round < 1:
+            raise ValueError("rounds and episodes_per_round must be >= 1")
+        if self.backend not in ("ros", "inproc"):
+            raise ValueError(f"backend must be 'ros' or 'inproc', got {self.backend!r}")
+
+
+def _operator_cfg(contract, rate_fraction: float = 0.5, thrust_range: float = 0.5):
+    from tether_deploy.operator_core import OperatorCfg
+
+    lim = np.asarray(contract.action.body_rate_limits_rad_s, dtype=float) * rate_fraction
+    return OperatorCfg(full_stick_rate_rad_s=tuple(lim), thrust_range=thrust_range)
+
+
+def _twin_for(contract, twin: TwinConfig) -> TwinConfig:
+    """The twin's firmware rate loop uses the gains the CTBR policy was trained against (as twin_node does)."""
+    if contract.action.type == "ctbr" and min(contract.action.rate_kp) > 0:
+        return dataclasses.replace(twin, rate_kp=tuple(contract.action.rate_kp))
+    return twin
+
+
+def episode_metrics(bag: Path, policy_dir: Path, ep: EpisodeCfg) -> dict:
+    """Success, intervention rate and position error of one logged episode (from its bag)."""
+    _, contract = load_policy_dir(policy_dir)
+    step = load_log(bag, contract, set(lineage(contract)), ep.goal_w)
+    first = int(np.argmax(np.isfinite(step.policy_action).all(1) | step.intervention))
+    step = step.select(np.arange(len(step)) >= first)
+    t, err = step.t_s - step.t_s[0], step.pos_err_m()
+    return {"bag": str(bag), "success": episode_success(t, err, step.intervention, ep),
+            "intervention_rate": float(step.intervention.mean()), "takeovers":
+                int(np.sum(step.intervention[1:] & ~step.intervention[:-1])),
+            "pos_err_m_mean": float(err.mean()), "pos_err_m_max": float(err.max()),
+            "t_s": t[::5].round(3).tolist(), "pos_err_m": err[::5].round(4).tolist()}
+
+
+# ------------------------------------------------------------------------------- ros backend
+
+
+class _RosStack:
+    """runner + operator (whole loop), recorder + twin (per episode) as node processes."""
+
+    def __init__(self, policy_dir: Path, cfg: LoopCfg, log_file: Path):
+        from tether.deploy import CONFIG, node_env
+
+        self.cfg, self.config = cfg, CONFIG
+        self.env = node_env(cfg.domain_id)
+        self.log = open(log_file, "ab")
+        self.procs: dict[str, "object"] = {}
+        _, contract = load_policy_dir(policy_dir)
+        op = _operator_cfg(contract)
+        goal = list(cfg.episode.goal_w)
+        self._start("policy_runner", "runner_node", ["runner.yaml"],
+                    [f"policy_dir:={policy_dir.resolve()}", "autostart:=true", f"goal_w:={goal}",
+                     "max_state_age_periods:=10.0"])
+        self._start("operator", "operator_node", [],
+                    [f"goal_w:={goal}", f"full_stick_rate_rad_s:={list(op.full_stick_rate_rad_s)}",
+                     f"takeover_m:={op.takeover_m}", f"handback_m:={op.handback_m}"])
+
+    def _start(self, name: str, module: str, files: list[str], params: list[str]):
+        import subprocess
+        import sys
+
+        argv = [sys.executable, "-m", f"tether_deploy.{module}", "--ros-args", "-r", f"__node:={name}"]
+        for f in files:
+            argv += ["--params-file", str(self.config / f)]
+        for p in params:
+            argv += ["-p", p]
+        self.procs[name] = subprocess.Popen(argv, env=self.env, stdin=subprocess.DEVNULL, stdout=self.log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+
+    def _stop(self, name: str) -> None:
+        import signal
+        import subprocess
+
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(8.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5.0)
+
+    def fly_episode(self, policy_dir: Path, start: dict, bag: Path) -> None:
+        t = self.cfg.twin
+        params = [f"policy_dir:={policy_dir.resolve()}", f"init_pos_w:={[float(x) for x in start['pos_w']]}",
+                  f"latency_s:={t.latency_s}", f"seed:={t.seed}"]
+        if t.weak_motor is not None:
+            params += [f"weak_motor.index:={t.weak_motor.index}", f"weak_motor.gain:={t.weak_motor.gain}"]
+        if t.payload is not None:
+            params += [f"payload.mass_kg:={t.payload.mass_kg}", f"payload.pos_b:={list(t.payload.pos_b)}"]
+        self._start("recorder", "recorder_node", ["recorder.yaml"], [f"output:={bag.resolve()}"])
+        time.sleep(2.0)  # the recorder subscribes before the flight starts
+        self._start("twin", "twin_node", ["twin.yaml"], params)
+        time.sleep(self.cfg.episode.duration_s + 3.0)  # node start-up, then the episode
+        self._stop("twin")
+        time.sleep(0.3)
+        self._stop("recorder")
+
+    def close(self) -> None:
+        for name in list(self.procs)[::-1]:
+            self._stop(name)
+        self.log.close()
+
+
+def request_hot_swap(policy_dir: str | Path, domain_id: int | None = None, timeout_s: float = 20.0) -> str:
+    """Offer ``policy_dir`` on runner/load_policy; returns the runner's answer on runner/active_policy."""
+    import os
+    import sys
+
+    sys.path.insert(0, str(REPO / "ros2_ws" / "src" / "tether_deploy"))
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from std_msgs.msg import String
+
+    from tether_deploy import qos
+
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    ctx = rclpy.context.Context()
+    rclpy.init(context=ctx, domain_id=domain_id)
+    node = rclpy.create_node("tether_finetune_swap", context=ctx)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    _, contract = load_policy_dir(policy_dir)
+    sha = contract.provenance["onnx_sha256"]
+    answers: list[str] = []
+    node.create_subscription(String, qos.ACTIVE_POLICY, lambda m: answers.append(m.data), qos.LATCHED)
+    pub = node.create_publisher(String, qos.LOAD_POLICY, qos.COMMAND)
+    try:
+        end = time.monotonic() + timeout_s
+        next_offer = time.monotonic() + 1.0  # let discovery match the publisher first
+        while time.monotonic() < end:
+            if any(a.startswith(f"active {sha}") or (a.startswith("rejected") and str(policy_dir) in a)
+                   for a in answers):
+                break
+            if time.monotonic() >= next_offer:
+                pub.publish(String(data=str(Path(policy_dir).resolve())))
+                next_offer = time.monotonic() + 3.0
+            ex.spin_once(timeout_sec=0.05)
+    finally:
+        ex.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+    mine = [a for a in answers if sha in a or str(policy_dir) in a]
+    return mine[-1] if mine else f"no answer from a runner within {timeout_s} s"
+
+
+# --------------------------------------------------------------------------------------- loop
+
+
+def run_correction_loop(parent_dir: str | Path, out_dir: str | Path, cfg: LoopCfg = LoopCfg(),
+                        progress=print) -> dict:
+    """Rounds of deploy -> correct -> finetune -> redeploy; writes report.json and plots into out_dir."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    policy_dir = Path(parent_dir)
+    contract = OnnxPolicy(policy_dir).contract
+    twin = _twin_for(contract, cfg.twin)
+    from tether_deploy.operator_core import ScriptedOperator
+
+    operator = ScriptedOperator(_operator_cfg(contract))
+    stack = _RosStack(policy_dir, cfg, out / "nodes.log") if cfg.backend == "ros" else None
+    logs: list[Path] = []
+    rounds = []
+    try:
+        for r in range(cfg.rounds):
+            policy = OnnxPolicy(policy_dir)
+            episodes = []
+            starts = episode_starts(cfg.episodes_per_round, cfg.episode, cfg.seed * 1000 + r)
+            for k, start in enumerate(starts):
+                bag = out / f"round{r}" / f"episode{k:02d}"
+                if stack is None:
+                    fly_corrected_episode(policy, str(policy_dir), twin, operator, start, cfg.episode, bag)
+                else:
+                    stack.fly_episode(policy_dir, start, bag)
+                episodes.append(episode_metrics(bag, policy_dir, cfg.episode))
+                logs.append(bag)
+            success = float(np.mean([e["success"] for e in episodes]))
+            rate = float(np.mean([e["intervention_rate"] for e in episodes]))
+            row = {"round": r, "policy_dir": str(policy_dir), "policy_sha256": policy.contract.provenance["onnx_sha256"],
+                   "success_rate": success, "intervention_rate": rate, "episodes": episodes}
+            progress(f"round {r}: policy {row['policy_sha256'][:12]} success {success:.2f}, intervention rate "
+                     f"{rate:.2f} over {len(episodes)} episodes")
+            if r + 1 < cfg.rounds:
+                child = out / f"policy_round{r + 1}"
+                t0 = time.perf_counter()
+                rep = finetune(policy_dir, logs, cfg.method, child, cfg.finetune, goal_w=cfg.episode.goal_w,
+                               force=True, validate_twin=twin if cfg.validate_starts else None,
+                               validate_starts=cfg.validate_starts, progress=progress)
+                rep["finetune_export_validate_s"] = time.perf_counter() - t0
+                row["finetune"] = rep
+                if stack is not None:
+                    status = request_hot_swap(child, cfg.domain_id)
+                    progress(f"hot swap: {status}")
+                    if not status.startswith("active"):
+                        raise RuntimeError(f"the runner refused the child policy {child}: {status}")
+                policy_dir = child
+            rounds.append(row)
+    finally:
+        if stack is not None:
+            stack.close()
+    report = {"cfg": {"rounds": cfg.rounds, "episodes_per_round": cfg.episodes_per_round, "method": cfg.method,
+                      "backend": cfg.backend, "twin": dataclasses.asdict(cfg.twin),
+                      "episode": dataclasses.asdict(cfg.episode)}, "parent": str(parent_dir), "rounds": rounds}
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    plot_report(report, out / "report.png")
+    return report
+
+
+def plot_report(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rounds = report["rounds"]
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4))
+    ax[0].bar([str(r["round"]) for r in rounds], [r["success_rate"] for r in rounds], color="tab:green")
+    ax[0].set(title="success (hold within 5 cm for 10 s, no takeover)", xlabel="round", ylabel="success rate",
+              ylim=(0, 1.05))
+    k = 0
+    for r in rounds:
+        rates = [e["intervention_rate"] for e in r["episodes"]]
+        ax[1].plot(range(k, k + len(rates)), rates, "o-", label=f"round {r['round']}")
+        k += len(rates)
+    ax[1].set(title="intervention rate per episode", xlabel="episode", ylabel="fraction of steps by the operator",
+              ylim=(-0.02, 1.02))
+    ax[1].legend()
+    for r in rounds:
+        e = r["episodes"][0]
+        ax[2].plot(e["t_s"], np.asarray(e["pos_err_m"]) * 100, label=f"round {r['round']}, episode 0")
+    ax[2].axhline(5.0, color="k", ls="--", lw=0.8)
+    ax[2].set(title="position error", xlabel="t [s]", ylabel="|goal - pos| [cm]")
+    ax[2].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
