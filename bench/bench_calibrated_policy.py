@@ -71,7 +71,7 @@ def main(argv=None) -> int:
         write_csv(tmp / "flight.csv", log_from_columns(log, where="simulated flight"))
         print("[2/4] tether calibrate quadrotor")
         tether_main(["calibrate", "quadrotor", "--log", str(tmp / "flight.csv"), "--preset", "crazyflie2x",
-                     "--mass", str(TRUE_VEHICLE.mass_kg), "--out", str(tmp / "unit.yaml")])
+                     "--mass", str(TRUE_VEHICLE.mass_kg), "--unit-id", "cf-bench-01", "--out", str(tmp / "unit.yaml")])
         base = HoverCfg(action_space="rotor", num_envs=args.num_envs, seed=args.seed)
         variants = {"identified": _calibrated(base, str(tmp / "unit.yaml"), 2.0), "published_preset": base}
         for i, (name, cfg) in enumerate(variants.items()):

@@ -34,9 +34,9 @@ class EpisodeCfg:
     """hold tolerance [m]"""
     goal_w: tuple[float, float, float] = (0.0, 0.0, 1.0)
     """hover goal [m] (the runner's goal_w parameter)"""
-    init_offset_m: float = 0.03
+    init_offset_m: float = 0.02
     """start position: uniform in a cube of this half-size around the goal [m]"""
-    init_vel_m_s: float = 0.05
+    init_vel_m_s: float = 0.02
     """start velocity: uniform in a cube of this half-size [m/s]"""
 
     @property

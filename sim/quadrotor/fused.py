@@ -275,6 +275,7 @@ def step(spec: FusedSpec, state: torch.Tensor, params: torch.Tensor, command: to
 # ------------------------------------------------------------------ compiled kernels
 
 _COMPILED: dict[tuple, Callable] = {}
+_INDUCTOR_OPTIONS = {"max_fusion_size": 1 << 20}
 
 
 def compiled_rollout(spec: FusedSpec, k_steps: int, num_envs: int, with_ext_force: bool = False,
@@ -302,7 +303,7 @@ def _fresh_compiled(spec: FusedSpec, with_ext_force: bool) -> Callable[..., torc
     # key gives every (spec, K, N) its own graph instead of a chain of recompiles.
     fn = type(fn)(fn.__code__.replace(), fn.__globals__, f"fused_rollout_{len(_COMPILED)}", fn.__defaults__,
                   fn.__closure__)
-    return torch.compile(fn, dynamic=False, fullgraph=True)
+    return torch.compile(fn, dynamic=False, fullgraph=True, options=_INDUCTOR_OPTIONS)
 
 
 def hover_command(spec: FusedSpec, mass_kg: float, kf: float, max_rpm: float) -> tuple[float, ...]:

@@ -1,0 +1,117 @@
+"""Buffer routing, RLIF labels, log validation (missing topics, truncation, foreign policies) and the
+provenance chain from parent to child."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from policies.hil.buffers import Transitions, route_hil_serl, sample_symmetric
+from policies.hil.dataset import LogError, load_log, replay_match
+from policies.hil.rlif import rlif_rewards, takeover_onsets
+from tether.contract import load_policy_dir
+from tether.runtime import OnnxPolicy
+
+
+def _transitions(human: list[int]) -> Transitions:
+    n = len(human)
+    z = torch.zeros(n)
+    return Transitions(obs=torch.arange(n, dtype=torch.float32)[:, None], actions=torch.zeros(n, 1), rewards=z,
+                       next_obs=torch.zeros(n, 1), dones=z, human=torch.tensor(human, dtype=torch.float32), sim=z)
+
+
+def test_hil_serl_routing_and_symmetric_sampling():
+    t = _transitions([0, 1, 1, 0, 0, 0, 0, 0, 0, 1])
+    demo, online = route_hil_serl(t)
+    assert sorted(demo.data.obs[:, 0].tolist()) == [1.0, 2.0, 9.0]  # human steps only
+    assert len(online) == 10  # every step, human ones included
+    batch, is_demo = sample_symmetric(demo, online, 256, torch.Generator().manual_seed(0))
+    assert is_demo.sum() == 128
+    assert torch.all(batch.human[is_demo] == 1)
+    assert 0 < batch.human[~is_demo].mean() < 1  # the online half mixes both
+
+
+def test_rlif_labels_penalize_the_step_before_each_takeover():
+    iv = np.array([0, 0, 1, 1, 0, 1, 0, 1, 1, 0], dtype=bool)
+    ep = np.array([0, 0, 0, 0, 0, 0, 0, 1, 1, 1])
+    assert takeover_onsets(iv, ep).nonzero()[0].tolist() == [2, 5]  # step 7 starts episode 1 in human hands
+    r = rlif_rewards(iv, ep)
+    assert r.nonzero()[0].tolist() == [1, 4] and np.all(r[[1, 4]] == -1.0)
+
+
+def test_log_extraction_replays_the_parent(hover_parent, corrected_logs):
+    policy = OnnxPolicy(hover_parent)
+    sha = policy.contract.provenance["onnx_sha256"]
+    step = load_log(corrected_logs[0], policy.contract, {sha})
+    assert 500 <= len(step) <= 550 and step.human_controlled.any() and (~step.intervention).any()
+    assert np.all(step.executed[step.human_controlled] == step.human_action[step.human_controlled])
+    assert replay_match(step, policy) > 0.99
+
+
+def _copy(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_missing_topic_truncated_and_foreign_logs_are_refused_and_nothing_written(hover_parent, corrected_logs,
+                                                                                   tmp_path):
+    from mcap.writer import Writer
+
+    from policies.hil.finetune import finetune
+
+    _, contract = load_policy_dir(hover_parent)
+    out = tmp_path / "child"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+
+    truncated = _copy(corrected_logs[0], tmp_path / "truncated")
+    mcap = next(truncated.glob("*.mcap"))
+    mcap.write_bytes(mcap.read_bytes()[: mcap.stat().st_size // 2])
+
+    missing = tmp_path / "missing"
+    missing.mkdir()
+    with open(missing / "missing_0.mcap", "wb") as f:
+        w = Writer(f)
+        w.start(profile="ros2")
+        w.finish()
+
+    from linear_policy import write_linear_hover_policy
+
+    from hardware.twin import TwinConfig
+    from policies.hil.flight import EpisodeCfg, fly_corrected_episode
+    from tether_deploy.operator_core import ScriptedOperator
+
+    linear = write_linear_hover_policy(tmp_path / "linear")  # another policy, another contract (rotor, 100 Hz)
+    foreign = tmp_path / "foreign"
+    fly_corrected_episode(OnnxPolicy(linear), str(linear), TwinConfig(), ScriptedOperator(),
+                          {"pos_w": np.array([0.0, 0.0, 1.0]), "lin_vel_w": np.zeros(3)},
+                          EpisodeCfg(settle_s=0.2, hold_s=0.5), foreign)
+
+    for log, why in ((truncated, "truncated"), (missing, "missing or empty"), (foreign, "different policy contract")):
+        with pytest.raises(LogError, match=why) as e:
+            finetune(hover_parent, [corrected_logs[1], log], "hil_serl", out, force=True)
+        assert str(log) in str(e.value)
+        assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    with pytest.raises(FileExistsError):
+        finetune(hover_parent, corrected_logs[:1], "hg_dagger", out)
+
+
+def test_provenance_chain_parent_to_child_to_grandchild(hover_parent, corrected_logs, tmp_path):
+    from policies.hil.algorithms import FinetuneCfg
+    from policies.hil.finetune import finetune, lineage
+
+    quick = FinetuneCfg(critic_warmup_steps=20, updates=20)
+    _, parent = load_policy_dir(hover_parent)
+    finetune(hover_parent, corrected_logs[:1], "hg_dagger", tmp_path / "child", quick)
+    _, child = load_policy_dir(tmp_path / "child")
+    p = child.provenance["parent"]
+    assert p["onnx_sha256"] == parent.provenance["onnx_sha256"] and p["method"] == "hg_dagger"
+    assert [lg["path"] for lg in p["logs"]] == [str(corrected_logs[0].resolve())]
+    assert len(p["logs"][0]["mcap_sha256"]) == 64
+    # the grandchild may learn from the parent's logs: they were recorded by an ancestor
+    finetune(tmp_path / "child", corrected_logs[:2], "rlif", tmp_path / "grandchild", quick)
+    _, grandchild = load_policy_dir(tmp_path / "grandchild")
+    assert lineage(grandchild)[1:] == [child.provenance["onnx_sha256"], parent.provenance["onnx_sha256"]]

@@ -1,0 +1,52 @@
+"""Dataset extraction from a real MCAP written by the recorder node, with the runner, the twin (weak
+motor) and the scripted operator node as real processes over DDS."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+
+import numpy as np
+import pytest
+
+from tether.runtime import OnnxPolicy
+
+_spec = importlib.util.spec_from_file_location("ros2_conftest", str(
+    __import__("pathlib").Path(__file__).resolve().parents[1] / "ros2" / "conftest.py"))
+ros2_conftest = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(ros2_conftest)
+
+
+@pytest.fixture
+def launcher():
+    lch = ros2_conftest.Launcher(ros2_conftest.fresh_domain_id())
+    yield lch
+    lch.stop_all()
+
+
+def test_recorder_log_of_a_corrected_flight_becomes_steps(launcher, hover_parent, tmp_path):
+    from policies.hil.dataset import load_log, replay_match
+    from policies.hil.loop import _operator_cfg
+
+    policy = OnnxPolicy(hover_parent)
+    op = _operator_cfg(policy.contract)
+    bag = tmp_path / "bag"
+    rec = launcher.start("recorder_node", {"output": str(bag)})
+    time.sleep(1.5)
+    launcher.start("operator_node", {"goal_w": [0.0, 0.0, 1.0], "full_stick_rate_rad_s": list(op.full_stick_rate_rad_s)})
+    twin = launcher.start("twin_node", {"policy_dir": str(hover_parent), "weak_motor.index": 2,
+                                        "weak_motor.gain": 0.7, "init_pos_w": [0.0, 0.0, 1.0]})
+    runner = launcher.start("runner_node", {"policy_dir": str(hover_parent), "autostart": True,
+                                            "max_state_age_periods": 10.0, "goal_w": [0.0, 0.0, 1.0]})
+    time.sleep(12.0)
+    twin.stop()
+    runner.stop()
+    assert rec.stop() == 0, rec.output()
+
+    step = load_log(bag, policy.contract, {policy.contract.provenance["onnx_sha256"]})
+    match = replay_match(step, policy)
+    print(f"\nrecorded {len(step)} steps, {step.intervention.mean():.2f} under the operator, replay match {match:.3f}")
+    assert len(step) > 200
+    assert step.intervention.any() and (~step.intervention).any(), "the operator never took over (or never handed back)"
+    assert np.isfinite(step.human_action[step.intervention]).all()
+    assert match > 0.9, "observations rebuilt from the log do not reproduce the policy's logged actions"
