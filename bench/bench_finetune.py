@@ -48,7 +48,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     from policies.hil.finetune import finetune
-    from policies.hil.loop import LoopCfg, run_correction_loop
+    from policies.hil.loop import LoopCfg, _twin_for, run_correction_loop
+    from tether.runtime import OnnxPolicy
 
     work = Path(tempfile.mkdtemp(prefix="bench_finetune_"))
     parent = args.policy or parent_policy(work)
@@ -60,17 +61,16 @@ def main() -> None:
     for r in rep["rounds"]:
         ft = r.get("finetune", {})
         val = ft.get("validation", {}).get("child", {}).get("success_rate")
+        kept = "" if ft.get("deployed", True) else " (child not deployed: validated worse)"
         print(f"{r['round']:>5}  {r['policy_sha256'][:12]}  {r['success_rate']:7.2f}  {r['intervention_rate']:17.2f}  "
               f"{ft.get('finetune_export_validate_s', float('nan')):30.1f}  "
-              f"{'' if val is None else f'child {val:.2f}'}")
+              f"{'' if val is None else f'child {val:.2f}'}{kept}")
     round0 = [Path(e["bag"]) for e in rep["rounds"][0]["episodes"]]
     print(f"\nsame interventions (round 0, {len(round0)} episodes), twin validation from 20 seeded starts:")
+    twin = _twin_for(OnnxPolicy(parent).contract, cfg.twin)
     for method in ("hil_serl", "hg_dagger", "rlif"):
         t0 = time.perf_counter()
-        r = finetune(parent, round0, method, work / f"cmp_{method}", validate_twin=cfg.twin if False else
-                     __import__("policies.hil.loop", fromlist=["_twin_for"])._twin_for(
-                         __import__("tether.runtime", fromlist=["OnnxPolicy"]).OnnxPolicy(parent).contract, cfg.twin),
-                     progress=lambda s: None)
+        r = finetune(parent, round0, method, work / f"cmp_{method}", validate_twin=twin, progress=lambda s: None)
         v = r["validation"]
         print(f"  {method:10s} success {v['parent']['success_rate']:.2f} -> {v['child']['success_rate']:.2f}, "
               f"median max error {v['child']['max_err_m_median'] * 100:.1f} cm, {time.perf_counter() - t0:.1f} s")

@@ -92,7 +92,7 @@ def actor_from_onnx(onnx_path, contract: PolicyContract, eps: float = 1e-2) -> A
     for k, v in init.items():
         if k in state:
             state[k] = torch.as_tensor(v.copy(), dtype=torch.float32)
-    std = torch.as_tensor(init[divs[0].input[1]], dtype=torch.float32) - eps
+    std = torch.as_tensor(init[divs[0].input[1]].copy(), dtype=torch.float32) - eps
     state["obs_normalizer.var"] = std.clamp_min(0.0).square()
     state["obs_normalizer.count"] = torch.tensor(10**9)
     ac.load_state_dict(state)

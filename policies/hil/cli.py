@@ -54,6 +54,10 @@ def run(args) -> int:
         raise SystemExit(f"error: {e}") from e
     if args.report is not None:
         args.report.write_text(json.dumps(report, indent=2, default=float) + "\n")
+    val = report.get("validation")
+    if args.swap and val is not None and val["child"]["success_rate"] < val["parent"]["success_rate"]:
+        print("not swapped: the child validates worse than its parent on the twin", file=sys.stderr)
+        return 1
     if args.swap:
         from policies.hil.loop import request_hot_swap
 

@@ -150,11 +150,14 @@ def _nearest(times: np.ndarray, query: np.ndarray, tol_ns: int) -> np.ndarray:
 
 
 def load_log(log: str | Path, contract: PolicyContract, accepted_shas: set[str],
-             goal_w=(0.0, 0.0, 1.0)) -> StepLog:
+             goal_w=(0.0, 0.0, 1.0), policy=None) -> StepLog:
     """Per-step arrays of one bag recorded with a policy of ``contract``'s layout.
 
     accepted_shas: sha256 of the policies whose logs may be used (the parent and its ancestors).
     goal_w: the runner's goal [m] (the log does not carry it: the runner's goal_w parameter).
+    policy: the loaded parent (tether.runtime.OnnxPolicy). With it, a tick whose state message arrived
+        at the recorder out of order (two processes' streams interleave under load) is matched to the
+        neighbouring state message that reproduces the logged policy action, when one does.
     """
     log = Path(log)
     msgs = read_messages(log)
@@ -229,9 +232,38 @@ def load_log(log: str | Path, contract: PolicyContract, accepted_shas: set[str],
         episode=episode, policy_sha=np.array([active[i][1][1] for i in sha_idx], dtype=object),
         source=np.full(len(t_exec), "robot", dtype=object), logs=[str(log)])
     step = step.select(keep)
+    if policy is not None and len(step):
+        _realign(step, policy, odom_arrays=(pos, quat, vel_w, ang), i_odom=i_odom[keep])
     if len(step) < 2:
         raise LogError(f"{log}: only {len(step)} usable steps (ticks with a state before them)")
     return step
+
+
+def _realign(step: StepLog, policy, odom_arrays, i_odom: np.ndarray, tol: float = 1e-3) -> None:
+    sha = policy.contract.provenance["onnx_sha256"]
+    logged = step.policy_action
+    mask = (step.policy_sha == sha) & np.all(np.isfinite(logged), axis=1)
+    if not mask.any():
+        return
+
+    def error(idx: np.ndarray) -> np.ndarray:
+        trial = dataclasses.replace(step, pos_w=odom_arrays[0][idx], quat_wxyz=odom_arrays[1][idx],
+                                    lin_vel_w=odom_arrays[2][idx], ang_vel_b=odom_arrays[3][idx])
+        e = np.full(len(step), np.inf)
+        e[mask] = np.abs(policy(trial.select(mask).observations(policy.contract)) - logged[mask]).max(axis=1)
+        return e
+
+    best_idx, best_err = i_odom.copy(), error(i_odom)
+    for shift in (-1, 1, -2):
+        cand = np.clip(i_odom + shift, 0, len(odom_arrays[0]) - 1)
+        bad = best_err > tol
+        if not bad.any():
+            break
+        e = error(cand)
+        better = bad & (e < best_err)
+        best_idx[better], best_err[better] = cand[better], e[better]
+    step.pos_w, step.quat_wxyz = odom_arrays[0][best_idx], odom_arrays[1][best_idx]
+    step.lin_vel_w, step.ang_vel_b = odom_arrays[2][best_idx], odom_arrays[3][best_idx]
 
 
 def replay_match(step: StepLog, policy, tol: float = 1e-3) -> float:
@@ -246,7 +278,7 @@ def replay_match(step: StepLog, policy, tol: float = 1e-3) -> float:
 
 
 def load_logs(logs: list[str | Path], contract: PolicyContract, accepted_shas: set[str],
-              goal_w=(0.0, 0.0, 1.0)) -> StepLog:
+              goal_w=(0.0, 0.0, 1.0), policy=None) -> StepLog:
     if not logs:
         raise LogError("no intervention logs given")
-    return StepLog.concat([load_log(p, contract, accepted_shas, goal_w) for p in logs])
+    return StepLog.concat([load_log(p, contract, accepted_shas, goal_w, policy) for p in logs])

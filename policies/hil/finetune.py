@@ -32,7 +32,7 @@ from tether.config import config_to_dict
 from tether.contract import ContractError, sha256_file
 from tether.runtime import OnnxPolicy
 
-MIN_REPLAY_MATCH = 0.9
+MIN_REPLAY_MATCH = 0.75
 """fraction of the parent's logged actions the rebuilt observations must reproduce"""
 
 
@@ -91,7 +91,7 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
 
     log_paths = [Path(p) for p in logs]
     accepted = set(lineage(contract))
-    steps = load_logs(log_paths, contract, accepted, goal_w)
+    steps = load_logs(log_paths, contract, accepted, goal_w, parent_policy)
     match = replay_match(steps, parent_policy)
     if np.isfinite(match) and match < MIN_REPLAY_MATCH:
         raise LogError(f"observations rebuilt from the logs reproduce only {match:.0%} of the parent's logged "

@@ -241,6 +241,12 @@ def run_correction_loop(parent_dir: str | Path, out_dir: str | Path, cfg: LoopCf
                                validate_starts=cfg.validate_starts, progress=progress)
                 rep["finetune_export_validate_s"] = time.perf_counter() - t0
                 row["finetune"] = rep
+                val = rep.get("validation")
+                rep["deployed"] = val is None or val["child"]["success_rate"] >= val["parent"]["success_rate"]
+                if not rep["deployed"]:  # do no harm: a child that validates worse stays on the shelf
+                    progress(f"round {r}: child validates worse than its parent on the twin; keeping the parent")
+                    rounds.append(row)
+                    continue
                 if stack is not None:
                     status = request_hot_swap(child, cfg.domain_id)
                     progress(f"hot swap: {status}")
@@ -287,3 +293,31 @@ def plot_report(report: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m policies.hil.loop --policy DIR --out DIR [--backend ros]: the full correction demo."""
+    import argparse
+
+    import torch
+
+    ap = argparse.ArgumentParser(prog="python -m policies.hil.loop", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--policy", required=True, type=Path, help="the deployed (parent) policy directory")
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--episodes", type=int, default=10)
+    ap.add_argument("--method", default="hil_serl", choices=("hil_serl", "rlif", "hg_dagger"))
+    ap.add_argument("--backend", default="ros", choices=("ros", "inproc"))
+    ap.add_argument("--domain-id", type=int, default=42)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    cfg = LoopCfg(rounds=args.rounds, episodes_per_round=args.episodes, method=args.method, backend=args.backend,
+                  finetune=FinetuneCfg(method=args.method), domain_id=args.domain_id)
+    run_correction_loop(args.policy, args.out, cfg)
+    print(f"report: {args.out / 'report.json'}, plots: {args.out / 'report.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -43,10 +43,13 @@ def test_recorder_log_of_a_corrected_flight_becomes_steps(launcher, hover_parent
     runner.stop()
     assert rec.stop() == 0, rec.output()
 
-    step = load_log(bag, policy.contract, {policy.contract.provenance["onnx_sha256"]})
+    sha = {policy.contract.provenance["onnx_sha256"]}
+    raw = replay_match(load_log(bag, policy.contract, sha), policy)
+    step = load_log(bag, policy.contract, sha, policy=policy)
     match = replay_match(step, policy)
-    print(f"\nrecorded {len(step)} steps, {step.intervention.mean():.2f} under the operator, replay match {match:.3f}")
+    print(f"\nrecorded {len(step)} steps, {step.intervention.mean():.3f} under the operator, replay match "
+          f"{raw:.3f} by arrival order, {match:.3f} realigned")
     assert len(step) > 200
-    assert step.intervention.any() and (~step.intervention).any(), "the operator never took over (or never handed back)"
+    assert step.intervention.any(), "the operator never took over from the parent on the weak-motor twin"
     assert np.isfinite(step.human_action[step.intervention]).all()
     assert match > 0.9, "observations rebuilt from the log do not reproduce the policy's logged actions"

@@ -17,7 +17,7 @@ from sim.tasks import make_env
 SMALL = dict(num_steps=8, num_minibatches=2, update_epochs=2)  # tiny PPO runs for the mechanics tests
 
 
-def closed_loop(actor, ckpt, steps: int = 100, num_envs: int = 128) -> tuple[float, float]:
+def closed_loop(actor, ckpt, steps: int = 150, num_envs: int = 128) -> tuple[float, float]:
     """(crash fraction, mean position error [m] of the survivors) of the deterministic ``actor`` over
     ``steps`` control steps from the training start distribution, on a fixed env seed."""
     env = env_from_checkpoint(ckpt, num_envs=num_envs, seed=1234)
@@ -35,9 +35,9 @@ def closed_loop(actor, ckpt, steps: int = 100, num_envs: int = 128) -> tuple[flo
 def test_ppo_learns_to_hover(trained_hover):
     """Calibrated on seed 0 (deterministic on CPU with one thread): the logged rollout error falls
     1.03 m -> 0.42 m from the first checkpoint (iteration 10) to the last (30), the crash rate of
-    finished episodes 1.0 -> 0.0; in a separate deterministic flight the untrained policy crashes in
-    ~50 % of starts, the trained one in none, with ~6x smaller position error. Seeds 1-3 give at
-    least 1.8x, 1.0 -> 0.0 and 2.5x, so the thresholds hold with margin."""
+    finished episodes 1.0 -> 0.0; in a separate deterministic 3 s flight the untrained policy crashes in
+    56 % of starts, the trained one in none, with 7x smaller position error. Seeds 1-3 give at least
+    1.8x, 1.0 -> 0.0, 55 % -> 0 % and 2.8x, so the thresholds hold with margin."""
     first, last = (load_checkpoint(p, task="hover") for p in (trained_hover.checkpoints[0], trained_hover.checkpoints[-1]))
     assert first["iteration"] == trained_hover.ppo_cfg.save_interval
     assert last["iteration"] == trained_hover.ppo_cfg.num_iterations
@@ -56,7 +56,7 @@ def test_ppo_learns_to_hover(trained_hover):
                                           action_bias=last["model"]["action_bias"])).eval()
     crash_u, err_u = closed_loop(untrained, last)
     crash_t, err_t = closed_loop(trained, last)
-    assert crash_u > 0.2, f"the untrained policy should crash often (got {crash_u:.2f}); the test is too easy"
+    assert crash_u > 0.3, f"the untrained policy should crash often (got {crash_u:.2f}); the test is too easy"
     assert crash_t <= 0.02, f"trained policy crashed in {crash_t:.0%} of flights"
     assert err_t < 0.5 * err_u, f"position error untrained {err_u:.3f} m, trained {err_t:.3f} m"
 
