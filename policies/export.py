@@ -12,6 +12,7 @@ import torch
 
 from policies.checkpoint import load_checkpoint
 from policies.models import ActorCritic, DeployedActor
+from sim.randomization import latency_step_range
 from tether.config import config_from_dict
 from tether.contract import PolicyContract, save_contract, sha256_file
 from tether.runtime import OnnxPolicy
@@ -74,19 +75,19 @@ def export_policy(checkpoint: str | Path, out_dir: str | Path, parent: dict | No
     random_obs = rng.normal(size=(512, ckpt["obs_dim"])).astype(np.float32) * 2.0
     test_obs = np.concatenate([random_obs, recorded_obs.astype(np.float32)])
 
-    rand = env.cfg.randomization
+    lat_lo, lat_hi = latency_step_range(env.cfg.randomization, env.cfg.control_dt)
     contract = PolicyContract(
         task=ckpt["task"], control_rate_hz=env.cfg.control_rate_hz,
-        action_latency_s=0.5 * (rand.latency_s[0] + rand.latency_s[1]),
+        action_latency_s=0.5 * (lat_lo + lat_hi) * env.cfg.control_dt,  # mean of the delays trained with
         observation=env.slices, action=env.action_spec(),
-        normalization={"in_graph": True, "mean": model.obs_normalizer.mean.tolist(),
-                       "std": model.obs_normalizer.var.sqrt().tolist()},
+        normalization={"in_graph": True, "formula": "(obs - mean) / (std + eps)", "eps": model.obs_normalizer.eps,
+                       "mean": model.obs_normalizer.mean.tolist(), "std": model.obs_normalizer.var.sqrt().tolist()},
         provenance={
             "onnx_sha256": sha256_file(tmp_onnx), "opset": OPSET,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "config_hash": ckpt["config_hash"], "source_revision": _source_revision(),
             "checkpoint": str(Path(checkpoint).resolve()), "iteration": ckpt["iteration"],
-            "train_time_s": ckpt["train_time_s"], "preset": env.cfg.preset,
+            "train_time_s": ckpt["train_time_s"], "preset": env.cfg.vehicle.name,
             "task_cfg": ckpt["task_cfg"], "parent": parent,
         })
     os.replace(tmp_onnx, out_dir / "policy.onnx")

@@ -91,7 +91,7 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
     episode_stats: dict[str, list[float]] = {}
     bar = tqdm(range(start_iter, cfg.num_iterations), desc=f"train {task}", disable=not progress,
                initial=start_iter, total=cfg.num_iterations, unit="it")
-    last_ckpt = None
+    last_ckpt = Path(resume) if resume is not None else None  # a finished run resumed is already done
     for iteration in bar:
         t0 = time.perf_counter()
         # ---- rollout

@@ -7,6 +7,7 @@ nominal value. The ranges used are written next to every run (``ranges_dict``).
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,15 @@ def sample_params(preset: QuadrotorPreset, cfg: RandomizationCfg, n: int, gen: t
     )
 
 
+def latency_step_range(cfg: RandomizationCfg, control_dt: float) -> tuple[int, int]:
+    """Whole control steps of action delay that fit in the latency range [s]: (lowest, highest)."""
+    lo = math.ceil(cfg.latency_s[0] / control_dt - 1e-6)
+    hi = math.floor(cfg.latency_s[1] / control_dt + 1e-6)
+    return lo, max(lo, hi)
+
+
 def sample_latency_steps(cfg: RandomizationCfg, n: int, control_dt: float, gen: torch.Generator | None,
                          device: torch.device | str = "cpu") -> torch.Tensor:
-    """Integer action delay per env [n] in control steps."""
-    return torch.floor(_uniform(cfg.latency_s, n, gen, device).squeeze(-1) / control_dt + 1e-6).long()
+    """Integer action delay per env [n] in control steps, uniform over latency_step_range."""
+    lo, hi = latency_step_range(cfg, control_dt)
+    return torch.randint(lo, hi + 1, (n,), generator=gen, device=device)

@@ -14,6 +14,11 @@ from tether.cli import main
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+# If a check is missing, `tether train` would go on and train a default run (4096 envs x 150
+# iterations, many minutes): every train invocation here is capped so that a regression fails fast.
+CAP = ["--num-envs", "2", "--iterations", "1"]
+
+
 def fails_with(argv: list[str]) -> str:
     """Run `tether argv` in-process; it must exit with an error message (not status 0, not a traceback)."""
     with pytest.raises(SystemExit) as e:
@@ -28,12 +33,12 @@ def fails_with(argv: list[str]) -> str:
     (["--set", "mass_kgs=1.0"], ["mass_kgs", "unknown"]),
     (["--set", "ppo.lr=0.1"], ["lr", "unknown"]),
     (["--set", "randomization={mass_scal: [0.9, 1.1]}"], ["mass_scal"]),
-    (["--set", "num_envs=many"], ["num_envs", "int"]),
+    (["--set", "substeps=four"], ["substeps", "int"]),
     (["--set", "init_tilt_rad"], ["key=value"]),
 ])
 def test_train_rejects_unknown_or_mistyped_keys(tmp_path, argv, words):
     run_dir = tmp_path / "run"
-    msg = fails_with(["train", "hover", "--run-dir", str(run_dir), *argv])
+    msg = fails_with(["train", "hover", *CAP, "--run-dir", str(run_dir), *argv])
     for w in words:
         assert w in msg, f"{msg!r} should mention {w!r}"
     assert not run_dir.exists(), "a rejected command must not create its run directory"
@@ -49,14 +54,14 @@ def test_train_rejects_unknown_or_mistyped_keys(tmp_path, argv, words):
 ])
 def test_train_rejects_values_in_the_wrong_unit(tmp_path, argv, words):
     run_dir = tmp_path / "run"
-    msg = fails_with(["train", "hover", "--run-dir", str(run_dir), *argv])
+    msg = fails_with(["train", "hover", *CAP, "--run-dir", str(run_dir), *argv])
     for w in words:
         assert w in msg, f"{msg!r} should mention {w!r}"
     assert not run_dir.exists()
 
 
 def test_train_rejects_unknown_task(tmp_path):
-    msg = fails_with(["train", "hoover", "--run-dir", str(tmp_path / "run")])
+    msg = fails_with(["train", "hoover", *CAP, "--run-dir", str(tmp_path / "run")])
     assert "hoover" in msg and "hover" in msg.replace("'hoover'", "")
 
 

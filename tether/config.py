@@ -44,7 +44,7 @@ def config_from_dict(cls: type[T], d: dict[str, Any], where: str = "config") -> 
         if sub is not None and isinstance(value, dict):
             kwargs[name] = config_from_dict(sub, value, path)
         elif isinstance(value, list):
-            kwargs[name] = tuple(value)
+            kwargs[name] = _tuples(value)
         else:
             _check_scalar(hint, value, path)
             kwargs[name] = value
@@ -52,6 +52,10 @@ def config_from_dict(cls: type[T], d: dict[str, Any], where: str = "config") -> 
         return cls(**kwargs)
     except (ValueError, TypeError) as e:
         raise ValueError(f"{where}: {e}") from e
+
+
+def _tuples(value):
+    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def _dataclass_in(hint) -> type | None:

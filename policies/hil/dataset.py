@@ -179,6 +179,8 @@ def load_log(log: str | Path, contract: PolicyContract, accepted_shas: set[str],
     def arr(topic: str) -> tuple[np.ndarray, np.ndarray]:
         items = msgs.get(topic, [])
         t = np.array([x[0] for x in items], dtype=np.int64)
+        if not items:
+            return t, np.zeros((0, a_dim))
         v = np.array([np.asarray(x[1].data, dtype=np.float64) for x in items]).reshape(len(items), -1)
         return t, v
 

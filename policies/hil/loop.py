@@ -60,7 +60,7 @@ def _operator_cfg(contract, rate_fraction: float = 0.5, thrust_range: float = 0.
     from tether_deploy.operator_core import OperatorCfg
 
     lim = np.asarray(contract.action.body_rate_limits_rad_s, dtype=float) * rate_fraction
-    return OperatorCfg(full_stick_rate_rad_s=tuple(lim), thrust_range=thrust_range)
+    return OperatorCfg(full_stick_rate_rad_s=tuple(float(x) for x in lim), thrust_range=thrust_range)
 
 
 def _twin_for(contract, twin: TwinConfig) -> TwinConfig:
@@ -148,6 +148,9 @@ class _RosStack:
         self._stop("twin")
         time.sleep(0.3)
         self._stop("recorder")
+        dead = [n for n, p in self.procs.items() if p.poll() is not None]
+        if dead:
+            raise RuntimeError(f"node(s) {dead} exited during the episode; see {self.log.name}")
 
     def close(self) -> None:
         for name in list(self.procs)[::-1]:

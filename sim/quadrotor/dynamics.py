@@ -76,6 +76,18 @@ def motor_lag(rpm: torch.Tensor, rpm_cmd: torch.Tensor, tau_up: torch.Tensor, ta
     return rpm + (rpm_cmd - rpm) * (1.0 - torch.exp(-dt / tau))
 
 
+def euler_rate_step(omega: torch.Tensor, torque: torch.Tensor, inertia: torch.Tensor, h: float) -> torch.Tensor:
+    """Change of body rate over h from Euler's equation J w' = tau - w x (J w) (principal axes).
+
+    Explicit midpoint: forward Euler on the gyroscopic term creates energy (a torque-free tumble at
+    10 rad/s gains 14-42 % in 2 s and random commands can spin up without bound); the midpoint rule
+    keeps the error near 1e-5 at the same cost class."""
+    def rate(w: torch.Tensor) -> torch.Tensor:
+        return (torque - torch.cross(w, inertia * w, dim=-1)) / inertia
+
+    return h * rate(omega + 0.5 * h * rate(omega))
+
+
 def rotor_wrench(rpm: torch.Tensor, p: QuadParams) -> tuple[torch.Tensor, torch.Tensor]:
     """Total thrust along z_b [N, 1] and body torque [N, 3] from rotor speeds [N, R]."""
     rpm2 = rpm * rpm
@@ -109,10 +121,8 @@ def step(state: QuadState, rotor_cmd: torch.Tensor | None, p: QuadParams, dt: fl
         acc = quat_rotate(quat, force_b) / p.mass + g
         if ext_force_w is not None:
             acc = acc + ext_force_w / p.mass
-        # Euler's equation for a principal-axis inertia: J w' = tau - w x (J w)
-        ang_acc = (torque - torch.cross(omega, p.inertia * omega, dim=-1)) / p.inertia
         vel = vel + acc * h
-        omega = omega + ang_acc * h
+        omega = omega + euler_rate_step(omega, torque, p.inertia, h)
         pos = pos + vel * h
         quat = quat_integrate(quat, omega, h)
     return QuadState(pos, quat, vel, omega, rpm)

@@ -148,15 +148,46 @@ def pack_command(rotor_cmd: torch.Tensor | None = None, thrust_n: torch.Tensor |
 
 # ------------------------------------------------------------------ the model, one scalar per row
 
-def _rotate(qw, qx, qy, qz, vx, vy, vz, sign: float):
-    """v + w t + qv x t with t = 2 qv x v: quat_rotate (sign +1) / quat_rotate_inverse (-1), unrolled."""
-    ux, uy, uz = sign * qx, sign * qy, sign * qz
-    tx = 2.0 * (uy * vz - uz * vy)
-    ty = 2.0 * (uz * vx - ux * vz)
-    tz = 2.0 * (ux * vy - uy * vx)
-    return (vx + qw * tx + (uy * tz - uz * ty),
-            vy + qw * ty + (uz * tx - ux * tz),
-            vz + qw * tz + (ux * ty - uy * tx))
+def _rotate(qw, qx, qy, qz, vx, vy, vz):
+    """quat_rotate unrolled: v + w t + qv x t with t = 2 qv x v (body -> world)."""
+    tx = 2.0 * (qy * vz - qz * vy)
+    ty = 2.0 * (qz * vx - qx * vz)
+    tz = 2.0 * (qx * vy - qy * vx)
+    return vx + qw * tx + (qy * tz - qz * ty), vy + qw * ty + (qz * tx - qx * tz), vz + qw * tz + (qx * ty - qy * tx)
+
+
+def _rotate_inverse(qw, qx, qy, qz, vx, vy, vz):
+    """quat_rotate_inverse unrolled: the same with qv negated (world -> body), signs folded."""
+    tx = 2.0 * (qz * vy - qy * vz)
+    ty = 2.0 * (qx * vz - qz * vx)
+    tz = 2.0 * (qy * vx - qx * vy)
+    return vx + qw * tx + (qz * ty - qy * tz), vy + qw * ty + (qx * tz - qz * tx), vz + qw * tz + (qy * tx - qx * ty)
+
+
+def _weighted_sum(terms: list, coefs) -> torch.Tensor:
+    """sum_i coefs[i] * terms[i] for constant coefficients, one multiply per distinct |coef|
+    (an X quadrotor's arms are symmetric: sum_i y_i f_i = y (-f0 - f1 + f2 + f3))."""
+    groups: dict[float, tuple[list, list]] = {}
+    for t, c in zip(terms, coefs):
+        if float(c) != 0.0:
+            groups.setdefault(abs(float(c)), ([], []))[0 if c > 0 else 1].append(t)
+    total = None
+    for mag, (plus, minus) in groups.items():
+        sign = 1.0
+        if not plus:
+            plus, minus, sign = minus, [], -1.0
+        g = plus[0]
+        for t in plus[1:]:
+            g = g + t
+        for t in minus:
+            g = g - t
+        g = g if sign * mag == 1.0 else g * (sign * mag)
+        total = g if total is None else total + g
+    return total if total is not None else torch.zeros_like(terms[0])
+
+
+def _add(x: torch.Tensor, c) -> torch.Tensor:
+    return x if isinstance(c, float) and c == 0.0 else x + c
 
 
 def _ctbr_rotor_cmd(c: CtbrConsts, thrust_n, rdx, rdy, rdz, wx, wy, wz) -> list:
@@ -174,7 +205,7 @@ def _ctbr_rotor_cmd(c: CtbrConsts, thrust_n, rdx, rdy, rdz, wx, wy, wz) -> list:
     return out
 
 
-def _step_rows(spec: FusedSpec, x: list, k: dict, cmd: list, ext: list | None) -> list:
+def _step_rows(spec: FusedSpec, x: list, k: dict, cmd: list) -> list:
     """One control step on lists of [N] tensors. ``k`` holds the per-env constants of :func:`_consts`."""
     h = spec.dt / spec.substeps
     n_rot = spec.n_rotors
@@ -190,24 +221,20 @@ def _step_rows(spec: FusedSpec, x: list, k: dict, cmd: list, ext: list | None) -
             rpm_cmd = [c.clamp(0.0, 1.0) * k["max_rpm"] for c in rotor_cmd]
         # motor_lag: exact first-order step, time constant chosen by the sign of the error
         rpm = [r + (rc - r) * torch.where(rc > r, k["a_up"], k["a_down"]) for r, rc in zip(rpm, rpm_cmd)]
-        # rotor_wrench
-        thrust = tau_x = tau_y = tau_z = None
-        for i in range(n_rot):
-            rpm2 = rpm[i] * rpm[i]
-            f = k["kf_gain"][i] * rpm2
-            rx, ry, _ = spec.rotor_pos_b[i]
-            thrust = f if thrust is None else thrust + f
-            tau_x = f * ry if tau_x is None else tau_x + f * ry
-            tau_y = f * rx if tau_y is None else tau_y + f * rx
-            m = (k["km_gain"][i] * rpm2) * spec.rotor_spin[i]
-            tau_z = m if tau_z is None else tau_z + m
-        tau_y, tau_z = -tau_y, -tau_z
-        # forces: body drag + thrust, rotated to world, gravity and the external force
-        bx, by, bz = _rotate(qw, qx, qy, qz, vx, vy, vz, -1.0)
-        fx, fy, fz = _rotate(qw, qx, qy, qz, -k["drag_x"] * bx, -k["drag_y"] * by, -k["drag_z"] * bz + thrust, 1.0)
-        ax, ay, az = fx * k["inv_mass"], fy * k["inv_mass"], fz * k["inv_mass"] - GRAVITY
-        if ext is not None:
-            ax, ay, az = ax + ext[0] * k["inv_mass"], ay + ext[1] * k["inv_mass"], az + ext[2] * k["inv_mass"]
+        # rotor_wrench: thrust along z_b, roll/pitch torque from the arms, reaction torque -spin km rpm^2
+        rpm2 = [r * r for r in rpm]
+        f = [kfg * r2 for kfg, r2 in zip(k["kf_gain"], rpm2)]
+        thrust = _weighted_sum(f, [1.0] * n_rot)
+        tau_x = _weighted_sum(f, [pos[1] for pos in spec.rotor_pos_b])
+        tau_y = _weighted_sum(f, [-pos[0] for pos in spec.rotor_pos_b])
+        tau_z = _weighted_sum([kmg * r2 for kmg, r2 in zip(k["km_gain"], rpm2)], [-s for s in spec.rotor_spin])
+        # body drag and thrust, rotated to the world: acc = R (-D R^T v + T z_b) / m + g + f_ext / m,
+        # written as -(R (D R^T v - T z_b)) / m so the negation folds into the constant -1/m
+        bx, by, bz = _rotate_inverse(qw, qx, qy, qz, vx, vy, vz)
+        fx, fy, fz = _rotate(qw, qx, qy, qz, k["drag_x"] * bx, k["drag_y"] * by, k["drag_z"] * bz - thrust)
+        ax = _add(fx * k["neg_inv_mass"], k["acc_x"])
+        ay = _add(fy * k["neg_inv_mass"], k["acc_y"])
+        az = _add(fz * k["neg_inv_mass"], k["acc_z"])
         # Euler's equation for a principal-axis inertia: J w' = tau - w x (J w)
         jx, jy, jz = k["inertia_x"], k["inertia_y"], k["inertia_z"]
         awx = (tau_x - (wy * (jz * wz) - wz * (jy * wy))) * k["inv_inertia_x"]
@@ -232,9 +259,16 @@ def _step_rows(spec: FusedSpec, x: list, k: dict, cmd: list, ext: list | None) -
     return [px, py, pz, qw, qx, qy, qz, vx, vy, vz, wx, wy, wz, *rpm]
 
 
-def _consts(spec: FusedSpec, p: torch.Tensor) -> dict:
+def _consts(spec: FusedSpec, p: torch.Tensor, ext_force_w: torch.Tensor | None) -> dict:
     """Per-env constants of a call, computed once instead of once per substep."""
     rows = dict(zip(param_rows(spec.n_rotors), p.unbind(0)))
+    inv_mass = 1.0 / rows["mass"]
+    # gravity plus the external force, constant over the call [m/s^2]
+    if ext_force_w is None:
+        acc = (0.0, 0.0, -GRAVITY)
+    else:
+        ex, ey, ez = ext_force_w.unbind(0)
+        acc = (ex * inv_mass, ey * inv_mass, ez * inv_mass - GRAVITY)
     h = spec.dt / spec.substeps
     gains = [rows[f"rotor_gain_{i}"] for i in range(spec.n_rotors)]
     return {
@@ -243,7 +277,8 @@ def _consts(spec: FusedSpec, p: torch.Tensor) -> dict:
         "a_down": 1.0 - torch.exp(-h / rows["tau_down"]),
         "kf_gain": [rows["kf"] * g for g in gains],
         "km_gain": [rows["km"] * g for g in gains],
-        "inv_mass": 1.0 / rows["mass"],
+        "neg_inv_mass": -inv_mass,
+        "acc_x": acc[0], "acc_y": acc[1], "acc_z": acc[2],
         **{f"drag_{a}": rows[f"drag_{a}"] for a in "xyz"},
         **{f"inertia_{a}": rows[f"inertia_{a}"] for a in "xyz"},
         **{f"inv_inertia_{a}": 1.0 / rows[f"inertia_{a}"] for a in "xyz"},
@@ -258,11 +293,10 @@ def rollout(spec: FusedSpec, state: torch.Tensor, params: torch.Tensor, commands
     commands: [K, A, N], the command held during step k (rotor commands in [0, 1], or CTBR setpoints);
     ext_force_w: optional [3, N] external world force [N], held for all K steps.
     """
-    k = _consts(spec, params)
+    k = _consts(spec, params, ext_force_w)
     x = list(state.unbind(0))
-    ext = None if ext_force_w is None else list(ext_force_w.unbind(0))
     for cmd in commands.unbind(0):
-        x = _step_rows(spec, x, k, list(cmd.unbind(0)), ext)
+        x = _step_rows(spec, x, k, list(cmd.unbind(0)))
     return torch.stack(x, dim=0)
 
 

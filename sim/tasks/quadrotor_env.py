@@ -17,7 +17,7 @@ import torch
 from sim.math import quat_mul, quat_to_rotmat, random_quat_within
 from sim.quadrotor import dynamics
 from sim.quadrotor.presets import PRESETS, QuadrotorPreset
-from sim.randomization import RandomizationCfg, sample_latency_steps, sample_params
+from sim.randomization import RandomizationCfg, latency_step_range, sample_latency_steps, sample_params
 from tether.contract import ActionSpec, ObsSlice, Rotor, make_slices
 
 
@@ -100,6 +100,9 @@ class QuadrotorTaskCfg:
             raise ValueError(f"action_space must be 'rotor' or 'ctbr', got {self.action_space!r}")
         if not 1.0 <= self.control_rate_hz <= 2000.0:
             raise ValueError(f"control_rate_hz {self.control_rate_hz} out of range [1, 2000] Hz")
+        if self.episode_length_s * self.control_rate_hz < 1:
+            raise ValueError(f"episode_length_s {self.episode_length_s} s is shorter than one control step "
+                             f"(1 / {self.control_rate_hz} Hz)")
         if self.substeps < 1 or self.action_history < 1:
             raise ValueError("substeps and action_history must be >= 1")
         if not 0.0 <= self.init_tilt_rad <= math.pi + 1e-9:
@@ -143,7 +146,7 @@ class QuadrotorEnv:
         self.rate_ctrl = dynamics.make_rate_controller(v, cfg.rate_kp, self.device)
         self.hover_action = self._hover_action().to(self.device)  # [A]
         self.body_rate_limits = torch.tensor(cfg.body_rate_limits_rad_s, device=self.device)  # [3] rad/s
-        max_delay = int(cfg.randomization.latency_s[1] / cfg.control_dt + 1e-6)
+        max_delay = latency_step_range(cfg.randomization, cfg.control_dt)[1]
         self.latency_steps = sample_latency_steps(cfg.randomization, n, cfg.control_dt, self.gen, self.device)
         self.action_queue = self.hover_action.repeat(n, max_delay + 1, 1)  # [N, D+1, A], newest last
         self.prev_actions = self.hover_action.repeat(n, cfg.action_history, 1)  # [N, H, A], oldest first

@@ -42,7 +42,8 @@ class TrajectoryEnv(QuadrotorEnv):
     def _sample_goal(self, env_ids: torch.Tensor) -> torch.Tensor:
         if hasattr(self, "phase"):
             self.phase[env_ids] = 2.0 * math.pi * torch.rand(len(env_ids), generator=self.gen, device=self.device)
-            pos, _ = self._reference(torch.zeros(len(env_ids), device=self.device), self.phase[env_ids])
+            pos, vel = self._reference(torch.zeros(len(env_ids), device=self.device), self.phase[env_ids])
+            self.goal_vel_w[env_ids] = vel  # the first observation of the episode sees its own reference
             return pos
         return super()._sample_goal(env_ids)
 

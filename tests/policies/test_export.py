@@ -181,26 +181,39 @@ def test_intact_copy_loads(policy_copy):
     assert policy(np.zeros(policy.contract.obs_dim, dtype=np.float32)).shape == (policy.contract.action.dim,)
 
 
-def test_calibrated_vehicle_survives_export(tmp_path):
-    """A policy trained on a calibrated vehicle (task cfg vehicle_params) exports a contract whose
-    provenance names that vehicle and whose task_cfg rebuilds exactly the training config."""
+@pytest.fixture(scope="module")
+def calibrated_export(tmp_path_factory):
+    """A policy trained (one tiny iteration) on a calibrated vehicle: task cfg vehicle_params."""
     import dataclasses
 
-    from policies.evaluation import task_cfg_from_contract
     from policies.export import export_policy
     from policies.ppo import PPOCfg, train
     from sim.quadrotor.presets import CRAZYFLIE_2X
 
+    root = tmp_path_factory.mktemp("calibrated")
     vehicle = dataclasses.replace(CRAZYFLIE_2X, name="cf_unit7", mass_kg=0.031, tau_up_s=0.04)
     env = make_env("hover", num_envs=16, vehicle_params=vehicle)
     ckpt = train(env, "hover", PPOCfg(num_iterations=1, num_steps=4, num_minibatches=1, update_epochs=1),
-                 tmp_path / "run", progress=False)
-    policy_dir, contract, err = export_policy(ckpt, tmp_path / "policy")
+                 root / "run", progress=False)
+    policy_dir, contract, err = export_policy(ckpt, root / "policy")
+    return vehicle, env, policy_dir, contract, err
+
+
+def test_calibrated_vehicle_round_trips_through_the_contract(calibrated_export):
+    """The contract's task_cfg rebuilds exactly the training config, calibrated vehicle included (the
+    evaluation and the twin fly the vehicle from it)."""
+    from policies.evaluation import task_cfg_from_contract
+
+    vehicle, env, policy_dir, contract, err = calibrated_export
     assert err <= 1e-5
     assert contract.action == env.action_spec()
     assert contract.action.max_rpm == vehicle.max_rpm
     rebuilt = task_cfg_from_contract(policy_dir)
     assert rebuilt.vehicle == vehicle, "the contract's task_cfg does not rebuild the calibrated vehicle"
     assert rebuilt == env.cfg
+
+
+def test_provenance_names_the_calibrated_vehicle(calibrated_export):
+    vehicle, _, _, contract, _ = calibrated_export
     assert contract.provenance["preset"] == vehicle.name, (
         f"provenance names preset {contract.provenance['preset']!r}, but the policy was trained on {vehicle.name!r}")

@@ -13,6 +13,11 @@ from sim.quadrotor import dynamics
 from sim.quadrotor.presets import CRAZYFLIE_2X, PX4_1KG
 
 DT, SUBSTEPS, DURATION_S = 0.01, 4, 1.0
+# Bullet integrates the gyroscopic term with forward Euler, which gains energy in fast tumbles (20 deg off
+# the converged solution after this 1 s excitation at 2.5 ms steps); the torch model uses the midpoint
+# rule. So the reference runs at a 16x finer step, where its own error is small, and two checks are made:
+# the models agree when both integrate finely, and the training step stays within 1 cm of the reference.
+PB_SUBSTEPS = 16 * SUBSTEPS
 
 
 def excitation(preset, t: float) -> np.ndarray:
@@ -33,27 +38,42 @@ def angle_between(q1: np.ndarray, q2: np.ndarray) -> float:
     return 2.0 * math.acos(min(1.0, abs(float(np.dot(q1, q2)))))
 
 
-@pytest.mark.parametrize("preset", [CRAZYFLIE_2X, PX4_1KG], ids=lambda p: p.name)
-def test_torch_and_pybullet_agree_open_loop(preset):
+def _fly_both(preset, torch_substeps: int, pb_substeps: int):
     params = dynamics.QuadParams(*[x.double() for x in dynamics.nominal_params(preset, 1)])
     state = dynamics.QuadState(*[x.double() for x in dynamics.hover_state(1, preset)])
     start = np.array([[0.0, 0.0, 1.0]])
     state = state._replace(pos_w=torch.tensor(start, dtype=torch.float64))
-    with PybulletQuadrotors(preset, 1, DT, SUBSTEPS) as quads:
+    with PybulletQuadrotors(preset, 1, DT, pb_substeps) as quads:
         quads.reset(start, [[1.0, 0.0, 0.0, 0.0]], np.zeros((1, 3)), np.zeros((1, 3)))
         for k in range(int(round(DURATION_S / DT))):
             cmd = excitation(preset, k * DT)[None]
-            state = dynamics.step(state, torch.tensor(cmd, dtype=torch.float64), params, DT, SUBSTEPS)
+            state = dynamics.step(state, torch.tensor(cmd, dtype=torch.float64), params, DT, torch_substeps)
             quads.step(cmd)
         ref = quads.state()
-
     pos_torch, quat_torch = state.pos_w.numpy()[0], state.quat_wxyz.numpy()[0]
     assert np.linalg.norm(pos_torch - start[0]) > 0.05, "the excitation must move the vehicle"
     assert angle_between(quat_torch, [1.0, 0.0, 0.0, 0.0]) > math.radians(10), "the excitation must rotate it"
-    assert np.linalg.norm(ref["pos_w"][0] - pos_torch) < 0.01
-    assert angle_between(ref["quat_wxyz"][0], quat_torch) < math.radians(0.5)
+    return state, ref
+
+
+@pytest.mark.parametrize("preset", [CRAZYFLIE_2X, PX4_1KG], ids=lambda p: p.name)
+def test_torch_and_pybullet_models_agree_open_loop(preset):
+    """Both integrated finely (0.3 ms torch, 0.08 ms pybullet): the same physics to a millimetre."""
+    state, ref = _fly_both(preset, 32, 128)
+    assert np.linalg.norm(ref["pos_w"][0] - state.pos_w.numpy()[0]) < 0.002
+    assert angle_between(ref["quat_wxyz"][0], state.quat_wxyz.numpy()[0]) < math.radians(0.5)
     np.testing.assert_allclose(ref["lin_vel_w"][0], state.lin_vel_w.numpy()[0], atol=0.01)
-    np.testing.assert_allclose(ref["ang_vel_b"][0], state.ang_vel_b.numpy()[0], atol=0.01)
+    np.testing.assert_allclose(ref["ang_vel_b"][0], state.ang_vel_b.numpy()[0], atol=0.05)
+    np.testing.assert_allclose(ref["rotor_rpm"][0], state.rotor_rpm.numpy()[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("preset", [CRAZYFLIE_2X, PX4_1KG], ids=lambda p: p.name)
+def test_torch_at_the_training_step_tracks_the_reference(preset):
+    """The batched simulator at its coarse step against the finely integrated reference, after a 1 s
+    open-loop excitation of every axis: position within 1 cm (the bar), attitude within 4 deg."""
+    state, ref = _fly_both(preset, SUBSTEPS, PB_SUBSTEPS)
+    assert np.linalg.norm(ref["pos_w"][0] - state.pos_w.numpy()[0]) < 0.01
+    assert angle_between(ref["quat_wxyz"][0], state.quat_wxyz.numpy()[0]) < math.radians(4.0)
     np.testing.assert_allclose(ref["rotor_rpm"][0], state.rotor_rpm.numpy()[0], rtol=1e-6)
 
 

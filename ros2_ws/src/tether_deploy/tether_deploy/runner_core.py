@@ -131,22 +131,29 @@ def load_policy(policy_dir: str | Path, running: PolicyContract | None = None, i
 
 
 def validate_state(q: dict[str, np.ndarray], limits: StateLimits) -> str | None:
-    """None if the state can be used, else why not (names the quantity)."""
+    """None if the state can be used, else why not (names the quantity).
+
+    Runs every tick at up to 500 Hz: plain float math on 13 numbers is several times cheaper than
+    numpy's per-call overhead on 3-vectors."""
+    values = {}
     for name in ("pos_w", "quat_wxyz", "lin_vel_w", "ang_vel_b"):
         v = q.get(name)
         if v is None:
             return f"state has no {name}"
-        if not np.all(np.isfinite(v)):
+        v = np.asarray(v, dtype=np.float64).tolist()
+        if not all(math.isfinite(x) for x in v):
             return f"state {name} contains NaN or Inf"
-    if np.max(np.abs(q["pos_w"])) > limits.max_abs_pos_m:
-        return f"state pos_w {np.round(q['pos_w'], 3).tolist()} out of range (|.| <= {limits.max_abs_pos_m} m)"
-    speed = float(np.linalg.norm(q["lin_vel_w"]))
+        values[name] = v
+    pos = values["pos_w"]
+    if max(abs(x) for x in pos) > limits.max_abs_pos_m:
+        return f"state pos_w {[round(x, 3) for x in pos]} out of range (|.| <= {limits.max_abs_pos_m} m)"
+    speed = math.sqrt(sum(x * x for x in values["lin_vel_w"]))
     if speed > limits.max_speed_m_s:
         return f"state speed {speed:.2f} m/s out of range (<= {limits.max_speed_m_s} m/s)"
-    rate = float(np.linalg.norm(q["ang_vel_b"]))
+    rate = math.sqrt(sum(x * x for x in values["ang_vel_b"]))
     if rate > limits.max_ang_vel_rad_s:
         return f"state angular rate {rate:.2f} rad/s out of range (<= {limits.max_ang_vel_rad_s} rad/s)"
-    qn = float(np.linalg.norm(q["quat_wxyz"]))
+    qn = math.sqrt(sum(x * x for x in values["quat_wxyz"]))
     if abs(qn - 1.0) > limits.quat_norm_tol:
         return f"state quat_wxyz has norm {qn:.3f}, not a unit quaternion"
     return None
