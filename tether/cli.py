@@ -10,7 +10,7 @@ from pathlib import Path
 
 # Subcommands owned by other stages: each module provides add_parser(subparsers). Imported lazily so
 # that `tether train` does not need rclpy and `tether deploy` does not need torch.
-EXTERNAL_COMMANDS = {"calibrate": "calibration.cli", "deploy": "tether.deploy"}
+EXTERNAL_COMMANDS = {"calibrate": "calibration.cli", "deploy": "tether.deploy", "finetune": "policies.hil.cli"}
 
 
 def _parse_overrides(items: list[str]) -> dict:
@@ -160,7 +160,9 @@ def cmd_eval(args) -> dict:
 def cmd_demo(args) -> None:
     from tether.demo import run_demo
 
-    run_demo(Path(args.out), iterations=args.iterations, num_envs=args.num_envs, seed=args.seed)
+    run_demo(Path(args.out), iterations=args.iterations, num_envs=args.num_envs, seed=args.seed,
+             hil_backend=None if args.hil == "off" else args.hil, hil_rounds=args.hil_rounds,
+             hil_episodes=args.hil_episodes)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -195,11 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--acceptance", choices=("hover", "recovery"), default="hover")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("demo", help="the main job: train hover, export, evaluate in pybullet, report + plot")
+    p = sub.add_parser("demo", help="the main job: train hover, export, evaluate in pybullet, then correct it on a "
+                                       "perturbed twin and finetune (human-in-the-loop), report + plots")
     p.add_argument("--out", default="artifacts/demo")
     p.add_argument("--iterations", type=int, default=None)
     p.add_argument("--num-envs", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hil", choices=("ros", "inproc", "off"), default="ros",
+                   help="then correct the policy on a perturbed twin and finetune it (default: ROS 2 nodes)")
+    p.add_argument("--hil-rounds", type=int, default=2)
+    p.add_argument("--hil-episodes", type=int, default=10)
     p.set_defaults(func=cmd_demo)
 
     for name, module in EXTERNAL_COMMANDS.items():

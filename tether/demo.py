@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 
-def run_demo(out: Path, iterations: int | None = None, num_envs: int | None = None, seed: int = 0) -> dict:
+def run_demo(out: Path, iterations: int | None = None, num_envs: int | None = None, seed: int = 0,
+             hil_backend: str | None = "ros", hil_rounds: int = 2, hil_episodes: int = 10) -> dict:
     import torch
 
     from policies.evaluation import AcceptanceCfg, evaluate_hover
@@ -20,15 +21,15 @@ def run_demo(out: Path, iterations: int | None = None, num_envs: int | None = No
     out.mkdir(parents=True, exist_ok=True)
     env = make_env("hover", num_envs=num_envs or 512, seed=seed)
     ppo = PPOCfg(num_iterations=iterations or 80, save_interval=10, seed=seed)
-    print(f"[1/3] training hover ({env.num_envs} envs x {ppo.num_steps} steps x {ppo.num_iterations} iterations, "
+    print(f"[1/4] training hover ({env.num_envs} envs x {ppo.num_steps} steps x {ppo.num_iterations} iterations, "
           f"{env.cfg.preset}, {env.cfg.action_space} at {env.cfg.control_rate_hz:g} Hz, domain randomization on)")
     t0 = time.perf_counter()
     ckpt = train(env, "hover", ppo, out / "run", progress=True)
     train_s = time.perf_counter() - t0
-    print(f"[2/3] exporting {ckpt.name}")
+    print(f"[2/4] exporting {ckpt.name}")
     policy_dir, contract, parity = export_policy(ckpt, out / "policy")
     print(f"      {policy_dir}/policy.onnx + policy.json, ONNX parity max |diff| {parity:.1e}")
-    print("[3/3] flying 100 randomized starts in pybullet and in Tether's simulator")
+    print("[3/4] flying 100 randomized starts in pybullet and in Tether's simulator")
     report = evaluate_hover(policy_dir, env.cfg, AcceptanceCfg(), sims=("pybullet", "tether"))
     pb, ts = report["pybullet"], report["tether"]
     summary = {
@@ -49,7 +50,22 @@ def run_demo(out: Path, iterations: int | None = None, num_envs: int | None = No
           f"{100 * (summary['pybullet_over_tether_success'] or 0):.0f}% of Tether's success; "
           f"acceptance (>= 99/100): {'PASS' if pb['passed'] else 'FAIL'}")
     print(f"report: {out / 'report.json'}   plot: {plot}")
+    if hil_backend:
+        summary["correction_loop"] = _correction_loop(policy_dir, out / "correction", hil_backend, hil_rounds,
+                                                      hil_episodes, seed)
     return summary
+
+
+def _correction_loop(policy_dir: Path, out: Path, backend: str, rounds: int, episodes: int, seed: int) -> dict:
+    """Deploy on the twin with a 30% weaker motor, let the scripted operator correct it, finetune on the
+    logged interventions, redeploy; a before/after report with plots."""
+    from policies.hil.loop import LoopCfg, run_correction_loop
+
+    cfg = LoopCfg(rounds=rounds, episodes_per_round=episodes, backend=backend, seed=seed)
+    print(f"\n[4/4] human-in-the-loop correction on the perturbed twin ({backend}: "
+          f"{'ROS 2 nodes as processes over DDS' if backend == 'ros' else 'in-process'}), "
+          f"{rounds} rounds x {episodes} episodes")
+    return run_correction_loop(policy_dir, out, cfg)
 
 
 def _plot(run_dir: Path, result: dict, tol_m: float, path: Path) -> Path:

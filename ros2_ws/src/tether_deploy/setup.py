@@ -27,6 +27,7 @@ setup(
             "twin = tether_deploy.twin_node:main",
             "keyboard_teleop = tether_deploy.keyboard_teleop:main",
             "recorder = tether_deploy.recorder_node:main",
+            "operator = tether_deploy.operator_node:main",
         ],
     },
 )
