@@ -3,23 +3,28 @@
 Same model, term for term: rotor first-order lag (exact discretization, tau_up / tau_down by the sign of
 the error), thrust kf*gain*rpm^2 along +z_b, reaction torque -spin*km*gain*rpm^2, linear body drag,
 gravity, optional external world force, semi-implicit Euler (velocities, then positions with the new
-velocity), exact quaternion exponential, ``substeps`` per control step, and in CTBR mode the rate
-controller and mixer every substep.
+velocity), Euler's rotation equation by the explicit midpoint rule (``dynamics.euler_rate_step``),
+exact quaternion exponential, ``substeps`` per control step, and in CTBR mode the rate controller and
+mixer every substep. A change to ``dynamics.step`` must be mirrored here: tests/sim/test_fused.py
+compares the two.
 
 What differs is only the layout, so that ``torch.compile`` emits one vectorized pointwise loop:
-- structure of arrays: the state is one ``[S, N]`` tensor and the per-env parameters one ``[P, N]``
-  tensor, components along the leading dim (rows named in :func:`state_rows` / :func:`param_rows`);
+- structure of arrays: the state is a tuple of S ``[N]`` tensors (:data:`FusedState`, rows named by
+  :func:`state_rows`), the per-env parameters one ``[P, N]`` tensor (rows named by :func:`param_rows`);
 - everything shared by all envs (rotor layout, spin, rate-controller gains, mixer, dt) is a Python
   float in a hashable :class:`FusedSpec`, so it folds into the kernel as a constant;
 - rotor sums, cross products and the mixer are unrolled into scalar expressions (no cat / stack /
   cross / matmul in the hot loop);
-- per-env constants of the step (motor-lag factors 1 - exp(-h/tau), kf*gain, 1/mass, ...) are computed
-  once per call instead of once per substep (bit-for-bit the same values);
-- :func:`rollout` runs several control steps in one call, so the state stays in registers in between.
+- per-env constants of the step (motor-lag factors 1 - exp(-h/tau), kf*gain, 1/mass, inertia ratios)
+  are computed once per call instead of once per substep; products are regrouped where that saves
+  work (e.g. w x (J w) / J as (jz - jy) / jx * wy wz), which changes results at rounding level only;
+- :func:`rollout_` updates the state rows in place: the compiled kernel then reads and writes the
+  caller's buffers and allocates nothing (a fresh [S, N] output per call at 1 M envs is a 68 MB mmap
+  whose page faults halved throughput here); it can run several control steps per call.
 
 Use :func:`compiled_rollout` for the compiled kernel (one compile per spec, step count and batch
 shape; inductor's on-disk cache makes a re-run fast). Eager calls of :func:`step` / :func:`rollout` are
-exact but slow (hundreds of tiny ops); they are what the tests check against ``dynamics.step``.
+the same model but slow (hundreds of tiny ops); they are what the tests check against ``dynamics.step``.
 """
 
 from __future__ import annotations
@@ -33,12 +38,15 @@ import torch
 from sim.quadrotor.dynamics import QuadParams, QuadState, RateController
 from sim.quadrotor.presets import GRAVITY
 
+FusedState = tuple[torch.Tensor, ...]
+"""S row tensors shaped [N], in :func:`state_rows` order, each with its own storage"""
+
 _PARAM_NAMES = ("mass", "inertia_x", "inertia_y", "inertia_z", "kf", "km", "max_rpm", "tau_up", "tau_down",
                 "drag_x", "drag_y", "drag_z")
 
 
 def state_rows(n_rotors: int) -> tuple[str, ...]:
-    """Row names of the ``[S, N]`` state (units as in :class:`QuadState`)."""
+    """Row names of :data:`FusedState` (units as in :class:`QuadState`)."""
     return ("pos_x_w", "pos_y_w", "pos_z_w", "quat_w", "quat_x", "quat_y", "quat_z",
             "lin_vel_x_w", "lin_vel_y_w", "lin_vel_z_w", "ang_vel_x_b", "ang_vel_y_b", "ang_vel_z_b",
             *(f"rotor_rpm_{i}" for i in range(n_rotors)))
@@ -113,15 +121,16 @@ class FusedSpec:
 
 # ------------------------------------------------------------------ conversion
 
-def pack_state(s: QuadState) -> torch.Tensor:
-    """QuadState ([N, k] fields) -> contiguous ``[S, N]``."""
-    return torch.cat([s.pos_w, s.quat_wxyz, s.lin_vel_w, s.ang_vel_b, s.rotor_rpm], dim=-1).T.contiguous()
+def pack_state(s: QuadState) -> FusedState:
+    """QuadState ([N, k] fields) -> :data:`FusedState` (contiguous rows, one storage each)."""
+    return tuple(row.contiguous() for t in s for row in t.T)
 
 
-def unpack_state(x: torch.Tensor) -> QuadState:
-    """``[S, N]`` -> QuadState with [N, k] fields (copies, row-major)."""
-    pos, quat, vel, omega, rpm = torch.split(x, [3, 4, 3, 3, x.shape[0] - 13], dim=0)
-    return QuadState(*(t.T.contiguous() for t in (pos, quat, vel, omega, rpm)))
+def unpack_state(x: FusedState) -> QuadState:
+    """:data:`FusedState` -> QuadState with [N, k] fields (copies)."""
+    cols = torch.stack(tuple(x), dim=-1)  # [N, S]
+    pos, quat, vel, omega, rpm = torch.split(cols, [3, 4, 3, 3, len(x) - 13], dim=-1)
+    return QuadState(*(t.contiguous() for t in (pos, quat, vel, omega, rpm)))
 
 
 def pack_params(p: QuadParams) -> torch.Tensor:
@@ -140,9 +149,11 @@ def unpack_params(x: torch.Tensor, spec: FusedSpec) -> QuadParams:
 
 def pack_command(rotor_cmd: torch.Tensor | None = None, thrust_n: torch.Tensor | None = None,
                  rates_b: torch.Tensor | None = None) -> torch.Tensor:
-    """Rotor commands [N, R], or a CTBR setpoint (thrust [N, 1], rates [N, 3]) -> ``[A, N]``."""
+    """Rotor commands [N, R] in [0, 1], or a CTBR setpoint (thrust [N, 1] N, rates [N, 3] rad/s) -> ``[A, N]``."""
     if rotor_cmd is not None:
         return rotor_cmd.T.contiguous()
+    if thrust_n is None or rates_b is None:
+        raise ValueError("pass rotor_cmd, or both thrust_n and rates_b")
     return torch.cat([thrust_n, rates_b], dim=-1).T.contiguous()
 
 
@@ -194,14 +205,15 @@ def _ctbr_rotor_cmd(c: CtbrConsts, thrust_n, rdx, rdy, rdz, wx, wy, wz) -> list:
     """ctbr_to_rotor_cmd unrolled: rate P-control + gyroscopic feed-forward, mixer, thrust -> command."""
     jx, jy, jz = c.inertia
     kx, ky, kz = c.kp
-    # torque = J kp (rate_des - w) + w x (J w)
-    tx = (jx * kx) * (rdx - wx) + (wy * (jz * wz) - wz * (jy * wy))
-    ty = (jy * ky) * (rdy - wy) + (wz * (jx * wx) - wx * (jz * wz))
-    tz = (jz * kz) * (rdz - wz) + (wx * (jy * wy) - wy * (jx * wx))
+    # torque = J kp (rate_des - w) + w x (J w); with constant J, (w x J w)_x = (jz - jy) wy wz, ...
+    tx = (jx * kx) * (rdx - wx) + (jz - jy) * (wy * wz)
+    ty = (jy * ky) * (rdy - wy) + (jx - jz) * (wz * wx)
+    tz = (jz * kz) * (rdz - wz) + (jy - jx) * (wx * wy)
+    scale = 1.0 / (math.sqrt(c.kf) * c.max_rpm)  # sqrt(f / kf) / max_rpm = sqrt(f) * scale
     out = []
     for m0, m1, m2, m3 in c.mixer_pinv:
         f = (m0 * thrust_n + m1 * tx + m2 * ty + m3 * tz).clamp_min(0.0)
-        out.append((torch.sqrt(f * (1.0 / c.kf)) * (1.0 / c.max_rpm)).clamp(0.0, 1.0))
+        out.append((torch.sqrt(f) * scale).clamp(0.0, 1.0))
     return out
 
 
@@ -217,8 +229,8 @@ def _step_rows(spec: FusedSpec, x: list, k: dict, cmd: list) -> list:
         if spec.ctbr is None:
             rpm_cmd = rpm_cmd_fixed
         else:
-            rotor_cmd = _ctbr_rotor_cmd(spec.ctbr, cmd[0], cmd[1], cmd[2], cmd[3], wx, wy, wz)
-            rpm_cmd = [c.clamp(0.0, 1.0) * k["max_rpm"] for c in rotor_cmd]
+            # already clamped to [0, 1]: dynamics.step's second clamp is the identity
+            rpm_cmd = [c * k["max_rpm"] for c in _ctbr_rotor_cmd(spec.ctbr, *cmd, wx, wy, wz)]
         # motor_lag: exact first-order step, time constant chosen by the sign of the error
         rpm = [r + (rc - r) * torch.where(rc > r, k["a_up"], k["a_down"]) for r, rc in zip(rpm, rpm_cmd)]
         # rotor_wrench: thrust along z_b, roll/pitch torque from the arms, reaction torque -spin km rpm^2
@@ -227,7 +239,8 @@ def _step_rows(spec: FusedSpec, x: list, k: dict, cmd: list) -> list:
         thrust = _weighted_sum(f, [1.0] * n_rot)
         tau_x = _weighted_sum(f, [pos[1] for pos in spec.rotor_pos_b])
         tau_y = _weighted_sum(f, [-pos[0] for pos in spec.rotor_pos_b])
-        tau_z = _weighted_sum([kmg * r2 for kmg, r2 in zip(k["km_gain"], rpm2)], [-s for s in spec.rotor_spin])
+        # km gain rpm^2 = (km / kf) f: one multiply instead of one per rotor
+        tau_z = _weighted_sum(f, [-s for s in spec.rotor_spin]) * k["km_over_kf"]
         # body drag and thrust, rotated to the world: acc = R (-D R^T v + T z_b) / m + g + f_ext / m,
         # written as -(R (D R^T v - T z_b)) / m so the negation folds into the constant -1/m
         bx, by, bz = _rotate_inverse(qw, qx, qy, qz, vx, vy, vz)
@@ -235,11 +248,15 @@ def _step_rows(spec: FusedSpec, x: list, k: dict, cmd: list) -> list:
         ax = _add(fx * k["neg_inv_mass"], k["acc_x"])
         ay = _add(fy * k["neg_inv_mass"], k["acc_y"])
         az = _add(fz * k["neg_inv_mass"], k["acc_z"])
-        # Euler's equation for a principal-axis inertia: J w' = tau - w x (J w)
-        jx, jy, jz = k["inertia_x"], k["inertia_y"], k["inertia_z"]
-        awx = (tau_x - (wy * (jz * wz) - wz * (jy * wy))) * k["inv_inertia_x"]
-        awy = (tau_y - (wz * (jx * wx) - wx * (jz * wz))) * k["inv_inertia_y"]
-        awz = (tau_z - (wx * (jy * wy) - wy * (jx * wx))) * k["inv_inertia_z"]
+        # euler_rate_step: J w' = tau - w x (J w) (principal axes) by the explicit midpoint rule;
+        # (w x J w)_x / jx = (jz - jy) / jx * wy wz with the inertia ratios precomputed per env
+        ax_t, ay_t, az_t = tau_x * k["inv_inertia_x"], tau_y * k["inv_inertia_y"], tau_z * k["inv_inertia_z"]
+        mx = wx + (0.5 * h) * (ax_t - k["gyro_x"] * (wy * wz))
+        my = wy + (0.5 * h) * (ay_t - k["gyro_y"] * (wz * wx))
+        mz = wz + (0.5 * h) * (az_t - k["gyro_z"] * (wx * wy))
+        awx = ax_t - k["gyro_x"] * (my * mz)
+        awy = ay_t - k["gyro_y"] * (mz * mx)
+        awz = az_t - k["gyro_z"] * (mx * my)
         # semi-implicit Euler: velocities first, positions with the new velocity
         vx, vy, vz = vx + ax * h, vy + ay * h, vz + az * h
         wx, wy, wz = wx + awx * h, wy + awy * h, wz + awz * h
@@ -271,77 +288,101 @@ def _consts(spec: FusedSpec, p: torch.Tensor, ext_force_w: torch.Tensor | None) 
         acc = (ex * inv_mass, ey * inv_mass, ez * inv_mass - GRAVITY)
     h = spec.dt / spec.substeps
     gains = [rows[f"rotor_gain_{i}"] for i in range(spec.n_rotors)]
+    jx, jy, jz = rows["inertia_x"], rows["inertia_y"], rows["inertia_z"]
     return {
         "max_rpm": rows["max_rpm"],
         "a_up": 1.0 - torch.exp(-h / rows["tau_up"]),
         "a_down": 1.0 - torch.exp(-h / rows["tau_down"]),
         "kf_gain": [rows["kf"] * g for g in gains],
-        "km_gain": [rows["km"] * g for g in gains],
+        "km_over_kf": rows["km"] / rows["kf"],
         "neg_inv_mass": -inv_mass,
         "acc_x": acc[0], "acc_y": acc[1], "acc_z": acc[2],
         **{f"drag_{a}": rows[f"drag_{a}"] for a in "xyz"},
-        **{f"inertia_{a}": rows[f"inertia_{a}"] for a in "xyz"},
-        **{f"inv_inertia_{a}": 1.0 / rows[f"inertia_{a}"] for a in "xyz"},
+        "inv_inertia_x": 1.0 / jx, "inv_inertia_y": 1.0 / jy, "inv_inertia_z": 1.0 / jz,
+        "gyro_x": (jz - jy) / jx, "gyro_y": (jx - jz) / jy, "gyro_z": (jy - jx) / jz,
     }
 
 
-def rollout(spec: FusedSpec, state: torch.Tensor, params: torch.Tensor, commands: torch.Tensor,
-            ext_force_w: torch.Tensor | None = None) -> torch.Tensor:
-    """Run ``K`` control steps; returns the final ``[S, N]`` state.
+def rollout(spec: FusedSpec, state: FusedState, params: torch.Tensor, commands: torch.Tensor,
+            ext_force_w: torch.Tensor | None = None) -> FusedState:
+    """Run ``K`` control steps; returns the new state (the input is left unchanged).
 
-    state: [S, N] (:func:`state_rows`); params: [P, N] (:func:`param_rows`);
-    commands: [K, A, N], the command held during step k (rotor commands in [0, 1], or CTBR setpoints);
+    state: :data:`FusedState`, S rows [N]; params: [P, N] (:func:`param_rows`);
+    commands: [K, A, N], the command held during step k: rotor commands in [0, 1] ([R, N]) or CTBR
+    setpoints ([4, N]: collective thrust [N], body rates x, y, z [rad/s]), as ``spec.ctbr`` says;
     ext_force_w: optional [3, N] external world force [N], held for all K steps.
     """
+    if len(state) != len(state_rows(spec.n_rotors)):
+        raise ValueError(f"state has {len(state)} rows, the spec needs {len(state_rows(spec.n_rotors))}")
+    if commands.dim() != 3 or commands.shape[1] != spec.command_dim:
+        raise ValueError(f"commands must be shaped [K, {spec.command_dim}, N], got {tuple(commands.shape)}")
     k = _consts(spec, params, ext_force_w)
-    x = list(state.unbind(0))
+    x = list(state)
     for cmd in commands.unbind(0):
         x = _step_rows(spec, x, k, list(cmd.unbind(0)))
-    return torch.stack(x, dim=0)
+    return tuple(x)
 
 
-def step(spec: FusedSpec, state: torch.Tensor, params: torch.Tensor, command: torch.Tensor,
-         ext_force_w: torch.Tensor | None = None) -> torch.Tensor:
-    """One control step: ``command`` [A, N]; see :func:`rollout`."""
+def rollout_(spec: FusedSpec, state: FusedState, params: torch.Tensor, commands: torch.Tensor,
+             ext_force_w: torch.Tensor | None = None) -> None:
+    """:func:`rollout` writing the new state into ``state``'s row tensors."""
+    for dst, src in zip(state, rollout(spec, state, params, commands, ext_force_w)):
+        dst.copy_(src)
+
+
+def step(spec: FusedSpec, state: FusedState, params: torch.Tensor, command: torch.Tensor,
+         ext_force_w: torch.Tensor | None = None) -> FusedState:
+    """One control step with ``command`` [A, N]; see :func:`rollout`."""
     return rollout(spec, state, params, command.unsqueeze(0), ext_force_w)
 
 
 # ------------------------------------------------------------------ compiled kernels
 
+# max_fusion_size: inductor stops fusing at 64 nodes by default, which split one step into two loops
+# with ~20 intermediate rows stored to memory; the whole step is pointwise, so fuse all of it.
+# fp contraction lets the C++ compiler emit FMAs (~8% faster here; rounding-level differences only).
+INDUCTOR_OPTIONS = {"max_fusion_size": 1 << 20, "cpp.enable_floating_point_contract_flag": "fast"}
 _COMPILED: dict[tuple, Callable] = {}
-_INDUCTOR_OPTIONS = {"max_fusion_size": 1 << 20}
 
 
 def compiled_rollout(spec: FusedSpec, k_steps: int, num_envs: int, with_ext_force: bool = False,
-                     device: torch.device | str = "cpu") -> Callable[..., torch.Tensor]:
-    """``fn(state, params, commands[, ext_force_w]) -> state`` for exactly ``k_steps`` steps and
-    ``num_envs`` envs, compiled once (``torch.compile``, ``dynamic=False``) and cached per key."""
+                     device: torch.device | str = "cpu") -> Callable[..., None]:
+    """Compiled :func:`rollout_`: ``fn(state, params, commands[, ext_force_w])`` updates ``state`` in place,
+    for exactly ``k_steps`` steps and ``num_envs`` envs (float32).
+
+    Compiled on first call (``torch.compile``, ``dynamic=False``: tens of seconds cold, seconds from
+    inductor's on-disk cache) and cached per (spec, K, N, device, thread count: inductor's CPU kernels
+    bake in ``torch.get_num_threads()``). The compile time grows with K: one step per call is the default;
+    the state lives in memory between calls at the cost of ~150 bytes per env-step.
+    """
     key = (spec, int(k_steps), int(num_envs), bool(with_ext_force), str(torch.device(device)),
            torch.get_num_threads())
     fn = _COMPILED.get(key)
     if fn is None:
-        fn = _fresh_compiled(spec, with_ext_force)
-        _COMPILED[key] = fn
+        fn = _COMPILED[key] = _fresh_compiled(spec, with_ext_force)
     return fn
 
 
-def _fresh_compiled(spec: FusedSpec, with_ext_force: bool) -> Callable[..., torch.Tensor]:
+def _fresh_compiled(spec: FusedSpec, with_ext_force: bool) -> Callable[..., None]:
     if with_ext_force:
         def fn(state, params, commands, ext_force_w):
-            return rollout(spec, state, params, commands, ext_force_w)
+            rollout_(spec, state, params, commands, ext_force_w)
     else:
         def fn(state, params, commands):
-            return rollout(spec, state, params, commands, None)
+            rollout_(spec, state, params, commands, None)
     # Dynamo caches graphs on the code object of the function it is handed and falls back to eager
     # after `recompile_limit` guard failures on one code object; a copy of the code object per cache
     # key gives every (spec, K, N) its own graph instead of a chain of recompiles.
     fn = type(fn)(fn.__code__.replace(), fn.__globals__, f"fused_rollout_{len(_COMPILED)}", fn.__defaults__,
                   fn.__closure__)
-    return torch.compile(fn, dynamic=False, fullgraph=True, options=_INDUCTOR_OPTIONS)
+    return torch.compile(fn, dynamic=False, fullgraph=True, options=INDUCTOR_OPTIONS)
 
 
-def hover_command(spec: FusedSpec, mass_kg: float, kf: float, max_rpm: float) -> tuple[float, ...]:
-    """Hover command of the nominal vehicle ([A] floats), handy for open-loop benchmarks."""
+def hover_command(spec: FusedSpec, num_envs: int, mass_kg: float, kf: float, max_rpm: float,
+                  device: torch.device | str = "cpu") -> torch.Tensor:
+    """[A, N] command that holds the nominal vehicle (mass, kf, max rpm) in hover."""
     if spec.ctbr is not None:
-        return (mass_kg * GRAVITY, 0.0, 0.0, 0.0)
-    return (math.sqrt(mass_kg * GRAVITY / (spec.n_rotors * kf)) / max_rpm,) * spec.n_rotors
+        values = [mass_kg * GRAVITY, 0.0, 0.0, 0.0]
+    else:
+        values = [math.sqrt(mass_kg * GRAVITY / (spec.n_rotors * kf)) / max_rpm] * spec.n_rotors
+    return torch.tensor(values, device=device)[:, None].expand(-1, num_envs).contiguous()
