@@ -7,22 +7,31 @@ frame here; twist.angular is ang_vel_b. ROS quaternions are (x, y, z, w); the co
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from tether.observation import quat_wxyz_to_rotmat
 
 
 def odometry_to_quantities(msg) -> dict[str, np.ndarray]:
+    """Named quantities of an Odometry message. Plain float math: this runs on every state message
+    (up to 500 Hz) and numpy's per-call overhead on 3-vectors would dominate it."""
     p, o = msg.pose.pose.position, msg.pose.pose.orientation
     v, w = msg.twist.twist.linear, msg.twist.twist.angular
-    quat = np.array([o.w, o.x, o.y, o.z])
-    lin_vel_b = np.array([v.x, v.y, v.z])
-    if np.all(np.isfinite(quat)) and np.linalg.norm(quat) > 0:
-        lin_vel_w = quat_wxyz_to_rotmat(quat / np.linalg.norm(quat)) @ lin_vel_b
+    qw, qx, qy, qz = o.w, o.x, o.y, o.z
+    bx, by, bz = v.x, v.y, v.z
+    norm = math.sqrt(qw * qw + qx * qx + qy * qy + qz * qz)
+    if math.isfinite(norm) and norm > 0:
+        a, b, c, d = qw / norm, qx / norm, qy / norm, qz / norm
+        # R(q) @ lin_vel_b
+        lin_vel_w = [(1 - 2 * (c * c + d * d)) * bx + 2 * (b * c - a * d) * by + 2 * (b * d + a * c) * bz,
+                     2 * (b * c + a * d) * bx + (1 - 2 * (b * b + d * d)) * by + 2 * (c * d - a * b) * bz,
+                     2 * (b * d - a * c) * bx + 2 * (c * d + a * b) * by + (1 - 2 * (b * b + c * c)) * bz]
     else:
-        lin_vel_w = np.full(3, np.nan)  # rejected by the runner's state validation, with a reason
-    return {"pos_w": np.array([p.x, p.y, p.z]), "quat_wxyz": quat, "lin_vel_w": lin_vel_w,
-            "ang_vel_b": np.array([w.x, w.y, w.z])}
+        lin_vel_w = [math.nan] * 3  # rejected by the runner's state validation, with a reason
+    return {"pos_w": np.array([p.x, p.y, p.z]), "quat_wxyz": np.array([qw, qx, qy, qz]),
+            "lin_vel_w": np.array(lin_vel_w), "ang_vel_b": np.array([w.x, w.y, w.z])}
 
 
 def fill_odometry(msg, pos_w, quat_wxyz, lin_vel_w, ang_vel_b) -> None:

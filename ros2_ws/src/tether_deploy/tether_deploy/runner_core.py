@@ -353,7 +353,7 @@ class RunnerCore:
         if d.source in ("policy", "human"):
             self._safe_since, self._safe_anchor_w = None, None
         self._last_executed = executed
-        self._history = np.roll(self._history, -1, axis=0)
+        self._history[:-1] = self._history[1:].copy()  # oldest first; in place (np.roll allocates)
         self._history[-1] = executed
         if d.source not in ("policy", "human"):
             mode = f"{mode} ({d.reason})"
