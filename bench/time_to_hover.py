@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2))
-    print(f"\n| seed | passed | time to pass [s] | iteration | pybullet success | tether success |")
+    print("\n| seed | passed | time to pass [s] | iteration | pybullet success | tether success |")
     print("|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['seed']} | {r['passed']} | {r['time_to_pass_s'] or float('nan'):.1f} | {r['iteration']} | "

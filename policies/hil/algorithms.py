@@ -24,7 +24,7 @@ from torch import nn
 from policies.hil.buffers import Transitions, route_hil_serl, sample_symmetric
 from policies.hil.dataset import StepLog
 from policies.hil.rlif import hover_rewards, rlif_rewards
-from policies.models import ActorCritic, mlp
+from policies.models import ActorCritic
 from tether.contract import PolicyContract
 
 METHODS = ("hil_serl", "rlif", "hg_dagger")

@@ -16,8 +16,9 @@ What differs is only the layout, so that ``torch.compile`` emits one vectorized 
 - rotor sums, cross products and the mixer are unrolled into scalar expressions (no cat / stack /
   cross / matmul in the hot loop);
 - per-env constants of the step (motor-lag factors 1 - exp(-h/tau), kf*gain, 1/mass, inertia ratios)
-  are computed once per call instead of once per substep; products are regrouped where that saves
-  work (e.g. w x (J w) / J as (jz - jy) / jx * wy wz), which changes results at rounding level only;
+  are computed once per randomization (:func:`pack_params`) instead of once per substep; products are
+  regrouped where that saves work (e.g. w x (J w) / J as (jz - jy) / jx * wy wz), and the
+  renormalization of the quaternion is one Newton step: results differ at rounding level only;
 - :func:`rollout_` updates the state rows in place: the compiled kernel then reads and writes the
   caller's buffers and allocates nothing (a fresh [S, N] output per call at 1 M envs is a 68 MB mmap
   whose page faults halved throughput here); it can run several control steps per call.
@@ -41,8 +42,6 @@ from sim.quadrotor.presets import GRAVITY
 FusedState = tuple[torch.Tensor, ...]
 """S row tensors shaped [N], in :func:`state_rows` order, each with its own storage"""
 
-_PARAM_NAMES = ("mass", "inertia_x", "inertia_y", "inertia_z", "kf", "km", "max_rpm", "tau_up", "tau_down",
-                "drag_x", "drag_y", "drag_z")
 
 
 def state_rows(n_rotors: int) -> tuple[str, ...]:
@@ -53,8 +52,10 @@ def state_rows(n_rotors: int) -> tuple[str, ...]:
 
 
 def param_rows(n_rotors: int) -> tuple[str, ...]:
-    """Row names of the ``[P, N]`` per-env parameters (units as in :class:`QuadParams`)."""
-    return (*_PARAM_NAMES, *(f"rotor_gain_{i}" for i in range(n_rotors)))
+    """Row names of the ``[P, N]`` per-env constants of a step (:func:`pack_params`)."""
+    return ("max_rpm", "lag_up", "lag_down", *(f"kf_gain_{i}" for i in range(n_rotors)), "km_over_kf",
+            "neg_inv_mass", "inv_inertia_x", "inv_inertia_y", "inv_inertia_z", "gyro_x", "gyro_y", "gyro_z",
+            "drag_x", "drag_y", "drag_z")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,18 +134,21 @@ def unpack_state(x: FusedState) -> QuadState:
     return QuadState(*(t.contiguous() for t in (pos, quat, vel, omega, rpm)))
 
 
-def pack_params(p: QuadParams) -> torch.Tensor:
-    """Per-env fields of QuadParams -> contiguous ``[P, N]``; the rotor layout goes into :class:`FusedSpec`."""
-    return torch.cat([p.mass, p.inertia, p.kf, p.km, p.max_rpm, p.tau_up, p.tau_down, p.drag, p.rotor_gain],
-                     dim=-1).T.contiguous()
+def pack_params(p: QuadParams, spec: FusedSpec) -> torch.Tensor:
+    """Per-env QuadParams -> the ``[P, N]`` per-env constants of a step (:func:`param_rows`).
 
-
-def unpack_params(x: torch.Tensor, spec: FusedSpec) -> QuadParams:
-    mass, inertia, kf, km, max_rpm, tau_up, tau_down, drag, gain = (
-        t.T.contiguous() for t in torch.split(x, [1, 3, 1, 1, 1, 1, 1, 3, spec.n_rotors], dim=0))
-    return QuadParams(mass, inertia, kf, km, max_rpm, tau_up, tau_down, drag, gain,
-                      rotor_pos_b=torch.tensor(spec.rotor_pos_b, device=x.device, dtype=x.dtype),
-                      rotor_spin=torch.tensor(spec.rotor_spin, device=x.device, dtype=x.dtype))
+    Computed once per (re)randomization rather than in every step: the motor-lag factors
+    1 - exp(-h / tau) of the substep h, kf * rotor gain, km / kf, -1 / mass, 1 / inertia and the inertia
+    ratios of the gyroscopic term, (jz - jy) / jx etc. The rotor layout is in ``spec``."""
+    layout = FusedSpec.from_params(p, spec.dt, spec.substeps)
+    if (layout.rotor_spin, layout.rotor_pos_b) != (spec.rotor_spin, spec.rotor_pos_b):
+        raise ValueError("params' rotor layout (rotor_pos_b, rotor_spin) differs from the spec's")
+    h = spec.dt / spec.substeps
+    jx, jy, jz = p.inertia.unbind(-1)
+    rows = [p.max_rpm[:, 0], 1.0 - torch.exp(-h / p.tau_up[:, 0]), 1.0 - torch.exp(-h / p.tau_down[:, 0]),
+            *(p.kf * p.rotor_gain).unbind(-1), (p.km / p.kf)[:, 0], -1.0 / p.mass[:, 0],
+            1.0 / jx, 1.0 / jy, 1.0 / jz, (jz - jy) / jx, (jx - jz) / jy, (jy - jx) / jz, *p.drag.unbind(-1)]
+    return torch.stack(rows, dim=0).contiguous()
 
 
 def pack_command(rotor_cmd: torch.Tensor | None = None, thrust_n: torch.Tensor | None = None,
@@ -197,6 +201,30 @@ def _weighted_sum(terms: list, coefs) -> torch.Tensor:
     return total if total is not None else torch.zeros_like(terms[0])
 
 
+# Cephes sinf / cosf: pi/2 split in three parts so k * part is exact for k < 2^15 (Cody-Waite), and
+# minimax polynomials on [-pi/4, pi/4], ~1 ulp in float32.
+_PIO2 = (1.5703125, 4.837512969970703125e-4, 7.54978995489188216e-8)
+_SIN = (-1.9515295891e-4, 8.3321608736e-3, -1.6666654611e-1)
+_COS = (2.443315711809948e-5, -1.388731625493765e-3, 4.166664568298827e-2)
+
+
+def _sin_cos(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sin x, cos x) for x >= 0. In float32 an inline polynomial instead of two library calls: inductor
+    emits sin / cos as calls into Sleef, and every call spills all live vector registers (a third of the
+    kernel's instructions were spills); float32-accurate to ~1 ulp for x < 2^15 * pi / 2."""
+    if x.dtype != torch.float32:
+        return torch.sin(x), torch.cos(x)
+    k = torch.round(x * (2.0 / math.pi))
+    r = ((x - k * _PIO2[0]) - k * _PIO2[1]) - k * _PIO2[2]
+    z = r * r
+    sin_r = ((_SIN[0] * z + _SIN[1]) * z + _SIN[2]) * z * r + r
+    cos_r = ((_COS[0] * z + _COS[1]) * z + _COS[2]) * z * z - 0.5 * z + 1.0
+    q = k - 4.0 * torch.floor(k * 0.25)  # quadrant 0..3
+    odd = (q == 1.0) | (q == 3.0)
+    s, c = torch.where(odd, cos_r, sin_r), torch.where(odd, sin_r, cos_r)
+    return torch.where(q >= 2.0, -s, s), torch.where((q == 1.0) | (q == 2.0), -c, c)
+
+
 def _add(x: torch.Tensor, c) -> torch.Tensor:
     return x if isinstance(c, float) and c == 0.0 else x + c
 
@@ -212,8 +240,10 @@ def _ctbr_rotor_cmd(c: CtbrConsts, thrust_n, rdx, rdy, rdz, wx, wy, wz) -> list:
     scale = 1.0 / (math.sqrt(c.kf) * c.max_rpm)  # sqrt(f / kf) / max_rpm = sqrt(f) * scale
     out = []
     for m0, m1, m2, m3 in c.mixer_pinv:
-        f = (m0 * thrust_n + m1 * tx + m2 * ty + m3 * tz).clamp_min(0.0)
-        out.append((torch.sqrt(f) * scale).clamp(0.0, 1.0))
+        # relu is clamp_min(0) with NaN kept but without IEEE maximum's extra NaN test; sqrt(f) >= 0,
+        # so only the upper clamp of dynamics' clamp(0, 1) can act
+        f = torch.relu(m0 * thrust_n + m1 * tx + m2 * ty + m3 * tz)
+        out.append((torch.sqrt(f) * scale).clamp_max(1.0))
     return out
 
 
@@ -232,7 +262,7 @@ def _step_rows(spec: FusedSpec, x: list, k: dict, cmd: list) -> list:
             # already clamped to [0, 1]: dynamics.step's second clamp is the identity
             rpm_cmd = [c * k["max_rpm"] for c in _ctbr_rotor_cmd(spec.ctbr, *cmd, wx, wy, wz)]
         # motor_lag: exact first-order step, time constant chosen by the sign of the error
-        rpm = [r + (rc - r) * torch.where(rc > r, k["a_up"], k["a_down"]) for r, rc in zip(rpm, rpm_cmd)]
+        rpm = [r + (rc - r) * torch.where(rc > r, k["lag_up"], k["lag_down"]) for r, rc in zip(rpm, rpm_cmd)]
         # rotor_wrench: thrust along z_b, roll/pitch torque from the arms, reaction torque -spin km rpm^2
         rpm2 = [r * r for r in rpm]
         f = [kfg * r2 for kfg, r2 in zip(k["kf_gain"], rpm2)]
@@ -264,43 +294,36 @@ def _step_rows(spec: FusedSpec, x: list, k: dict, cmd: list) -> list:
         # quat_integrate: q <- q * exp(w h / 2), renormalized
         theta = torch.sqrt(wx * wx + wy * wy + wz * wz) * h
         half = 0.5 * theta
-        sinc = torch.where(theta > 1e-6, torch.sin(half) / theta.clamp_min(1e-12), 0.5 - theta * theta / 48.0)
-        dw, s = torch.cos(half), sinc * h
+        sin_half, dw = _sin_cos(half)
+        # sin(x)/x is smooth at 0; its 2nd-order Taylor expansion avoids the 0/0 (a where selects, so the
+        # 0/0 of the branch not taken never reaches the result; no clamp needed)
+        sinc = torch.where(theta > 1e-6, sin_half / theta, 0.5 - theta * theta / 48.0)
+        s = sinc * h
         dx, dy, dz = wx * s, wy * s, wz * s
         nw = qw * dw - qx * dx - qy * dy - qz * dz
         nx = qw * dx + qx * dw + qy * dz - qz * dy
         ny = qw * dy - qx * dz + qy * dw + qz * dx
         nz = qw * dz + qx * dy - qy * dx + qz * dw
-        inv_norm = 1.0 / torch.sqrt(nw * nw + nx * nx + ny * ny + nz * nz)
+        # renormalize: |q|^2 = 1 + e with e of the order of the dtype's epsilon (both factors are unit),
+        # and one Newton step of 1/sqrt, (3 - |q|^2) / 2 = 1/sqrt(1 + e) + O(e^2), is exact to rounding;
+        # it spares the kernel a sqrt and a division, which queue on one unit. A start quaternion off
+        # unit length by d is normalized to O(d^2) per substep instead of at once.
+        inv_norm = 1.5 - 0.5 * (nw * nw + nx * nx + ny * ny + nz * nz)
         qw, qx, qy, qz = nw * inv_norm, nx * inv_norm, ny * inv_norm, nz * inv_norm
     return [px, py, pz, qw, qx, qy, qz, vx, vy, vz, wx, wy, wz, *rpm]
 
 
 def _consts(spec: FusedSpec, p: torch.Tensor, ext_force_w: torch.Tensor | None) -> dict:
-    """Per-env constants of a call, computed once instead of once per substep."""
-    rows = dict(zip(param_rows(spec.n_rotors), p.unbind(0)))
-    inv_mass = 1.0 / rows["mass"]
-    # gravity plus the external force, constant over the call [m/s^2]
+    """Named rows of the per-env constants, plus gravity and the external force as an acceleration."""
+    k = dict(zip(param_rows(spec.n_rotors), p.unbind(0)))
+    k["kf_gain"] = [k[f"kf_gain_{i}"] for i in range(spec.n_rotors)]
     if ext_force_w is None:
-        acc = (0.0, 0.0, -GRAVITY)
+        k["acc_x"], k["acc_y"], k["acc_z"] = 0.0, 0.0, -GRAVITY
     else:
         ex, ey, ez = ext_force_w.unbind(0)
-        acc = (ex * inv_mass, ey * inv_mass, ez * inv_mass - GRAVITY)
-    h = spec.dt / spec.substeps
-    gains = [rows[f"rotor_gain_{i}"] for i in range(spec.n_rotors)]
-    jx, jy, jz = rows["inertia_x"], rows["inertia_y"], rows["inertia_z"]
-    return {
-        "max_rpm": rows["max_rpm"],
-        "a_up": 1.0 - torch.exp(-h / rows["tau_up"]),
-        "a_down": 1.0 - torch.exp(-h / rows["tau_down"]),
-        "kf_gain": [rows["kf"] * g for g in gains],
-        "km_over_kf": rows["km"] / rows["kf"],
-        "neg_inv_mass": -inv_mass,
-        "acc_x": acc[0], "acc_y": acc[1], "acc_z": acc[2],
-        **{f"drag_{a}": rows[f"drag_{a}"] for a in "xyz"},
-        "inv_inertia_x": 1.0 / jx, "inv_inertia_y": 1.0 / jy, "inv_inertia_z": 1.0 / jz,
-        "gyro_x": (jz - jy) / jx, "gyro_y": (jx - jz) / jy, "gyro_z": (jy - jx) / jz,
-    }
+        k["acc_x"], k["acc_y"] = -(ex * k["neg_inv_mass"]), -(ey * k["neg_inv_mass"])
+        k["acc_z"] = -(ez * k["neg_inv_mass"]) - GRAVITY
+    return k
 
 
 def rollout(spec: FusedSpec, state: FusedState, params: torch.Tensor, commands: torch.Tensor,

@@ -140,7 +140,7 @@ class QuadrotorEnv:
         self.gen = torch.Generator(device=self.device)
         self.gen.manual_seed(cfg.seed)
         v = cfg.vehicle
-        n, a = cfg.num_envs, cfg.action_dim
+        n = cfg.num_envs
         self.params = sample_params(v, cfg.randomization, n, self.gen, self.device)
         self.state = dynamics.hover_state(n, v, self.device)
         self.rate_ctrl = dynamics.make_rate_controller(v, cfg.rate_kp, self.device)

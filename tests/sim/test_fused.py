@@ -61,7 +61,7 @@ def run_both(preset, action_space: str, dtype: torch.dtype):
     for c in cmds:
         ref = dynamics.step(ref, None if ctrl else c, p, DT, SUBSTEPS, ext, c if ctrl else None)
     x = fused.pack_state(s0)
-    params, ext_rows = fused.pack_params(p), ext.T.contiguous()
+    params, ext_rows = fused.pack_params(p, spec), ext.T.contiguous()
     for k in range(steps):
         x = fused.step(spec, x, params, packed[k], ext_rows)
     return ref, fused.unpack_state(x), s0
@@ -96,17 +96,21 @@ def test_pack_unpack_round_trip():
     assert len({r.data_ptr() for r in x}) == len(x), "rows must not share storage (updated in place)"
     for a, b in zip(fused.unpack_state(x), s):
         assert torch.equal(a, b)
-    packed = fused.pack_params(p)
-    assert packed.shape == (len(fused.param_rows(4)), N)
-    for name, a, b in zip(p._fields, fused.unpack_params(packed, spec), p):
-        assert torch.equal(a, b), name
+    packed = fused.pack_params(p, spec)
+    assert packed.shape == (len(fused.param_rows(4)), N) and packed.is_contiguous()
+    rows = dict(zip(fused.param_rows(4), packed))
+    assert torch.equal(rows["max_rpm"], p.max_rpm[:, 0]) and torch.equal(rows["drag_z"], p.drag[:, 2])
+    torch.testing.assert_close(rows["kf_gain_3"], p.kf[:, 0] * p.rotor_gain[:, 3])
+    other = fused.FusedSpec.from_params(dynamics.nominal_params(CRAZYFLIE_2X, N), DT, SUBSTEPS)
+    with pytest.raises(ValueError, match="rotor layout"):
+        fused.pack_params(p, other)
 
 
 def test_rollout_in_place_and_multi_step():
     p, s, ext, g = randomized_setup(CRAZYFLIE_2X, torch.float32)
     cmds, packed = command_sequence(CRAZYFLIE_2X, "ctbr", 3, g, torch.float32)
     spec = fused.FusedSpec.from_params(p, DT, SUBSTEPS, cmds[0].ctrl)
-    params, ext_rows = fused.pack_params(p), ext.T.contiguous()
+    params, ext_rows = fused.pack_params(p, spec), ext.T.contiguous()
     stepped = fused.pack_state(s)
     for k in range(3):
         stepped = fused.step(spec, stepped, params, packed[k], ext_rows)
@@ -122,8 +126,8 @@ def test_shape_errors_are_explained():
     p, s, _, _ = randomized_setup(CRAZYFLIE_2X, torch.float32)
     spec = fused.FusedSpec.from_params(p, DT, SUBSTEPS)
     with pytest.raises(ValueError, match=r"\[K, 4, N\]"):
-        fused.rollout(spec, fused.pack_state(s), fused.pack_params(p), torch.zeros(1, 3, N))
+        fused.rollout(spec, fused.pack_state(s), fused.pack_params(p, spec), torch.zeros(1, 3, N))
     with pytest.raises(ValueError, match="rows"):
-        fused.rollout(spec, fused.pack_state(s)[:-1], fused.pack_params(p), torch.zeros(1, 4, N))
+        fused.rollout(spec, fused.pack_state(s)[:-1], fused.pack_params(p, spec), torch.zeros(1, 4, N))
     with pytest.raises(ValueError, match="substeps"):
         fused.FusedSpec(dt=DT, substeps=0, rotor_pos_b=spec.rotor_pos_b, rotor_spin=spec.rotor_spin)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 
-import rclpy
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from sensor_msgs.msg import Joy
@@ -19,6 +18,7 @@ from sensor_msgs.msg import Joy
 from tether_deploy import qos
 from tether_deploy.conversions import odometry_to_quantities
 from tether_deploy.operator_core import OperatorCfg, ScriptedOperator
+from tether_deploy.spin import spin_node
 
 
 class OperatorNode(Node):
@@ -70,15 +70,7 @@ class OperatorNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = OperatorNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    spin_node(OperatorNode, args)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
@@ -21,6 +20,7 @@ from std_msgs.msg import Bool, Float32MultiArray, String
 
 from tether_deploy import qos
 from tether_deploy.bag import BagWriter
+from tether_deploy.spin import spin_node
 
 # topic -> (type, QoS to subscribe with, QoS the publisher offers (for the metadata))
 RECORDED = {
@@ -73,16 +73,7 @@ class Recorder(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = Recorder()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    spin_node(Recorder, args, on_exit=lambda node: node.close())
 
 
 if __name__ == "__main__":

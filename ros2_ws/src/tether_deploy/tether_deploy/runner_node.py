@@ -23,7 +23,6 @@ import threading
 import time
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped
 from nav_msgs.msg import Odometry
@@ -38,6 +37,7 @@ from tether_deploy.arbitration import ArbiterConfig, EstopLatch, HumanInput
 from tether_deploy.conversions import odometry_to_quantities
 from tether_deploy.runner_core import RunnerConfig, RunnerCore, StateLimits, TickScheduler, load_policy
 from tether_deploy.teleop_map import JoyMapping, StickMapper
+from tether_deploy.spin import spin_node
 
 
 class PolicyRunner(LifecycleNode):
@@ -344,15 +344,7 @@ class PolicyRunner(LifecycleNode):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = PolicyRunner()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    spin_node(PolicyRunner, args)
 
 
 if __name__ == "__main__":

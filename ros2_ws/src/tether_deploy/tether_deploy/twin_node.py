@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import rclpy
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from sensor_msgs.msg import Imu
@@ -26,6 +25,7 @@ from tether.observation import quat_wxyz_to_rotmat
 from tether_deploy import qos
 from tether_deploy.actuation import ActionToCommand
 from tether_deploy.conversions import fill_imu, fill_odometry
+from tether_deploy.spin import spin_node
 
 GRAVITY_W = np.array([0.0, 0.0, -9.81])
 
@@ -147,15 +147,7 @@ class TwinNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = TwinNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    spin_node(TwinNode, args)
 
 
 if __name__ == "__main__":
