@@ -27,6 +27,7 @@ from tether.observation import build_observation, quat_wxyz_to_rotmat
 
 REQUIRED_TOPICS = ("/state/odom", "/cmd/policy", "/cmd/executed", "/intervention", "/runner/active_policy")
 EPISODE_GAP_S = 0.5
+MAX_MISSING_HUMAN_FRACTION = 0.05
 """a gap this long between ticks, or a position jump of more than EPISODE_JUMP_M, starts a new episode"""
 EPISODE_JUMP_M = 0.25
 
@@ -199,9 +200,14 @@ def load_log(log: str | Path, contract: PolicyContract, accepted_shas: set[str],
     human_action = np.where((i_hum >= 0)[:, None], hum[np.maximum(i_hum, 0)], np.nan) if len(hum) else \
         np.full((len(t_exec), a_dim), np.nan)
     intervention = np.where(i_flag >= 0, flags[np.maximum(i_flag, 0)], False)
-    if intervention.any() and not np.isfinite(human_action[intervention]).all():
+    # Under load a /cmd/human message can land more than half a period from its tick at the recorder.
+    # While a person is in command the runner executes the human's (limited) command, so a few such ticks
+    # take the executed action; many of them mean a broken log, which is refused.
+    no_human = intervention & ~np.isfinite(human_action).all(1)
+    if no_human.sum() > max(1, MAX_MISSING_HUMAN_FRACTION * intervention.sum()):
         raise LogError(f"{log}: {int(intervention.sum())} intervention steps but /cmd/human is missing for "
-                       f"{int((~np.isfinite(human_action[intervention]).all(1)).sum())} of them")
+                       f"{int(no_human.sum())} of them (more than {MAX_MISSING_HUMAN_FRACTION:.0%})")
+    human_action[no_human] = executed[no_human]
 
     odom = msgs["/state/odom"]
     t_odom = np.array([t for t, _ in odom], dtype=np.int64)

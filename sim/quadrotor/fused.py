@@ -17,8 +17,8 @@ What differs is only the layout, so that ``torch.compile`` emits one vectorized 
   cross / matmul in the hot loop);
 - per-env constants of the step (motor-lag factors 1 - exp(-h/tau), kf*gain, 1/mass, inertia ratios)
   are computed once per randomization (:func:`pack_params`) instead of once per substep; products are
-  regrouped where that saves work (e.g. w x (J w) / J as (jz - jy) / jx * wy wz), and the
-  renormalization of the quaternion is one Newton step: results differ at rounding level only;
+  regrouped where that saves work (e.g. w x (J w) / J as (jz - jy) / jx * wy wz): results differ at
+  rounding level only;
 - :func:`rollout_` updates the state rows in place: the compiled kernel then reads and writes the
   caller's buffers and allocates nothing (a fresh [S, N] output per call at 1 M envs is a 68 MB mmap
   whose page faults halved throughput here); it can run several control steps per call.
@@ -41,7 +41,6 @@ from sim.quadrotor.presets import GRAVITY
 
 FusedState = tuple[torch.Tensor, ...]
 """S row tensors shaped [N], in :func:`state_rows` order, each with its own storage"""
-
 
 
 def state_rows(n_rotors: int) -> tuple[str, ...]:
@@ -201,30 +200,6 @@ def _weighted_sum(terms: list, coefs) -> torch.Tensor:
     return total if total is not None else torch.zeros_like(terms[0])
 
 
-# Cephes sinf / cosf: pi/2 split in three parts so k * part is exact for k < 2^15 (Cody-Waite), and
-# minimax polynomials on [-pi/4, pi/4], ~1 ulp in float32.
-_PIO2 = (1.5703125, 4.837512969970703125e-4, 7.54978995489188216e-8)
-_SIN = (-1.9515295891e-4, 8.3321608736e-3, -1.6666654611e-1)
-_COS = (2.443315711809948e-5, -1.388731625493765e-3, 4.166664568298827e-2)
-
-
-def _sin_cos(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sin x, cos x) for x >= 0. In float32 an inline polynomial instead of two library calls: inductor
-    emits sin / cos as calls into Sleef, and every call spills all live vector registers (a third of the
-    kernel's instructions were spills); float32-accurate to ~1 ulp for x < 2^15 * pi / 2."""
-    if x.dtype != torch.float32:
-        return torch.sin(x), torch.cos(x)
-    k = torch.round(x * (2.0 / math.pi))
-    r = ((x - k * _PIO2[0]) - k * _PIO2[1]) - k * _PIO2[2]
-    z = r * r
-    sin_r = ((_SIN[0] * z + _SIN[1]) * z + _SIN[2]) * z * r + r
-    cos_r = ((_COS[0] * z + _COS[1]) * z + _COS[2]) * z * z - 0.5 * z + 1.0
-    q = k - 4.0 * torch.floor(k * 0.25)  # quadrant 0..3
-    odd = (q == 1.0) | (q == 3.0)
-    s, c = torch.where(odd, cos_r, sin_r), torch.where(odd, sin_r, cos_r)
-    return torch.where(q >= 2.0, -s, s), torch.where((q == 1.0) | (q == 2.0), -c, c)
-
-
 def _add(x: torch.Tensor, c) -> torch.Tensor:
     return x if isinstance(c, float) and c == 0.0 else x + c
 
@@ -294,21 +269,16 @@ def _step_rows(spec: FusedSpec, x: list, k: dict, cmd: list) -> list:
         # quat_integrate: q <- q * exp(w h / 2), renormalized
         theta = torch.sqrt(wx * wx + wy * wy + wz * wz) * h
         half = 0.5 * theta
-        sin_half, dw = _sin_cos(half)
         # sin(x)/x is smooth at 0; its 2nd-order Taylor expansion avoids the 0/0 (a where selects, so the
         # 0/0 of the branch not taken never reaches the result; no clamp needed)
-        sinc = torch.where(theta > 1e-6, sin_half / theta, 0.5 - theta * theta / 48.0)
-        s = sinc * h
+        sinc = torch.where(theta > 1e-6, torch.sin(half) / theta, 0.5 - theta * theta / 48.0)
+        dw, s = torch.cos(half), sinc * h
         dx, dy, dz = wx * s, wy * s, wz * s
         nw = qw * dw - qx * dx - qy * dy - qz * dz
         nx = qw * dx + qx * dw + qy * dz - qz * dy
         ny = qw * dy - qx * dz + qy * dw + qz * dx
         nz = qw * dz + qx * dy - qy * dx + qz * dw
-        # renormalize: |q|^2 = 1 + e with e of the order of the dtype's epsilon (both factors are unit),
-        # and one Newton step of 1/sqrt, (3 - |q|^2) / 2 = 1/sqrt(1 + e) + O(e^2), is exact to rounding;
-        # it spares the kernel a sqrt and a division, which queue on one unit. A start quaternion off
-        # unit length by d is normalized to O(d^2) per substep instead of at once.
-        inv_norm = 1.5 - 0.5 * (nw * nw + nx * nx + ny * ny + nz * nz)
+        inv_norm = 1.0 / torch.sqrt(nw * nw + nx * nx + ny * ny + nz * nz)
         qw, qx, qy, qz = nw * inv_norm, nx * inv_norm, ny * inv_norm, nz * inv_norm
     return [px, py, pz, qw, qx, qy, qz, vx, vy, vz, wx, wy, wz, *rpm]
 
@@ -375,8 +345,10 @@ def compiled_rollout(spec: FusedSpec, k_steps: int, num_envs: int, with_ext_forc
 
     Compiled on first call (``torch.compile``, ``dynamic=False``: tens of seconds cold, seconds from
     inductor's on-disk cache) and cached per (spec, K, N, device, thread count: inductor's CPU kernels
-    bake in ``torch.get_num_threads()``). The compile time grows with K: one step per call is the default;
-    the state lives in memory between calls at the cost of ~150 bytes per env-step.
+    bake in ``torch.get_num_threads()``). The compile time grows with K (~30 s cold per step here), so
+    one step per call is the natural choice: the state then goes through memory between calls, ~240 bytes
+    per env-step, a fraction of the bandwidth at the rates reached on CPU. Each call costs ~0.1 ms of
+    Python and guard overhead, which is what limits small batches.
     """
     key = (spec, int(k_steps), int(num_envs), bool(with_ext_force), str(torch.device(device)),
            torch.get_num_threads())
@@ -400,12 +372,3 @@ def _fresh_compiled(spec: FusedSpec, with_ext_force: bool) -> Callable[..., None
                   fn.__closure__)
     return torch.compile(fn, dynamic=False, fullgraph=True, options=INDUCTOR_OPTIONS)
 
-
-def hover_command(spec: FusedSpec, num_envs: int, mass_kg: float, kf: float, max_rpm: float,
-                  device: torch.device | str = "cpu") -> torch.Tensor:
-    """[A, N] command that holds the nominal vehicle (mass, kf, max rpm) in hover."""
-    if spec.ctbr is not None:
-        values = [mass_kg * GRAVITY, 0.0, 0.0, 0.0]
-    else:
-        values = [math.sqrt(mass_kg * GRAVITY / (spec.n_rotors * kf)) / max_rpm] * spec.n_rotors
-    return torch.tensor(values, device=device)[:, None].expand(-1, num_envs).contiguous()
