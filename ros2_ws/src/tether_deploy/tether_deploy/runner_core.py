@@ -141,7 +141,7 @@ def validate_state(q: dict[str, np.ndarray], limits: StateLimits) -> str | None:
         if v is None:
             return f"state has no {name}"
         v = np.asarray(v, dtype=np.float64).tolist()
-        if not all(math.isfinite(x) for x in v):
+        if not all(map(math.isfinite, v)):
             return f"state {name} contains NaN or Inf"
         values[name] = v
     pos = values["pos_w"]
@@ -360,7 +360,7 @@ class RunnerCore:
         return TickResult(policy_action, human_action, executed, d.intervention, d.source, mode, d.reason)
 
     def _limit(self, action: np.ndarray) -> np.ndarray:
-        a = np.clip(action, self.action_low, self.action_high)
+        a = np.minimum(np.maximum(action, self.action_low), self.action_high)  # np.clip's wrapper is slow
         if self.cfg.max_action_delta > 0 and self._last_executed is not None:
             a = np.clip(a, self._last_executed - self.cfg.max_action_delta,
                         self._last_executed + self.cfg.max_action_delta)
