@@ -124,8 +124,11 @@ def run(rate: float, duration: float) -> None:
     s, r = np.asarray(sent), np.asarray(received)
     idx = np.searchsorted(s, r, side="right") - 1
     lat_ms = (r[idx >= 0] - s[idx[idx >= 0]]) * 1e3
-    gaps = np.diff(r)
-    missed_rx = int(np.sum(np.maximum(np.round(gaps[gaps > 1.5 * period] / period) - 1, 0)))
+    def missed_in(t: np.ndarray) -> int:
+        gaps = np.diff(t)
+        return int(np.sum(np.maximum(np.round(gaps[gaps > 1.5 * period] / period) - 1, 0)))
+
+    missed_rx, missed_tx = missed_in(r), missed_in(s)
     ticks = int(diag.get("ticks", 0)) - int(diag_start.get("ticks", 0))
     missed = int(diag.get("missed_ticks", 0)) - int(diag_start.get("missed_ticks", 0))
     print(f"bench_ros2_latency: {rate:g} Hz for {duration:g} s, {len(s)} states sent, {len(r)} commands received "
@@ -136,6 +139,8 @@ def run(rate: float, duration: float) -> None:
           f"p99 {float(diag.get('state_to_command_p99_us', 'nan')) / 1e3:.3f} ms  (last 5000 ticks)")
     print(f"  missed ticks (runner)      {missed} of {ticks} ({100.0 * missed / max(ticks, 1):.3f} %)")
     print(f"  missed ticks (received)    {missed_rx} of {len(r)} ({100.0 * missed_rx / max(len(r), 1):.3f} %)")
+    # gaps already in the stream this process sent: the runner can only tick as often as states arrive
+    print(f"  gaps in the sent states    {missed_tx} of {len(s)} ({100.0 * missed_tx / max(len(s), 1):.3f} %)")
     ex.shutdown()
     node.destroy_node()
     rclpy.shutdown()
