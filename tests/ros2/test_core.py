@@ -183,3 +183,42 @@ def test_bag_readable_after_clean_close_and_sigkill(tmp_path):
         assert rc == (0 if mode == "close" else -signal.SIGKILL)
         counts = read_bag(tmp_path / mode)
         assert counts["/intervention"] == expected and counts["/cmd/executed"] == expected
+
+
+def test_action_history_restarts_at_hover_after_a_long_blackout_only(policy):
+    """Commands sent while blind (descent, motors off) must not seed the observation of a vehicle whose
+    state comes back after a long gap; a brief dropout keeps the true history."""
+    core = RunnerCore(policy, RunnerConfig(history_reset_after_s=0.5))
+    seen = []
+
+    def recording_policy(obs):
+        seen.append(np.array(obs))
+        return policy(obs)
+
+    core.policy = recording_policy
+    c = core.contract
+    sl = c.slice("prev_actions")
+    hover = np.tile(np.asarray(c.action.hover_action, dtype=np.float32), sl.length // c.action.dim)
+    state = {"pos_w": np.array([0.0, 0.0, 1.0]), "quat_wxyz": np.array([1.0, 0.0, 0.0, 0.0]),
+             "lin_vel_w": np.zeros(3), "ang_vel_b": np.zeros(3)}
+    p = core.period_s
+
+    def blackout_then_resume(t0: float, seconds: float) -> tuple[np.ndarray, np.ndarray]:
+        core.set_state(state, t0)
+        core.tick(t0, None, False)
+        t = t0
+        while t < t0 + seconds:  # no state: the safe behaviour ticks
+            t += p
+            core.tick(t, None, False)
+        blind = core._history.reshape(-1).copy()
+        core.set_state(state, t + p)
+        core.tick(t + p, None, False)
+        return blind, seen[-1][sl.offset:sl.offset + sl.length]
+
+    blind, prev = blackout_then_resume(0.0, 2.0)  # long enough to reach a descent / motors off
+    assert not np.allclose(blind, hover), "the safe behaviour should have commanded something other than hover"
+    np.testing.assert_allclose(prev, hover, atol=1e-6, err_msg="history must restart at hover after a long blackout")
+
+    blind, prev = blackout_then_resume(10.0, 5 * p)  # a brief dropout keeps what was really sent
+    np.testing.assert_allclose(prev, blind, atol=1e-6)
+    assert not np.allclose(prev, hover)

@@ -50,6 +50,10 @@ class RunnerConfig:
     # watchdog
     max_state_age_periods: float = 3.0
     """state older than this many control periods is stale -> safe behaviour [periods]"""
+    history_reset_after_s: float = 0.5
+    """when the state stream comes back after being unusable this long, the action history in the
+    observation restarts from the hover action: what was sent while blind (a descent, motors off) says
+    nothing about the vehicle the new state describes (e.g. a restarted or re-armed robot) [s]"""
     safe_behaviour: str = "hold"
     """hold | land | motors_off"""
     state_limits: StateLimits = StateLimits()
@@ -242,6 +246,7 @@ class RunnerCore:
         self._safe_since: float | None = None
         self._safe_anchor_w: np.ndarray | None = None
         self._last_executed: np.ndarray | None = None
+        self._blind_since: float | None = None  # since when the state has been unusable [s]
         self._set_limits(self.contract)
         self._reset_history(self.contract)
 
@@ -335,6 +340,13 @@ class RunnerCore:
     def tick(self, now_s: float, human: HumanInput | None, estop: bool) -> TickResult:
         self._take_pending()
         state_problem = self.state_problem(now_s)
+        if state_problem is not None:
+            if self._blind_since is None:
+                self._blind_since = now_s
+        elif self._blind_since is not None:
+            if now_s - self._blind_since > self.cfg.history_reset_after_s:
+                self._reset_history(self.contract)
+            self._blind_since = None
         policy_action, policy_problem = None, None
         if state_problem is None:
             policy_action, policy_problem = self._infer(self.state, self.goal_w)

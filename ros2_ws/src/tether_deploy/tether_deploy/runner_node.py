@@ -48,6 +48,7 @@ class PolicyRunner(LifecycleNode):
         self.declare_parameter("tick_source", "state")
         self.declare_parameter("safe_behaviour", "hold")
         self.declare_parameter("max_state_age_periods", 3.0)
+        self.declare_parameter("history_reset_after_s", 0.5)
         self.declare_parameter("teleop_timeout_s", 0.25)
         self.declare_parameter("goal_w", [0.0, 0.0, 1.0])
         self.declare_parameter("action_low", [-1.0])
@@ -105,6 +106,7 @@ class PolicyRunner(LifecycleNode):
     def _config(self) -> RunnerConfig:
         return RunnerConfig(
             max_state_age_periods=float(self._p("max_state_age_periods")),
+            history_reset_after_s=float(self._p("history_reset_after_s")),
             safe_behaviour=str(self._p("safe_behaviour")),
             state_limits=StateLimits(max_abs_pos_m=float(self._p("max_abs_pos_m")),
                                      max_speed_m_s=float(self._p("max_speed_m_s")),
