@@ -63,17 +63,6 @@ def _quantity(name: str, q: dict[str, np.ndarray], cache: dict) -> np.ndarray | 
     return value
 
 
-def derive_quantities(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The raw state plus every vocabulary entry derivable from it (pos_err_w/_b, rotmat_bw, up_b,
-    lin_vel_b, goal_vel_b). ``state`` holds arrays shaped [n] or [..., n]."""
-    q, cache = dict(state), {}
-    for name in ("pos_err_w", "rotmat_bw", "up_b", *_TO_BODY):
-        value = _quantity(name, state, cache)
-        if value is not None:
-            q[name] = value
-    return q
-
-
 def build_observation(contract: PolicyContract, state: dict[str, np.ndarray]) -> np.ndarray:
     """Observation float32 [obs_dim] or [M, obs_dim] laid out by the contract's named slices.
 
