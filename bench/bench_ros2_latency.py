@@ -35,6 +35,8 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=60.0, help="measured seconds [s]")
     ap.add_argument("--quick", action="store_true", help="10 s")
     ap.add_argument("--rate", type=float, default=500.0, help="control and state rate [Hz]")
+    ap.add_argument("--rt-priority", type=int, default=0,
+                    help="SCHED_FIFO priority for the runner and this state source (0: normal scheduling)")
     ap.add_argument("--domain-id", type=int, default=90 + os.getpid() % 10)
     args = ap.parse_args()
     duration = 10.0 if args.quick else args.duration
@@ -46,10 +48,10 @@ def main() -> None:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(PKG)]), PYTHONUNBUFFERED="1")
     runner = subprocess.Popen(
         [sys.executable, "-m", "tether_deploy.runner_node", "--ros-args", "-p", f"policy_dir:={policy}",
-         "-p", "autostart:=true", "-p", "diagnostics_rate_hz:=1.0"],
+         "-p", "autostart:=true", "-p", "diagnostics_rate_hz:=1.0", "-p", f"realtime_priority:={args.rt_priority}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        run(args.rate, duration)
+        run(args.rate, duration, args.rt_priority)
     finally:
         runner.send_signal(signal.SIGINT)
         try:
@@ -59,7 +61,7 @@ def main() -> None:
             runner.wait()
 
 
-def run(rate: float, duration: float) -> None:
+def run(rate: float, duration: float, rt_priority: int) -> None:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from nav_msgs.msg import Odometry
@@ -91,6 +93,8 @@ def run(rate: float, duration: float) -> None:
     node.create_subscription(DiagnosticArray, qos.DIAGNOSTICS, on_diag, qos.DIAGNOSTICS_QOS)
     ex = SingleThreadedExecutor()
     ex.add_node(node)
+    from tether_deploy.realtime import make_realtime
+    print(f"state source: {make_realtime(rt_priority)}")
     msg = Odometry()
     fill_odometry(msg, [0.0, 0.0, 1.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0])
     period = 1.0 / rate
@@ -129,6 +133,10 @@ def run(rate: float, duration: float) -> None:
         return int(np.sum(np.maximum(np.round(gaps[gaps > 1.5 * period] / period) - 1, 0)))
 
     missed_rx, missed_tx = missed_in(r), missed_in(s)
+    if os.environ.get("TETHER_BENCH_GAPS"):
+        g = np.diff(r)
+        at = np.nonzero(g > 1.5 * period)[0]
+        print("gaps (t since start [s], length [ms]):", [(round(float(r[i] - r[0]), 3), round(float(g[i]) * 1e3, 2)) for i in at])
     ticks = int(diag.get("ticks", 0)) - int(diag_start.get("ticks", 0))
     missed = int(diag.get("missed_ticks", 0)) - int(diag_start.get("missed_ticks", 0))
     print(f"bench_ros2_latency: {rate:g} Hz for {duration:g} s, {len(s)} states sent, {len(r)} commands received "

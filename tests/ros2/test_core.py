@@ -127,6 +127,21 @@ def test_tick_scheduler_follows_state_and_falls_back_to_timer():
     assert s.on_timer(0.05) and s.missed >= 2
 
 
+def test_tick_scheduler_timer_is_a_deadline_after_state_ticks():
+    s = TickScheduler(0.01, "state")
+    assert s.timer_period_s("state") == pytest.approx(0.0125)  # re-armed on every state tick
+    assert s.timer_period_s("timer") == pytest.approx(0.01)    # a blackout: tick every period
+    assert s.on_state(0.0)
+    # the deadline timer fires 1.25 periods after the last tick, the state is lost: it must tick,
+    # within the 1.5-period gap that counts as a miss
+    t, ticks = 0.0, []
+    for _ in range(5):
+        t += s.timer_period_s("timer" if ticks else "state")
+        ticks.append(s.on_timer(t))
+    assert all(ticks) and s.missed == 0
+    assert TickScheduler(0.01, "timer").timer_period_s("state") == pytest.approx(0.01)
+
+
 # ----------------------------------------------------------------------------- teleop, actuation
 
 def test_stick_mapping(policy):

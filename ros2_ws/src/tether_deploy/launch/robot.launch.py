@@ -50,7 +50,8 @@ def generate_launch_description():
         LifecycleNode(package="tether_deploy", executable="policy_runner", name="policy_runner", namespace="",
                       output="screen",
                       parameters=[LaunchConfiguration("runner_params"),
-                                  {"policy_dir": policy_dir, "autostart": LaunchConfiguration("autostart")}]),
+                                  {"policy_dir": policy_dir, "autostart": LaunchConfiguration("autostart"),
+                                   "realtime_priority": 50}]),  # SCHED_FIFO on the robot (realtime.py)
         Node(package="tether_deploy", executable="recorder", name="recorder", output="screen",
              parameters=[os.path.join(config, "recorder.yaml"), {"output": record}],
              condition=IfCondition(PythonExpression(["'", record, "' != ''"]))),

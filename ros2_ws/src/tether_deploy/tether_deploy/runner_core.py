@@ -416,8 +416,14 @@ class TickScheduler:
     the average rate at the contract's rate whatever the robot's state rate is, and follows the phase
     of the state stream instead of a fixed schedule (robot and runner clocks drift). A state message
     ticks if at least ``1 - early`` tokens are there (it may come that much of a period early); the
-    timer, firing at the control rate, ticks once ``1 + late`` tokens piled up (the state is that late
-    or gone: the watchdog still runs every period). ``source='timer'`` ticks on every timer callback.
+    timer ticks once ``1 + late`` tokens piled up (the state is that late or gone: the watchdog still
+    runs every period). ``source='timer'`` ticks on every timer callback.
+
+    With the state as the source, the timer is a deadline, not a clock: ``timer_period_s(source)`` says
+    what its period must be after a tick from ``source``, and the node restarts it on every tick. While
+    states flow it never fires (no wake-ups competing with the state callback); a state later than
+    ``late`` periods gets a tick from the timer ``(1 + late)`` periods after the last one, whatever the
+    phase of the two streams, and in a blackout the timer ticks every period.
     A gap of more than 1.5 periods between ticks counts as missed ticks.
     """
 
@@ -425,8 +431,8 @@ class TickScheduler:
                  burst: float = 1.5):
         if source not in ("state", "timer"):
             raise ValueError(f"tick source must be 'state' or 'timer', got {source!r}")
-        if not (0 <= early < 1 and 0 < late and 1 + late <= burst):
-            raise ValueError(f"need 0 <= early < 1, late > 0, burst >= 1 + late; got {early}, {late}, {burst}")
+        if not (0 <= early < 1 and 0 < late < 0.5 and 1 + late <= burst):
+            raise ValueError(f"need 0 <= early < 1, 0 < late < 0.5, burst >= 1 + late; got {early}, {late}, {burst}")
         self.period_s, self.source = period_s, source
         self.early, self.late, self.burst = early, late, burst
         self.tokens = burst
@@ -434,6 +440,12 @@ class TickScheduler:
         self.last_tick_s: float | None = None
         self.ticks = 0
         self.missed = 0
+
+    def timer_period_s(self, after: str) -> float:
+        """The fallback timer's period after a tick from ``after`` ('state' or 'timer')."""
+        if self.source == "state" and after == "state":
+            return (1.0 + self.late) * self.period_s
+        return self.period_s
 
     def _accrue(self, now_s: float) -> None:
         if self._accrued_s is not None:
@@ -451,7 +463,8 @@ class TickScheduler:
 
     def on_timer(self, now_s: float) -> bool:
         self._accrue(now_s)
-        if self.source == "state" and self.tokens < 1.0 + self.late:
+        # 5 % slack: a deadline timer fires (1 + late) periods after the tick, give or take its clock
+        if self.source == "state" and self.tokens < 1.0 + self.late - 0.05:
             return False
         self._consume(now_s)
         return True

@@ -18,7 +18,6 @@ Service runner/reset_estop (std_srvs/Trigger).
 
 from __future__ import annotations
 
-import collections
 import threading
 import time
 
@@ -35,6 +34,7 @@ from tether.contract import ContractError
 from tether_deploy import qos
 from tether_deploy.arbitration import ArbiterConfig, EstopLatch, HumanInput
 from tether_deploy.conversions import odometry_to_quantities
+from tether_deploy.realtime import make_background, make_realtime
 from tether_deploy.runner_core import RunnerConfig, RunnerCore, StateLimits, TickScheduler, load_policy
 from tether_deploy.teleop_map import JoyMapping, StickMapper
 from tether_deploy.spin import spin_node
@@ -62,6 +62,7 @@ class PolicyRunner(LifecycleNode):
         self.declare_parameter("max_ang_vel_rad_s", 60.0)
         self.declare_parameter("diagnostics_rate_hz", 2.0)
         self.declare_parameter("command_deadline_periods", 5.0)
+        self.declare_parameter("realtime_priority", 0)  # SCHED_FIFO priority on activate; 0 = normal
         for name, default in (("axis_throttle", 1), ("axis_yaw", 0), ("axis_pitch", 4), ("axis_roll", 3),
                               ("button_deadman", 4), ("button_estop", 1)):
             self.declare_parameter(f"joy.{name}", default)
@@ -85,7 +86,9 @@ class PolicyRunner(LifecycleNode):
         self._last_rejection = ""
         self._policy_status = ""
         self._loading = False
-        self._latency_us: collections.deque[float] = collections.deque(maxlen=5000)
+        self._latency_us = np.zeros(5000)  # ring buffer of state->command latencies [us]
+        self._latency_n = 0
+        self._diag_due = False
         self._pending_receive_s: float | None = None
         self._msg_exec = Float32MultiArray()
         self._msg_policy = Float32MultiArray()
@@ -173,10 +176,16 @@ class PolicyRunner(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self.get_logger().info(make_realtime(int(self._p("realtime_priority"))))
+        except ValueError as e:
+            self.get_logger().error(str(e))
+            return TransitionCallbackReturn.FAILURE
         self._timer = self.create_timer(self.core.period_s, self._on_timer)
+        self._timer_period_ns = self._timer.timer_period_ns
         rate = float(self._p("diagnostics_rate_hz"))
         if rate > 0:
-            self._diag_timer = self.create_timer(1.0 / rate, self._publish_diagnostics)
+            self._diag_timer = self.create_timer(1.0 / rate, self._on_diag_timer)
         self._active = True
         self._set_mode("active", "activated")
         return TransitionCallbackReturn.SUCCESS
@@ -218,11 +227,20 @@ class PolicyRunner(LifecycleNode):
             self.get_logger().warn(f"state rejected: {reason}", throttle_duration_sec=1.0)
         if self._active and self.sched.on_state(received):
             self._tick(received, received)
+            self._rearm("state")
 
     def _on_timer(self) -> None:
         now = time.monotonic()
         if self.sched.on_timer(now):
             self._tick(now, None)
+            self._rearm("timer")
+
+    def _rearm(self, after: str) -> None:
+        """Restart the fallback timer from this tick (see TickScheduler.timer_period_s)."""
+        period_ns = int(self.sched.timer_period_s(after) * 1e9)
+        if self._timer_period_ns != period_ns:
+            self._timer.timer_period_ns = self._timer_period_ns = period_ns
+        self._timer.reset()
 
     def _on_joy(self, msg: Joy) -> None:
         action, deadman, estop = self.mapper(msg.axes, msg.buttons)
@@ -258,7 +276,8 @@ class PolicyRunner(LifecycleNode):
         self._msg_exec.data = r.executed.tolist()
         self._exec_pub.publish(self._msg_exec)
         if received is not None:
-            self._latency_us.append((time.monotonic() - received) * 1e6)
+            self._latency_us[self._latency_n % len(self._latency_us)] = (time.monotonic() - received) * 1e6
+            self._latency_n += 1
         if r.policy_action is not None:
             self._msg_policy.data = r.policy_action.tolist()
             self._policy_pub.publish(self._msg_policy)
@@ -270,6 +289,8 @@ class PolicyRunner(LifecycleNode):
         key = r.mode.split(" (", 1)[0]  # e.g. policy, human, safe:hold, safe:land_open_loop, estop
         if key != self._mode:
             self._set_mode(key, r.mode, r.reason)
+        elif self._diag_due:
+            self._publish_diagnostics()
 
     def _set_mode(self, mode: str, text: str, reason: str = "") -> None:
         """Publish (latched) and log a mode change; the text carries the reason."""
@@ -293,6 +314,7 @@ class PolicyRunner(LifecycleNode):
         threading.Thread(target=self._load_in_background, args=(msg.data,), daemon=True).start()
 
     def _load_in_background(self, policy_dir: str) -> None:
+        make_background()  # loading must not compete with the (real-time) tick
         try:
             policy = load_policy(policy_dir, running=self.core.contract)
             self.core.offer_policy(policy)
@@ -319,7 +341,17 @@ class PolicyRunner(LifecycleNode):
 
     # ---------------------------------------------------------------------------- diagnostics
 
+    def _on_diag_timer(self) -> None:
+        """Periodic diagnostics go out right after the next tick, in the slack before the next state,
+        never in the way of one (a timer callback can land just before a state message)."""
+        if self.sched is not None and self.sched.last_tick_s is not None and \
+                time.monotonic() - self.sched.last_tick_s < 5 * self.core.period_s:
+            self._diag_due = True
+        else:  # not ticking (waiting, inactive): nothing to disturb
+            self._publish_diagnostics()
+
     def _publish_diagnostics(self) -> None:
+        self._diag_due = False
         st = DiagnosticStatus(name="tether/policy_runner", hardware_id=self.get_name())
         if self._mode in ("policy", "human", "active", "inactive", "waiting"):
             st.level, st.message = DiagnosticStatus.OK, self._mode
@@ -335,10 +367,9 @@ class PolicyRunner(LifecycleNode):
                   "last_rejection": self._last_rejection}
         if self.sched is not None:
             values.update(ticks=str(self.sched.ticks), missed_ticks=str(self.sched.missed))
-        if self._latency_us:
-            lat = np.asarray(self._latency_us)
-            values.update(state_to_command_p50_us=f"{np.percentile(lat, 50):.1f}",
-                          state_to_command_p99_us=f"{np.percentile(lat, 99):.1f}")
+        if self._latency_n:
+            p50, p99 = np.percentile(self._latency_us[:min(self._latency_n, len(self._latency_us))], (50, 99))
+            values.update(state_to_command_p50_us=f"{p50:.1f}", state_to_command_p99_us=f"{p99:.1f}")
         st.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         msg = DiagnosticArray(status=[st])
         msg.header.stamp = self.get_clock().now().to_msg()
