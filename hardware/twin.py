@@ -81,6 +81,9 @@ class TwinConfig:
     wind_gust: WindGust | None = None
     payload: Payload | None = None
     weak_motor: WeakMotor | None = None
+    rotor_gain: tuple[float, ...] | None = None
+    """thrust and reaction-torque multiplier per rotor, motor order (e.g. estimated from flight logs by
+    policies.hil.identify); combines with weak_motor. None: all 1"""
 
     def __post_init__(self):
         if self.preset not in PRESETS:
@@ -106,6 +109,9 @@ class TwinConfig:
             raise ValueError(f"twin.wind_gust needs start_s >= 0, duration_s >= 0 [s], force_w [3] N; got {g}")
         if self.payload is not None and (self.payload.mass_kg < 0 or len(self.payload.pos_b) != 3):
             raise ValueError(f"twin.payload needs mass_kg >= 0 and pos_b [3] m; got {self.payload}")
+        if self.rotor_gain is not None and (len(self.rotor_gain) != n_rotors
+                                            or not all(0 < g <= 2 for g in self.rotor_gain)):
+            raise ValueError(f"twin.rotor_gain needs {n_rotors} values in (0, 2], got {self.rotor_gain!r}")
         w = self.weak_motor
         if w is not None and (not 0 <= w.index < n_rotors or not 0 <= w.gain <= 1):
             raise ValueError(f"twin.weak_motor needs index in [0, {n_rotors}) and gain in [0, 1]; got {w}")
@@ -143,6 +149,8 @@ def physics_overrides(cfg: TwinConfig) -> PhysicsOverrides:
     gain = np.ones((1, len(preset.rotor_spin)))
     if cfg.weak_motor is not None:
         gain[0, cfg.weak_motor.index] = cfg.weak_motor.gain
+    if cfg.rotor_gain is not None:
+        gain = gain * np.asarray(cfg.rotor_gain, dtype=np.float64)[None]
     if cfg.payload is None or cfg.payload.mass_kg == 0:
         return PhysicsOverrides(rotor_gain=gain)
     m, mp = preset.mass_kg, cfg.payload.mass_kg

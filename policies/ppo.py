@@ -7,6 +7,7 @@ time-out bootstrapping (Pardo et al. 2018, "Time Limits in Reinforcement Learnin
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from pathlib import Path
@@ -44,6 +45,9 @@ class PPOCfg:
     seed: int = 0
     save_interval: int = 10
     """iterations between checkpoints"""
+    critic_warmup_iterations: int = 0
+    """first iterations train the value function only (fine-tuning a given actor: a fresh critic's
+    advantages are noise, and following them would first unlearn what the actor knows)"""
 
     def __post_init__(self):
         if self.num_iterations < 1 or self.num_steps < 1 or self.num_minibatches < 1:
@@ -53,8 +57,11 @@ class PPOCfg:
 
 
 def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path | None = None,
-          progress: bool = True, writer=None) -> Path:
+          progress: bool = True, writer=None, init: ActorCritic | None = None) -> Path:
     """Train on ``env``; checkpoints go to ``run_dir``; returns the path of the last checkpoint.
+
+    init: start from this model's actor and (frozen) observation normalizer, e.g. a deployed policy
+    rebuilt from its ONNX file; the critic starts fresh (see ``critic_warmup_iterations``).
 
     Every checkpoint records the wall-clock training time so far (``train_time_s``), excluding
     checkpoint I/O, so time-to-skill can be measured afterwards from the checkpoints alone.
@@ -69,6 +76,14 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
 
     model = ActorCritic(obs_dim, act_dim, cfg.actor_hidden, cfg.critic_hidden, cfg.init_log_std,
                         action_bias=env.hover_action.clone()).to(device)
+    if init is not None:
+        if init.actor[0].in_features != obs_dim or init.log_std.shape[0] != act_dim:
+            raise ValueError(f"init model is {init.actor[0].in_features} obs -> {init.log_std.shape[0]} actions, "
+                             f"the env {obs_dim} -> {act_dim}")
+        model.actor = copy.deepcopy(init.actor).to(device)
+        model.obs_normalizer = copy.deepcopy(init.obs_normalizer).to(device)
+        model.obs_normalizer.until = 0  # frozen: the actor's weights were learned on these statistics
+        model.action_bias = init.action_bias.detach().clone().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     start_iter, global_step, train_time_s, lr = 0, 0, 0.0, cfg.learning_rate
     if resume is not None:
@@ -145,7 +160,8 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
                 with torch.no_grad():
                     approx_kl = ((ratio - 1) - logratio).mean()  # Schulman's k3 estimator
                     clipfrac = ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()
-                if cfg.adaptive_lr:
+                warmup = iteration < cfg.critic_warmup_iterations
+                if cfg.adaptive_lr and not warmup:
                     if approx_kl > 2.0 * cfg.desired_kl:
                         lr = max(1e-5, lr / 1.5)
                     elif approx_kl < 0.5 * cfg.desired_kl:
@@ -162,6 +178,8 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
                 v_loss = 0.5 * torch.max((newvalue - b_returns[mb]).square(),
                                          (v_clipped - b_returns[mb]).square()).mean()
                 loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
+                if warmup:  # unclipped: a fresh critic must travel far from its first estimates
+                    loss = cfg.vf_coef * 0.5 * (newvalue - b_returns[mb]).square().mean()
 
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -46,6 +46,9 @@ class RandomizationCfg:
     """std of rotation matrix element noise [1]"""
     obs_noise_ang_vel_rad_s: float = 0.02
     """std of angular velocity noise [rad/s]"""
+    rotor_gain_scale: Range = (1.0, 1.0)
+    """multiplies each rotor's thrust and reaction torque independently (motor and propeller spread
+    around the vehicle's rotor_gain) [1]"""
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -108,7 +111,15 @@ def sample_params(preset: QuadrotorPreset, cfg: RandomizationCfg, n: int, gen: t
         tau_up=p.tau_up * tau,
         tau_down=p.tau_down * tau,
         drag=p.drag * _uniform(cfg.drag_scale, n, gen, device),
+        rotor_gain=p.rotor_gain * _uniform_rotors(cfg.rotor_gain_scale, p.rotor_gain.shape, gen, device),
     )
+
+
+def _uniform_rotors(rng: Range, shape, gen: torch.Generator | None, device) -> torch.Tensor:
+    lo, hi = rng
+    if lo == hi:  # no draw: keeps the random stream of configs without rotor spread unchanged
+        return torch.full(shape, float(lo), device=device)
+    return lo + (hi - lo) * torch.rand(shape, generator=gen, device=device)
 
 
 def latency_step_range(cfg: RandomizationCfg, control_dt: float) -> tuple[int, int]:

@@ -23,6 +23,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--validate-twin", type=Path, default=None,
                    help="TwinConfig YAML (hardware.twin keys) to validate parent and child on")
+    p.add_argument("--validate-estimated", action="store_true",
+                   help="validate on the twin with the rotor gains estimated from the logs instead of its own "
+                        "disturbances (with --validate-twin: that twin's other settings)")
     p.add_argument("--swap", action="store_true", help="offer the child to the running runner (runner/load_policy)")
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID of the running runner (--swap)")
     p.add_argument("--report", type=Path, default=None, help="write the report JSON here")
@@ -49,7 +52,7 @@ def run(args) -> int:
         if args.validate_twin is not None:
             twin = TwinConfig.from_dict(yaml.safe_load(args.validate_twin.read_text()) or {}, str(args.validate_twin))
         report = finetune(args.policy, args.logs, args.method, args.out, cfg, goal_w=tuple(args.goal),
-                          force=args.force, validate_twin=twin)
+                          force=args.force, validate_twin=twin, validate_estimated=args.validate_estimated)
     except (LogError, ContractError, FileExistsError, ValueError, OSError) as e:
         raise SystemExit(f"error: {e}") from e
     if args.report is not None:

@@ -7,8 +7,10 @@
 3. fine-tune (policies.hil.algorithms) and export through policies.export (ONNX parity check included)
    into a temporary directory beside ``out_dir``; provenance names the parent (sha256, directory), its
    lineage, the method and each log (path and the MCAP's sha256);
-4. optionally validate parent and child on the twin (pybullet, the twin's physics with its
-   perturbation) from the same seeded starts;
+4. estimate the perturbation behind the interventions from the logs (policies.hil.identify: a thrust
+   gain per rotor) and optionally validate parent and child on the twin (pybullet) from the same
+   seeded starts: on a given twin configuration, or on the nominal twin with the estimated gains (no
+   knowledge of the true perturbation needed);
 5. only then move the result into ``out_dir`` (refused if it exists and is not empty, unless force).
 Any error leaves ``out_dir`` as it was.
 """
@@ -24,9 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from policies.evaluation import task_cfg_from_contract
 from policies.hil.algorithms import (FinetuneCfg, actor_from_onnx, build_transitions, finetune_actor,
                                      logged_policy_actions)
 from policies.hil.dataset import LogError, load_logs, replay_match
+from policies.hil.identify import estimate_rotor_gains
 from policies.models import DeployedActor
 from tether.config import config_to_dict
 from tether.contract import ContractError, sha256_file
@@ -67,10 +71,12 @@ def _checkpoint_payload(model, parent_contract, cfg: FinetuneCfg, logs: dict) ->
 def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str = "hil_serl",
              out_dir: str | Path = "artifacts/finetuned", cfg: FinetuneCfg | None = None,
              goal_w=(0.0, 0.0, 1.0), force: bool = False, validate_twin=None, validate_starts: int = 20,
-             progress=print) -> dict:
+             validate_estimated: bool = False, progress=print) -> dict:
     """Fine-tune the deployed policy in ``parent_policy_dir`` on the intervention ``logs``; returns a report.
 
     validate_twin: a hardware.twin.TwinConfig to validate parent and child on (None: skip).
+    validate_estimated: validate on ``validate_twin`` (or the default twin) with its disturbances
+        replaced by the rotor gains estimated from the logs.
     """
     t0 = time.perf_counter()
     torch.set_num_threads(1)
@@ -99,6 +105,23 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
     progress(f"finetune: {len(steps)} steps from {len(log_paths)} log(s), {int(steps.human_controlled.sum())} "
              f"human-controlled, {len(set(steps.episode.tolist()))} episodes; replay match {match:.3f}")
 
+    perturbation, why = None, ""
+    try:
+        perturbation = estimate_rotor_gains(steps.select(steps.source == "robot"), task_cfg_from_contract(parent_dir))
+        i, g = perturbation.weakest()
+        progress(f"finetune: estimated rotor gains {np.round(perturbation.gains, 3).tolist()} (weakest: rotor {i} at "
+                 f"{g:.0%}); prediction error {perturbation.residual_rms_nominal:.3f} -> {perturbation.residual_rms:.3f}")
+    except ValueError as e:  # too little flight to identify: fine-tuning does not need it
+        why = str(e)
+        progress(f"finetune: no perturbation estimate: {why}")
+    if validate_estimated:
+        if perturbation is None:
+            raise LogError(f"cannot validate on the estimated perturbation: {why}")
+        from hardware.twin import TwinConfig
+
+        validate_twin = dataclasses.replace(validate_twin or TwinConfig(), weak_motor=None, payload=None,
+                                            wind_gust=None, rotor_gain=perturbation.gains)
+
     data = build_transitions(steps, contract, reward="rlif" if method == "rlif" else "task")
     child_model, train_logs = finetune_actor(parent_model, data, cfg, logged_policy_actions(steps))
     t_train = time.perf_counter() - t0
@@ -115,7 +138,8 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
             "lineage": lineage(contract), "method": method, "finetune_cfg": config_to_dict(cfg),
             "goal_w": list(goal_w), "replay_match": match,
             "logs": [{"path": str(p.resolve()), "mcap_sha256": _mcap_sha(p)} for p in log_paths],
-            "steps": len(steps), "human_steps": int(steps.human_controlled.sum())}
+            "steps": len(steps), "human_steps": int(steps.human_controlled.sum()),
+            "perturbation": None if perturbation is None else perturbation.to_dict()}
         export_dir = work / "policy"
         _, child_contract, parity_err = export_policy(ckpt, export_dir, parent=provenance_parent,
                                                       recorded_obs=data.obs[:512].numpy())
@@ -123,8 +147,10 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
         report = {"method": method, "parent_sha256": contract.provenance["onnx_sha256"],
                   "child_sha256": child_contract.provenance["onnx_sha256"], "steps": len(steps),
                   "human_steps": int(steps.human_controlled.sum()), "replay_match": match,
-                  "onnx_parity": parity_err, "train_s": t_train, "train": train_logs}
+                  "onnx_parity": parity_err, "train_s": t_train, "train": train_logs,
+                  "perturbation": None if perturbation is None else perturbation.to_dict()}
         if validate_twin is not None:
+            report["validation_twin"] = dataclasses.asdict(validate_twin)
             report["validation"] = {
                 "parent": validate_on_twin(parent_dir, validate_twin, validate_starts, goal_w),
                 "child": validate_on_twin(export_dir, validate_twin, validate_starts, goal_w)}

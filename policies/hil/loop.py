@@ -45,6 +45,9 @@ class LoopCfg:
     finetune: FinetuneCfg = FinetuneCfg()
     validate_starts: int = 20
     """seeded starts of the twin validation after each finetune (0: skip)"""
+    validate_on: str = "estimated"
+    """estimated: the nominal twin with the rotor gains estimated from the logs (what a user has);
+    true: the perturbed twin itself (privileged, for comparison)"""
     seed: int = 0
     domain_id: int = 42
     """ROS_DOMAIN_ID of the ros backend"""
@@ -52,6 +55,8 @@ class LoopCfg:
     def __post_init__(self):
         if self.rounds < 1 or self.episodes_per_round < 1:
             raise ValueError("rounds and episodes_per_round must be >= 1")
+        if self.validate_on not in ("estimated", "true"):
+            raise ValueError(f"validate_on must be 'estimated' or 'true', got {self.validate_on!r}")
         if self.backend not in ("ros", "inproc"):
             raise ValueError(f"backend must be 'ros' or 'inproc', got {self.backend!r}")
 
@@ -105,7 +110,7 @@ class _RosStack:
                      "max_state_age_periods:=10.0"])
         self._start("operator", "operator_node", [],
                     [f"goal_w:={goal}", f"full_stick_rate_rad_s:={list(op.full_stick_rate_rad_s)}",
-                     f"takeover_m:={op.takeover_m}", f"handback_m:={op.handback_m}"])
+                     f"takeover_m:={op.takeover_m}", f"reaction_s:={op.reaction_s}", f"handback_m:={op.handback_m}"])
 
     def _start(self, name: str, module: str, files: list[str], params: list[str]):
         import subprocess
@@ -241,7 +246,8 @@ def run_correction_loop(parent_dir: str | Path, out_dir: str | Path, cfg: LoopCf
                 t0 = time.perf_counter()
                 rep = finetune(policy_dir, logs, cfg.method, child, cfg.finetune, goal_w=cfg.episode.goal_w,
                                force=True, validate_twin=twin if cfg.validate_starts else None,
-                               validate_starts=cfg.validate_starts, progress=progress)
+                               validate_starts=cfg.validate_starts,
+                               validate_estimated=cfg.validate_on == "estimated", progress=progress)
                 rep["finetune_export_validate_s"] = time.perf_counter() - t0
                 row["finetune"] = rep
                 val = rep.get("validation")

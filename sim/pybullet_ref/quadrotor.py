@@ -159,6 +159,8 @@ class PybulletQuadrotors:
         self.tau_up, self.tau_down = preset.tau_up_s * tau, preset.tau_down_s * tau  # [num, 1] s
         self.drag = np.asarray(preset.drag_n_s_per_m) * _per_drone(o.drag_scale, 1.0, (num, 3), "drag_scale")
         self.rotor_gain = _per_drone(o.rotor_gain, 1.0, (num, n_rotors), "rotor_gain")  # [num, R]
+        if preset.rotor_gain is not None:  # the unit's own rotors, times any override
+            self.rotor_gain = self.rotor_gain * np.asarray(preset.rotor_gain)
         self.com_b = _per_drone(o.com_offset_b, 0.0, (num, 3), "com_offset_b")  # [num, 3] m
         if np.any(self.mass <= 0) or np.any(self.inertia <= 0) or np.any(self.tau_up <= 0):
             raise ValueError("mass, inertia and motor time constants must stay positive after overrides")

@@ -55,7 +55,8 @@ def nominal_params(preset: QuadrotorPreset, num_envs: int, device: torch.device 
         tau_up=col(preset.tau_up_s),
         tau_down=col(preset.tau_down_s),
         drag=torch.tensor(preset.drag_n_s_per_m, device=device).expand(num_envs, 3).clone(),
-        rotor_gain=torch.ones(num_envs, n_rotors, device=device),
+        rotor_gain=torch.tensor(preset.rotor_gain or (1.0,) * n_rotors, dtype=torch.float32,
+                                device=device).expand(num_envs, n_rotors).clone(),
         rotor_pos_b=torch.tensor(preset.rotor_pos_b, device=device),
         rotor_spin=torch.tensor(preset.rotor_spin, dtype=torch.float32, device=device),
     )

@@ -36,11 +36,18 @@ class QuadrotorPreset:
     drag_n_s_per_m: tuple[float, float, float]
     """linear drag coefficients along body x, y, z: F_b = -drag * v_b [N s/m]"""
     source: str
+    rotor_gain: tuple[float, ...] | None = None
+    """this unit's thrust and reaction-torque multiplier per rotor, in motor order (a worn motor or a
+    chipped propeller: < 1), e.g. identified from flight logs; None: every rotor nominal"""
 
     def __post_init__(self):
         if len(self.rotor_pos_b) != len(self.rotor_spin):
             raise ValueError(f"{self.name}: {len(self.rotor_pos_b)} rotor positions, "
                              f"{len(self.rotor_spin)} spin directions")
+        if self.rotor_gain is not None and (len(self.rotor_gain) != len(self.rotor_spin)
+                                            or not all(0 < g <= 2 for g in self.rotor_gain)):
+            raise ValueError(f"{self.name}: rotor_gain needs one value in (0, 2] per rotor "
+                             f"({len(self.rotor_spin)}), got {self.rotor_gain!r}")
         if self.mass_kg <= 0 or self.kf_n_per_rpm2 <= 0 or self.max_rpm <= 0:
             raise ValueError(f"{self.name}: mass, kf and max_rpm must be positive")
 

@@ -268,10 +268,15 @@ class QuadrotorEnv:
         depth = self.action_queue.shape[1]
         idx = (depth - 1 - self.latency_steps).clamp_min(0)
         applied = self.action_queue[torch.arange(self.num_envs, device=self.device), idx]
+        return self.action_to_command(applied)
+
+    def action_to_command(self, actions: torch.Tensor):
+        """Normalized actions [N, A] in [-1, 1] -> (rotor commands [N, R] in [0, 1], None) or (None, CTBR
+        setpoint): what the vehicle is sent, with no queueing (physics.step takes either)."""
         if self.cfg.action_space == "rotor":
-            return 0.5 * (applied + 1.0), None
-        thrust = 0.5 * (applied[:, :1] + 1.0) * self.cfg.vehicle.max_thrust_n
-        rates = applied[:, 1:] * self.body_rate_limits
+            return 0.5 * (actions + 1.0), None
+        thrust = 0.5 * (actions[:, :1] + 1.0) * self.cfg.vehicle.max_thrust_n
+        rates = actions[:, 1:] * self.body_rate_limits
         return None, dynamics.CtbrSetpoint(thrust, rates, self.rate_ctrl)
 
     def step(self, actions: torch.Tensor):

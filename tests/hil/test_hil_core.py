@@ -111,6 +111,7 @@ def test_provenance_chain_parent_to_child_to_grandchild(hover_parent, corrected_
     assert p["onnx_sha256"] == parent.provenance["onnx_sha256"] and p["method"] == "hg_dagger"
     assert [lg["path"] for lg in p["logs"]] == [str(corrected_logs[0].resolve())]
     assert len(p["logs"][0]["mcap_sha256"]) == 64
+    assert int(np.argmin(p["perturbation"]["gains"])) == 2  # what the logs say about the vehicle, kept
     # the grandchild may learn from the parent's logs: they were recorded by an ancestor
     finetune(tmp_path / "child", corrected_logs[:2], "rlif", tmp_path / "grandchild", quick)
     _, grandchild = load_policy_dir(tmp_path / "grandchild")

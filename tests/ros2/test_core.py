@@ -237,3 +237,27 @@ def test_action_history_restarts_at_hover_after_a_long_blackout_only(policy):
     blind, prev = blackout_then_resume(10.0, 5 * p)  # a brief dropout keeps what was really sent
     np.testing.assert_allclose(prev, blind, atol=1e-6)
     assert not np.allclose(prev, hover)
+
+
+def test_operator_takes_over_after_its_reaction_time_only():
+    from tether_deploy.operator_core import OperatorCfg, ScriptedOperator
+
+    cfg = OperatorCfg(takeover_m=0.05, reaction_s=0.25)
+    goal, q, v = np.array([0.0, 0.0, 1.0]), np.array([1.0, 0.0, 0.0, 0.0]), np.zeros(3)
+    far, near = goal + [0.06, 0.0, 0.0], goal + [0.01, 0.0, 0.0]
+    op = ScriptedOperator(cfg)
+    dt = 0.02
+    # a 0.2 s excursion past the threshold, then back: left alone
+    for k in range(10):
+        op.step(k * dt, far, q, v, goal)
+    for k in range(10, 20):
+        op.step(k * dt, near, q, v, goal)
+    assert not op.engaged and op.takeovers == 0
+    # past the threshold and staying there: on the sticks (deadman held) once the reaction time is over
+    t0 = 20 * dt
+    pressed = []
+    for k in range(20):
+        _, buttons = op.step(t0 + k * dt, far, q, v, goal)
+        pressed.append(buttons[cfg.button_deadman] == 1)
+    first = pressed.index(True) * dt
+    assert op.takeovers == 1 and cfg.reaction_s - 1e-9 <= first <= cfg.reaction_s + dt

@@ -3,7 +3,7 @@
 It watches the state like a pilot watches the vehicle and answers with gamepad sticks, exactly what a
 person's gamepad would send (sensor_msgs/Joy axes and buttons, the joy package's Xbox layout that
 teleop_map.JoyMapping reads). It is a corrective controller with its own gains, not the policy:
-  * takeover: position error above ``takeover_m`` -> hold the deadman and fly;
+  * takeover: position error above ``takeover_m`` for ``reaction_s`` -> hold the deadman and fly;
   * hand back: error below ``handback_m`` and speed below ``handback_speed_m_s`` for ``handback_hold_s``
     (hysteresis, so it does not chatter at the threshold);
   * flying: PID on the world-frame position error gives a desired acceleration, hence a desired body
@@ -26,6 +26,9 @@ class OperatorCfg:
     # when to intervene
     takeover_m: float = 0.05
     """position error that makes the operator take over [m]"""
+    reaction_s: float = 0.25
+    """the error must stay above takeover_m this long before the operator is on the sticks: a person's
+    reaction time (0.2-0.3 s), so a brief excursion the vehicle corrects by itself is left alone [s]"""
     handback_m: float = 0.015
     """position error below which the operator may hand back [m]"""
     handback_speed_m_s: float = 0.05
@@ -63,6 +66,8 @@ class OperatorCfg:
     num_buttons: int = 11
 
     def __post_init__(self):
+        if self.reaction_s < 0:
+            raise ValueError(f"reaction_s must be >= 0 [s], got {self.reaction_s}")
         if not 0 < self.handback_m < self.takeover_m:
             raise ValueError(f"need 0 < handback_m < takeover_m [m], got {self.handback_m}, {self.takeover_m}")
         if min(self.full_stick_rate_rad_s) <= 0 or not 0 < self.thrust_range <= 1:
@@ -87,19 +92,24 @@ class ScriptedOperator:
         self.engaged = False
         self.takeovers = 0
         self._calm_since: float | None = None
+        self._over_since: float | None = None
         self._last_t: float | None = None
         self._i_pos = np.zeros(3)
         self._i_tilt = np.zeros(2)
 
     def reset_episode(self) -> None:
         """A new flight: hand back, keep the learnt trim (integrals)."""
-        self.engaged, self._calm_since, self._last_t = False, None, None
+        self.engaged, self._calm_since, self._over_since, self._last_t = False, None, None, None
 
     def _supervise(self, t: float, err: float, speed: float) -> None:
         c = self.cfg
         if not self.engaged:
-            if err > c.takeover_m:
-                self.engaged, self._calm_since = True, None
+            if err <= c.takeover_m:
+                self._over_since = None
+                return
+            self._over_since = t if self._over_since is None else self._over_since
+            if t - self._over_since >= c.reaction_s:
+                self.engaged, self._calm_since, self._over_since = True, None, None
                 self.takeovers += 1
             return
         if err < c.handback_m and speed < c.handback_speed_m_s:

@@ -28,13 +28,13 @@ class OperatorNode(Node):
         self.declare_parameter("rate_hz", 50.0)
         self.declare_parameter("goal_w", [0.0, 0.0, 1.0])
         self.declare_parameter("new_flight_gap_s", 0.5)
-        for f in ("takeover_m", "handback_m", "handback_speed_m_s", "handback_hold_s", "kp_pos", "kd_pos",
+        for f in ("takeover_m", "reaction_s", "handback_m", "handback_speed_m_s", "handback_hold_s", "kp_pos", "kd_pos",
                   "ki_pos", "k_tilt", "ki_tilt", "k_yaw", "max_tilt_rad", "thrust_range"):
             self.declare_parameter(f, getattr(d, f))
         self.declare_parameter("full_stick_rate_rad_s", list(d.full_stick_rate_rad_s))
         p = lambda n: self.get_parameter(n).value  # noqa: E731
         cfg = OperatorCfg(**{f: float(p(f)) for f in (
-            "takeover_m", "handback_m", "handback_speed_m_s", "handback_hold_s", "kp_pos", "kd_pos", "ki_pos",
+            "takeover_m", "reaction_s", "handback_m", "handback_speed_m_s", "handback_hold_s", "kp_pos", "kd_pos", "ki_pos",
             "k_tilt", "ki_tilt", "k_yaw", "max_tilt_rad", "thrust_range")},
             full_stick_rate_rad_s=tuple(float(x) for x in p("full_stick_rate_rad_s")))
         self.op = ScriptedOperator(cfg)
