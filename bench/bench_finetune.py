@@ -1,8 +1,9 @@
 """Human-in-the-loop fine-tuning on the perturbed twin (a 30 % weaker motor): prints the figures.
 
   success per round (hold within 5 cm for 10 s with no takeover), intervention rate per round,
-  finetune + export + validation seconds, and the default method against HG-DAgger fine-tuned on the
-  same interventions (twin validation from the same seeded starts).
+  finetune + export + validation seconds, the perturbation estimated from the logs, and the default
+  method against HG-DAgger (and RLIF) fine-tuned on the same interventions, each with and without the
+  simulator stage (twin validation from the same seeded starts).
 
 Run: .venv/bin/python bench/bench_finetune.py [--policy DIR] [--rounds 3] [--episodes 10] [--backend inproc|ros]
 Without --policy it uses tests/fixtures/hover_policy, else trains a hover policy first (~40 s here).
@@ -49,6 +50,7 @@ def main() -> None:
     torch.set_num_threads(1)
     from policies.hil.finetune import finetune
     from policies.hil.loop import LoopCfg, _twin_for, run_correction_loop
+    from policies.hil.sim_refine import SimRefineCfg
     from tether.runtime import OnnxPolicy
 
     work = Path(tempfile.mkdtemp(prefix="bench_finetune_"))
@@ -66,14 +68,23 @@ def main() -> None:
               f"{ft.get('finetune_export_validate_s', float('nan')):30.1f}  "
               f"{'' if val is None else f'child {val:.2f}'}{kept}")
     round0 = [Path(e["bag"]) for e in rep["rounds"][0]["episodes"]]
-    print(f"\nsame interventions (round 0, {len(round0)} episodes), twin validation from 20 seeded starts:")
+    est = rep["rounds"][0].get("finetune", {}).get("perturbation")
+    if est is not None:
+        print(f"\nperturbation estimated from the round-0 logs: rotor gains {[round(g, 3) for g in est['gains']]} "
+              f"(true: motor {cfg.twin.weak_motor.index} at {cfg.twin.weak_motor.gain})")
+    print(f"\nsame interventions (round 0, {len(round0)} episodes), validation on the true perturbed twin from 20 "
+          "seeded starts:")
     twin = _twin_for(OnnxPolicy(parent).contract, cfg.twin)
     for method in ("hil_serl", "hg_dagger", "rlif"):
-        t0 = time.perf_counter()
-        r = finetune(parent, round0, method, work / f"cmp_{method}", validate_twin=twin, progress=lambda s: None)
-        v = r["validation"]
-        print(f"  {method:10s} success {v['parent']['success_rate']:.2f} -> {v['child']['success_rate']:.2f}, "
-              f"median max error {v['child']['max_err_m_median'] * 100:.1f} cm, {time.perf_counter() - t0:.1f} s")
+        for sim in (SimRefineCfg(), None):
+            t0 = time.perf_counter()
+            r = finetune(parent, round0, method, work / f"cmp_{method}", validate_twin=twin, force=True,
+                         sim_refine=sim, progress=lambda s: None)
+            v = r["validation"]
+            stage = "logs + sim" if sim is not None else "logs only "
+            print(f"  {method:10s} {stage} success {v['parent']['success_rate']:.2f} -> "
+                  f"{v['child']['success_rate']:.2f}, median max error {v['child']['max_err_m_median'] * 100:.1f} cm, "
+                  f"{time.perf_counter() - t0:.1f} s")
     print(f"\nreport: {out / 'report.json'}, plots: {out / 'report.png'}")
 
 

@@ -100,7 +100,7 @@ def fly_tether(policy: OnnxPolicy, task_cfg, starts: dict[str, np.ndarray], goal
     err = np.zeros((steps + 1, m))
     crashed = np.zeros(m, dtype=bool)
     err[0] = np.linalg.norm(goal_w - starts["pos_w"], axis=1)
-    obs = env._observe()["policy"]
+    obs = env.observe()["policy"]
     for k in range(steps):
         actions = torch.from_numpy(policy(obs.numpy()))
         obs = env.step(actions)[0]["policy"]

@@ -26,6 +26,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--validate-estimated", action="store_true",
                    help="validate on the twin with the rotor gains estimated from the logs instead of its own "
                         "disturbances (with --validate-twin: that twin's other settings)")
+    p.add_argument("--sim-iterations", type=int, default=None,
+                   help="rollouts of the simulator stage (default 10); 0: fine-tune on the logs only")
     p.add_argument("--swap", action="store_true", help="offer the child to the running runner (runner/load_policy)")
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID of the running runner (--swap)")
     p.add_argument("--report", type=Path, default=None, help="write the report JSON here")
@@ -44,7 +46,12 @@ def run(args) -> int:
     from policies.hil.finetune import finetune
     from tether.contract import ContractError
 
+    from policies.hil.sim_refine import SimRefineCfg
+
     cfg = FinetuneCfg(method=args.method, seed=args.seed)
+    sim = SimRefineCfg(seed=args.seed)
+    if args.sim_iterations is not None:
+        sim = dataclasses.replace(sim, iterations=args.sim_iterations) if args.sim_iterations > 0 else None
     if args.updates is not None:
         cfg = dataclasses.replace(cfg, updates=args.updates)
     try:
@@ -52,7 +59,7 @@ def run(args) -> int:
         if args.validate_twin is not None:
             twin = TwinConfig.from_dict(yaml.safe_load(args.validate_twin.read_text()) or {}, str(args.validate_twin))
         report = finetune(args.policy, args.logs, args.method, args.out, cfg, goal_w=tuple(args.goal),
-                          force=args.force, validate_twin=twin, validate_estimated=args.validate_estimated)
+                          force=args.force, validate_twin=twin, validate_estimated=args.validate_estimated, sim_refine=sim)
     except (LogError, ContractError, FileExistsError, ValueError, OSError) as e:
         raise SystemExit(f"error: {e}") from e
     if args.report is not None:

@@ -4,7 +4,9 @@
    check parity against onnxruntime;
 2. read every log (policies.hil.dataset): required topics, not truncated, recorded with the parent or
    one of its ancestors, observations that replay the logged policy actions;
-3. fine-tune (policies.hil.algorithms) and export through policies.export (ONNX parity check included)
+3. fine-tune (policies.hil.algorithms) on the logs, then continue in the simulator with the
+   perturbation estimated from the logs added (policies.hil.sim_refine; sim and robot data labelled
+   and counted apart), and export through policies.export (ONNX parity check included)
    into a temporary directory beside ``out_dir``; provenance names the parent (sha256, directory), its
    lineage, the method and each log (path and the MCAP's sha256);
 4. estimate the perturbation behind the interventions from the logs (policies.hil.identify: a thrust
@@ -31,6 +33,7 @@ from policies.hil.algorithms import (FinetuneCfg, actor_from_onnx, build_transit
                                      logged_policy_actions)
 from policies.hil.dataset import LogError, load_logs, replay_match
 from policies.hil.identify import estimate_rotor_gains
+from policies.hil.sim_refine import SimRefineCfg, refine_in_sim
 from policies.models import DeployedActor
 from tether.config import config_to_dict
 from tether.contract import ContractError, sha256_file
@@ -71,12 +74,14 @@ def _checkpoint_payload(model, parent_contract, cfg: FinetuneCfg, logs: dict) ->
 def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str = "hil_serl",
              out_dir: str | Path = "artifacts/finetuned", cfg: FinetuneCfg | None = None,
              goal_w=(0.0, 0.0, 1.0), force: bool = False, validate_twin=None, validate_starts: int = 20,
-             validate_estimated: bool = False, progress=print) -> dict:
+             validate_estimated: bool = False, sim_refine: SimRefineCfg | None = SimRefineCfg(),
+             progress=print) -> dict:
     """Fine-tune the deployed policy in ``parent_policy_dir`` on the intervention ``logs``; returns a report.
 
     validate_twin: a hardware.twin.TwinConfig to validate parent and child on (None: skip).
     validate_estimated: validate on ``validate_twin`` (or the default twin) with its disturbances
         replaced by the rotor gains estimated from the logs.
+    sim_refine: continue in the simulator with the estimated rotor gains (None: logs only).
     """
     t0 = time.perf_counter()
     torch.set_num_threads(1)
@@ -124,6 +129,15 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
 
     data = build_transitions(steps, contract, reward="rlif" if method == "rlif" else "task")
     child_model, train_logs = finetune_actor(parent_model, data, cfg, logged_policy_actions(steps))
+    sim_report = None
+    if sim_refine is not None and perturbation is not None:
+        child_model, sim_report = refine_in_sim(child_model, task_cfg_from_contract(parent_dir), perturbation.gains,
+                                                data.obs[data.sim < 0.5], sim_refine)
+        progress(f"finetune: continued in the simulator with the estimated gains: {sim_report['sim_env_steps']:,} sim "
+                 f"steps (hover cost {sim_report['cost_first']:.2f} -> {sim_report['cost_last']:.2f}), anchored on "
+                 f"{sim_report['robot_anchor_steps']:,} robot steps, {sim_report['time_s']:.1f} s")
+    elif sim_refine is not None:
+        progress("finetune: no simulator stage (no perturbation estimate)")
     t_train = time.perf_counter() - t0
 
     from policies.export import export_policy
@@ -139,7 +153,7 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
             "goal_w": list(goal_w), "replay_match": match,
             "logs": [{"path": str(p.resolve()), "mcap_sha256": _mcap_sha(p)} for p in log_paths],
             "steps": len(steps), "human_steps": int(steps.human_controlled.sum()),
-            "perturbation": None if perturbation is None else perturbation.to_dict()}
+            "perturbation": None if perturbation is None else perturbation.to_dict(), "sim_refine": sim_report}
         export_dir = work / "policy"
         _, child_contract, parity_err = export_policy(ckpt, export_dir, parent=provenance_parent,
                                                       recorded_obs=data.obs[:512].numpy())
@@ -148,7 +162,7 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
                   "child_sha256": child_contract.provenance["onnx_sha256"], "steps": len(steps),
                   "human_steps": int(steps.human_controlled.sum()), "replay_match": match,
                   "onnx_parity": parity_err, "train_s": t_train, "train": train_logs,
-                  "perturbation": None if perturbation is None else perturbation.to_dict()}
+                  "perturbation": None if perturbation is None else perturbation.to_dict(), "sim_refine": sim_report}
         if validate_twin is not None:
             report["validation_twin"] = dataclasses.asdict(validate_twin)
             report["validation"] = {

@@ -25,6 +25,7 @@ from policies.hil.algorithms import FinetuneCfg
 from policies.hil.dataset import load_log
 from policies.hil.finetune import finetune, lineage
 from policies.hil.flight import REPO, EpisodeCfg, episode_starts, episode_success, fly_corrected_episode
+from policies.hil.sim_refine import SimRefineCfg
 from tether.contract import load_policy_dir
 from tether.runtime import OnnxPolicy
 
@@ -43,6 +44,8 @@ class LoopCfg:
     """the perturbed twin (a 30 % weaker motor 3 by default)"""
     episode: EpisodeCfg = EpisodeCfg()
     finetune: FinetuneCfg = FinetuneCfg()
+    sim_refine: SimRefineCfg | None = SimRefineCfg()
+    """continue each finetune in the simulator with the gains estimated from the logs (None: logs only)"""
     validate_starts: int = 20
     """seeded starts of the twin validation after each finetune (0: skip)"""
     validate_on: str = "estimated"
@@ -247,7 +250,8 @@ def run_correction_loop(parent_dir: str | Path, out_dir: str | Path, cfg: LoopCf
                 rep = finetune(policy_dir, logs, cfg.method, child, cfg.finetune, goal_w=cfg.episode.goal_w,
                                force=True, validate_twin=twin if cfg.validate_starts else None,
                                validate_starts=cfg.validate_starts,
-                               validate_estimated=cfg.validate_on == "estimated", progress=progress)
+                               validate_estimated=cfg.validate_on == "estimated", sim_refine=cfg.sim_refine,
+                               progress=progress)
                 rep["finetune_export_validate_s"] = time.perf_counter() - t0
                 row["finetune"] = rep
                 val = rep.get("validation")
@@ -267,6 +271,8 @@ def run_correction_loop(parent_dir: str | Path, out_dir: str | Path, cfg: LoopCf
         if stack is not None:
             stack.close()
     report = {"cfg": {"rounds": cfg.rounds, "episodes_per_round": cfg.episodes_per_round, "method": cfg.method,
+                      "sim_refine": None if cfg.sim_refine is None else dataclasses.asdict(cfg.sim_refine),
+                      "validate_on": cfg.validate_on,
                       "backend": cfg.backend, "twin": dataclasses.asdict(cfg.twin),
                       "episode": dataclasses.asdict(cfg.episode)}, "parent": str(parent_dir), "rounds": rounds}
     (out / "report.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
@@ -319,10 +325,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--method", default="hil_serl", choices=("hil_serl", "rlif", "hg_dagger"))
     ap.add_argument("--backend", default="ros", choices=("ros", "inproc"))
     ap.add_argument("--domain-id", type=int, default=42)
+    ap.add_argument("--no-sim", action="store_true", help="fine-tune on the logs only (no simulator stage)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     cfg = LoopCfg(rounds=args.rounds, episodes_per_round=args.episodes, method=args.method, backend=args.backend,
-                  finetune=FinetuneCfg(method=args.method), domain_id=args.domain_id)
+                  finetune=FinetuneCfg(method=args.method), domain_id=args.domain_id,
+                  sim_refine=None if args.no_sim else SimRefineCfg())
     run_correction_loop(args.policy, args.out, cfg)
     print(f"report: {args.out / 'report.json'}, plots: {args.out / 'report.png'}")
     return 0

@@ -214,7 +214,7 @@ class QuadrotorEnv:
             "prev_actions": self.prev_actions.reshape(self.num_envs, -1),
         }
 
-    def _observe(self) -> dict[str, torch.Tensor]:
+    def observe(self) -> dict[str, torch.Tensor]:
         q = self.quantities()
         r = self.cfg.randomization
         noise = {"pos_err_w": r.obs_noise_pos_m, "pos_err_b": r.obs_noise_pos_m, "pos_w": r.obs_noise_pos_m,
@@ -231,7 +231,7 @@ class QuadrotorEnv:
 
     def reset(self) -> dict[str, torch.Tensor]:
         self._reset_envs(torch.arange(self.num_envs, device=self.device))
-        return self._observe()
+        return self.observe()
 
     def _reset_envs(self, env_ids: torch.Tensor) -> None:
         c, n, g, dev = self.cfg, len(env_ids), self.gen, self.device
@@ -279,16 +279,25 @@ class QuadrotorEnv:
         rates = actions[:, 1:] * self.body_rate_limits
         return None, dynamics.CtbrSetpoint(thrust, rates, self.rate_ctrl)
 
-    def step(self, actions: torch.Tensor):
+    def advance(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The transition alone: actions (clamped to [-1, 1]) through the latency queue and the physics,
+        then the action history moves on. No rewards, resets or in-place updates, so it is differentiable
+        end to end (analytic policy gradients through the simulator). Returns (the clamped actions, the
+        previous action)."""
         c = self.cfg
-        if actions.shape != (self.num_envs, c.action_dim):
-            raise ValueError(f"actions must be shaped {(self.num_envs, c.action_dim)}, got {tuple(actions.shape)}")
         actions = actions.clamp(-1.0, 1.0)
         rotor_cmd, ctbr = self._apply_actions(actions)
         self.state = dynamics.QuadState(*self._physics(self.state, rotor_cmd, self.params, c.control_dt, c.substeps,
                                                        self.ext_force_w, ctbr))
         last_action = self.prev_actions[:, -1]
         self.prev_actions = torch.cat([self.prev_actions[:, 1:], actions.unsqueeze(1)], dim=1)
+        return actions, last_action
+
+    def step(self, actions: torch.Tensor):
+        c = self.cfg
+        if actions.shape != (self.num_envs, c.action_dim):
+            raise ValueError(f"actions must be shaped {(self.num_envs, c.action_dim)}, got {tuple(actions.shape)}")
+        actions, last_action = self.advance(actions)
         self.episode_step += 1
         self._update_goal()
 
@@ -330,4 +339,4 @@ class QuadrotorEnv:
             for v in self.episode_sums.values():
                 v[done_ids] = 0.0
             self._reset_envs(done_ids)
-        return self._observe(), rewards, terminated, truncated, info
+        return self.observe(), rewards, terminated, truncated, info

@@ -59,7 +59,7 @@ def test_sim_observation_equals_contract_observation(task, action_space):
     assert keep.sum() > env.num_envs // 2
     np.testing.assert_allclose(raw["prev_actions"][keep.numpy()], expected_hist[keep].double().numpy(), atol=1e-7)
 
-    sim_obs = env._observe()["policy"].numpy()
+    sim_obs = env.observe()["policy"].numpy()
     deploy_obs = build_observation(contract, raw)
     assert deploy_obs.shape == sim_obs.shape == (env.num_envs, contract.obs_dim)
     for s in contract.observation:
@@ -81,7 +81,7 @@ def test_default_randomization_only_adds_noise():
                                                ("lin_vel_w", env.state.lin_vel_w), ("ang_vel_b", env.state.ang_vel_b),
                                                ("goal_w", env.goal_w), ("goal_vel_w", env.goal_vel_w))}
     raw["prev_actions"] = env.prev_actions.reshape(env.num_envs, -1).double().numpy()
-    diff = env._observe()["policy"].numpy() - build_observation(contract, raw)
+    diff = env.observe()["policy"].numpy() - build_observation(contract, raw)
     stds = {"pos_err_b": rand.obs_noise_pos_m, "lin_vel_b": rand.obs_noise_vel_m_s, "up_b": rand.obs_noise_rot,
             "ang_vel_b": rand.obs_noise_ang_vel_rad_s, "prev_actions": 0.0}
     for s in contract.observation:

@@ -105,14 +105,18 @@ def test_provenance_chain_parent_to_child_to_grandchild(hover_parent, corrected_
 
     quick = FinetuneCfg(critic_warmup_steps=20, updates=20)
     _, parent = load_policy_dir(hover_parent)
-    finetune(hover_parent, corrected_logs[:1], "hg_dagger", tmp_path / "child", quick)
+    from policies.hil.sim_refine import SimRefineCfg
+
+    finetune(hover_parent, corrected_logs[:1], "hg_dagger", tmp_path / "child", quick,
+             sim_refine=SimRefineCfg(iterations=1, num_envs=16, segments_per_rollout=1))
     _, child = load_policy_dir(tmp_path / "child")
     p = child.provenance["parent"]
     assert p["onnx_sha256"] == parent.provenance["onnx_sha256"] and p["method"] == "hg_dagger"
     assert [lg["path"] for lg in p["logs"]] == [str(corrected_logs[0].resolve())]
     assert len(p["logs"][0]["mcap_sha256"]) == 64
     assert int(np.argmin(p["perturbation"]["gains"])) == 2  # what the logs say about the vehicle, kept
+    assert p["sim_refine"]["sim_env_steps"] == 16 * 25 and p["sim_refine"]["robot_anchor_steps"] > 0  # labelled
     # the grandchild may learn from the parent's logs: they were recorded by an ancestor
-    finetune(tmp_path / "child", corrected_logs[:2], "rlif", tmp_path / "grandchild", quick)
+    finetune(tmp_path / "child", corrected_logs[:2], "rlif", tmp_path / "grandchild", quick, sim_refine=None)
     _, grandchild = load_policy_dir(tmp_path / "grandchild")
     assert lineage(grandchild)[1:] == [child.provenance["onnx_sha256"], parent.provenance["onnx_sha256"]]

@@ -239,7 +239,7 @@ def test_trajectory_goal_moves_and_goal_vel_is_its_derivative():
     err = (fd - mid).norm(dim=-1)[~dones]
     assert float(err.max()) < 0.01 * speed_bound, f"goal_vel_w != d goal_w / dt (max error {float(err.max()):.3f} m/s)"
     # the observation carries the same reference velocity, in the body frame
-    obs = env._observe()["policy"]
+    obs = env.observe()["policy"]
     s = next(s for s in env.slices if s.name == "goal_vel_b")
     q = env.quantities()
     assert torch.allclose(obs[:, s.offset:s.offset + s.length], q["goal_vel_b"], atol=1e-6)

@@ -1,0 +1,136 @@
+"""Fine-tuning continued in the simulator, with the perturbation estimated from the logs added.
+
+The logs hold a few hundred seconds of one vehicle; the simulator, given that vehicle's rotor gains
+(policies.hil.identify), can fly it from thousands of starts. The batched simulator is plain torch and
+differentiable, so the actor is refined by analytic policy gradients: roll the policy out from starts
+like the corrected episodes' (near the goal, level, rotors at the nominal hover speed), back-propagate a
+hover cost (position error, velocity, body rates, action changes) through observations, actor, latency
+queue, rate controller and physics, truncated every ``segment_steps`` (the state is carried over,
+its gradient cut) — short-horizon APG as in SHAC (Xu et al., ICLR 2022). The gains get a small spread
+(the estimate's uncertainty) and the action latency the training's range, so the refined actor does not
+lean on the exact numbers.
+
+Sim data and robot data stay apart and labelled: the robot's logged observations anchor the actor
+(imitation of the actor it started from, on the states the vehicle really visited), the simulator only
+provides the gradient of the cost; the report counts both.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from policies.models import ActorCritic
+from sim.randomization import RandomizationCfg
+
+
+@dataclasses.dataclass(frozen=True)
+class SimRefineCfg:
+    iterations: int = 10
+    """rollouts from fresh starts (each: segments_per_rollout optimizer steps)"""
+    num_envs: int = 256
+    segment_steps: int = 25
+    """control steps per back-propagated segment (0.5 s at 50 Hz)"""
+    segments_per_rollout: int = 4
+    """segments flown from each reset (2 s at 50 Hz): the settling transient and the hold after it"""
+    lr: float = 3e-4
+    w_pos: float = 1.0
+    """cost per squared position error, per (5 cm)^2"""
+    w_vel: float = 0.1
+    """per squared speed, per (5 cm/s)^2"""
+    w_ang_vel: float = 0.01
+    """per squared body rate [1/(rad/s)^2]"""
+    w_action_rate: float = 1.0
+    """per squared change of the normalized action between steps"""
+    anchor_weight: float = 10.0
+    """imitation of the starting actor on the robot's logged observations"""
+    gain_spread: float = 0.03
+    """estimated rotor gains x U(1 - spread, 1 + spread) per rotor and env"""
+    init_offset_m: float = 0.03
+    """start position: uniform in a cube of this half-size around the goal [m]"""
+    init_vel_m_s: float = 0.03
+    max_grad_norm: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if min(self.iterations, self.num_envs, self.segment_steps, self.segments_per_rollout) < 1:
+            raise ValueError("iterations, num_envs, segment_steps and segments_per_rollout must be >= 1")
+        if not 0 <= self.gain_spread < 0.5:
+            raise ValueError(f"gain_spread must be in [0, 0.5), got {self.gain_spread}")
+
+
+def _detach(env) -> None:
+    env.state = type(env.state)(*(x.detach() for x in env.state))
+    env.prev_actions = env.prev_actions.detach()
+    env.action_queue = env.action_queue.detach()
+
+
+def refine_in_sim(model: ActorCritic, task_cfg, rotor_gains, robot_obs: torch.Tensor, cfg: SimRefineCfg = SimRefineCfg(),
+                  progress=None) -> tuple[ActorCritic, dict]:
+    """A copy of ``model`` with its actor refined on the simulated vehicle with ``rotor_gains``.
+
+    task_cfg: the policy's training config (vehicle, rates, action space, latency range, obs noise);
+    robot_obs: [N, obs] logged observations (the anchor). Returns (model, report).
+    """
+    from sim.tasks import make_env
+    from policies.hil.identify import _task_name
+
+    torch.manual_seed(cfg.seed)
+    t0 = time.perf_counter()
+    vehicle = dataclasses.replace(task_cfg.vehicle, rotor_gain=tuple(float(g) for g in rotor_gains))
+    r = task_cfg.randomization
+    rand = dataclasses.replace(RandomizationCfg.nominal(), latency_s=r.latency_s, obs_noise_pos_m=r.obs_noise_pos_m,
+                               obs_noise_vel_m_s=r.obs_noise_vel_m_s, obs_noise_rot=r.obs_noise_rot,
+                               obs_noise_ang_vel_rad_s=r.obs_noise_ang_vel_rad_s,
+                               rotor_gain_scale=(1.0 - cfg.gain_spread, 1.0 + cfg.gain_spread))
+    env = make_env(_task_name(task_cfg), dataclasses.replace(
+        task_cfg, num_envs=cfg.num_envs, vehicle_params=vehicle, randomization=rand, compile=False, seed=cfg.seed,
+        init_pos_m=cfg.init_offset_m, init_tilt_rad=0.0, init_lin_vel_m_s=cfg.init_vel_m_s, init_ang_vel_rad_s=0.0))
+    refined = copy.deepcopy(model).train()
+    anchor = copy.deepcopy(model.actor).eval()
+    for p in list(refined.obs_normalizer.parameters()) + list(anchor.parameters()):
+        p.requires_grad_(False)
+    opt = torch.optim.Adam(refined.actor.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    with torch.no_grad():
+        anchor_target = anchor(refined.obs_normalizer(robot_obs))
+    first = last = None
+    pos_scale, vel_scale = 0.05, 0.05
+    for it in range(cfg.iterations):
+        obs = env.reset()["policy"]
+        costs = []
+        for _seg in range(cfg.segments_per_rollout):
+            _detach(env)
+            obs = env.observe()["policy"]
+            cost = torch.zeros(())
+            for _ in range(cfg.segment_steps):
+                actions, last_action = env.advance(refined.act_mean(obs))
+                s = env.state
+                cost = cost + (cfg.w_pos * ((env.goal_w - s.pos_w) / pos_scale).square().sum(-1)
+                               + cfg.w_vel * (s.lin_vel_w / vel_scale).square().sum(-1)
+                               + cfg.w_ang_vel * s.ang_vel_b.square().sum(-1)
+                               + cfg.w_action_rate * (actions - last_action).square().sum(-1)).mean()
+                obs = env.observe()["policy"]
+            cost = cost / cfg.segment_steps
+            i = torch.randint(len(robot_obs), (min(1024, len(robot_obs)),), generator=gen)
+            anchor_loss = (refined.actor(refined.obs_normalizer(robot_obs[i])) - anchor_target[i]).square().sum(-1).mean()
+            loss = cost + cfg.anchor_weight * anchor_loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(refined.actor.parameters(), cfg.max_grad_norm)
+            opt.step()
+            costs.append(cost.item())
+        last = float(np.mean(costs))
+        first = last if first is None else first
+        if progress is not None:
+            progress(f"sim refine {it + 1}/{cfg.iterations}: hover cost {last:.3f}")
+    report = {"cfg": dataclasses.asdict(cfg), "rotor_gains": [float(g) for g in rotor_gains],
+              "sim_env_steps": cfg.iterations * cfg.segments_per_rollout * cfg.segment_steps * cfg.num_envs,
+              "robot_anchor_steps": int(len(robot_obs)), "cost_first": first, "cost_last": last,
+              "time_s": time.perf_counter() - t0}
+    return refined.eval(), report
