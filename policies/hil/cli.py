@@ -27,7 +27,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="validate on the twin with the rotor gains estimated from the logs instead of its own "
                         "disturbances (with --validate-twin: that twin's other settings)")
     p.add_argument("--sim-iterations", type=int, default=None,
-                   help="rollouts of the simulator stage (default 10); 0: fine-tune on the logs only")
+                   help="rollouts of the simulator stage (default 20); 0: fine-tune on the logs only")
     p.add_argument("--swap", action="store_true", help="offer the child to the running runner (runner/load_policy)")
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID of the running runner (--swap)")
     p.add_argument("--report", type=Path, default=None, help="write the report JSON here")

@@ -31,7 +31,7 @@ from sim.randomization import RandomizationCfg
 
 @dataclasses.dataclass(frozen=True)
 class SimRefineCfg:
-    iterations: int = 10
+    iterations: int = 20
     """rollouts from fresh starts (each: segments_per_rollout optimizer steps)"""
     num_envs: int = 256
     segment_steps: int = 25
