@@ -149,3 +149,22 @@ def test_corrupt_checkpoint_is_a_checkpoint_error(trained_hover, tmp_path):
     intact = tmp_path / "intact.pt"
     shutil.copy(trained_hover.checkpoint, intact)
     assert load_checkpoint(intact, task="hover")["iteration"] == trained_hover.ppo_cfg.num_iterations
+
+
+def test_init_from_a_deployed_actor_warms_the_critic_up_first(trained_hover, tmp_path):
+    """train(init=...) starts from the given actor and frozen normalizer; during the critic warm-up the
+    actor does not move while the fresh critic learns; a mismatched init is refused."""
+    src = model_from_checkpoint(load_checkpoint(trained_hover.checkpoint))
+    hidden = tuple(m.out_features for m in src.actor if isinstance(m, torch.nn.Linear))[:-1]
+    cfg = PPOCfg(num_iterations=3, critic_warmup_iterations=3, actor_hidden=hidden, **SMALL)
+    ckpt = train(make_env("hover", num_envs=64), "hover", cfg, tmp_path / "warm", progress=False, init=src)
+    out = model_from_checkpoint(load_checkpoint(ckpt))
+    obs = torch.randn(256, src.actor[0].in_features)
+    with torch.no_grad():
+        torch.testing.assert_close(out.act_mean(obs), src.act_mean(obs))  # actor and normalizer untouched
+    torch.testing.assert_close(out.obs_normalizer.mean, src.obs_normalizer.mean)
+    fresh = ActorCritic(src.actor[0].in_features, src.log_std.shape[0], hidden)
+    assert any(not torch.equal(a, b) for a, b in zip(out.critic.parameters(), fresh.critic.parameters()))
+    with pytest.raises(ValueError, match="init model"):
+        train(make_env("hover", num_envs=64, action_history=3), "hover", cfg, tmp_path / "bad", progress=False,
+              init=src)
