@@ -85,10 +85,10 @@ def _tq(x: np.ndarray) -> torch.Tensor:
 def fly_tether(policy: OnnxPolicy, task_cfg, starts: dict[str, np.ndarray], goal_w: np.ndarray,
                duration_s: float, latency_steps: int = 0) -> dict[str, np.ndarray]:
     """Fly the policy in Tether's batched simulator on the nominal vehicle from ``starts``."""
-    from sim.tasks import make_env
+    from sim.tasks import make_env, task_name_of
 
     m = len(starts["pos_w"])
-    env = make_env(_task_name(task_cfg), task_cfg, num_envs=m, randomization=_fixed_latency(latency_steps, task_cfg),
+    env = make_env(task_name_of(task_cfg), task_cfg, num_envs=m, randomization=_fixed_latency(latency_steps, task_cfg),
                    max_distance_m=1e9, ground_z_m=-1e9, episode_length_s=1e9, compile=False)
     env.reset()
     env.goal_w[:] = _tq(goal_w)
@@ -109,15 +109,6 @@ def fly_tether(policy: OnnxPolicy, task_cfg, starts: dict[str, np.ndarray], goal
         err[k + 1] = np.where(crashed, np.nan_to_num(err[k], nan=9.9), e)
     t = np.arange(steps + 1) / task_cfg.control_rate_hz
     return {"t_s": t, "pos_err": err, "crashed": crashed}
-
-
-def _task_name(task_cfg) -> str:
-    from sim.tasks import TASKS
-
-    for name, (cfg_cls, _) in TASKS.items():
-        if type(task_cfg) is cfg_cls:
-            return name
-    raise KeyError(f"no task registered for {type(task_cfg).__name__}")
 
 
 def _fixed_latency(latency_steps: int, task_cfg) -> RandomizationCfg:

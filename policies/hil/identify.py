@@ -70,7 +70,7 @@ def estimate_rotor_gains(step: StepLog, task_cfg, window: int = 3, max_windows: 
     control rate, substeps, action space and rate-controller gains, i.e. how a logged action moves the
     vehicle. Raises ValueError when the logs hold too few usable windows.
     """
-    from sim.tasks import make_env
+    from sim.tasks import make_env, task_name_of
 
     dt, substeps = task_cfg.control_dt, task_cfg.substeps
     starts = _windows(step, dt, window, max_windows, seed)
@@ -81,7 +81,7 @@ def estimate_rotor_gains(step: StepLog, task_cfg, window: int = 3, max_windows: 
     n_rot = len(vehicle.rotor_spin)
     m = len(starts)
     blocks = n_rot + 1  # the current gains and one finite-difference probe per rotor
-    env = make_env(_task_name(task_cfg),
+    env = make_env(task_name_of(task_cfg),
                    dataclasses.replace(task_cfg, num_envs=m * blocks, randomization=RandomizationCfg.nominal(),
                                        vehicle_params=vehicle, compile=False))
     f = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float32))  # noqa: E731
@@ -135,11 +135,3 @@ def estimate_rotor_gains(step: StepLog, task_cfg, window: int = 3, max_windows: 
                              residual_rms_nominal=rms_nominal, residual_rms=float(np.sqrt(np.mean(rw[0] ** 2))),
                              windows=m, window_steps=window)
 
-
-def _task_name(task_cfg) -> str:
-    from sim.tasks import TASKS
-
-    for name, (cfg_cls, _) in TASKS.items():
-        if type(task_cfg) is cfg_cls:
-            return name
-    raise ValueError(f"no registered task uses {type(task_cfg).__name__}")

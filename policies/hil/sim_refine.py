@@ -77,8 +77,7 @@ def refine_in_sim(model: ActorCritic, task_cfg, rotor_gains, robot_obs: torch.Te
     task_cfg: the policy's training config (vehicle, rates, action space, latency range, obs noise);
     robot_obs: [N, obs] logged observations (the anchor). Returns (model, report).
     """
-    from sim.tasks import make_env
-    from policies.hil.identify import _task_name
+    from sim.tasks import make_env, task_name_of
 
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
@@ -88,7 +87,7 @@ def refine_in_sim(model: ActorCritic, task_cfg, rotor_gains, robot_obs: torch.Te
                                obs_noise_vel_m_s=r.obs_noise_vel_m_s, obs_noise_rot=r.obs_noise_rot,
                                obs_noise_ang_vel_rad_s=r.obs_noise_ang_vel_rad_s,
                                rotor_gain_scale=(1.0 - cfg.gain_spread, 1.0 + cfg.gain_spread))
-    env = make_env(_task_name(task_cfg), dataclasses.replace(
+    env = make_env(task_name_of(task_cfg), dataclasses.replace(
         task_cfg, num_envs=cfg.num_envs, vehicle_params=vehicle, randomization=rand, compile=False, seed=cfg.seed,
         init_pos_m=cfg.init_offset_m, init_tilt_rad=0.0, init_lin_vel_m_s=cfg.init_vel_m_s, init_ang_vel_rad_s=0.0))
     refined = copy.deepcopy(model).train()

@@ -17,6 +17,14 @@ TASKS: dict[str, tuple[type[QuadrotorTaskCfg], type[QuadrotorEnv]]] = {
 }
 
 
+def task_name_of(cfg: QuadrotorTaskCfg) -> str:
+    """The registered name of the task whose config class ``cfg`` is (hover and recover share an env)."""
+    for name, (cfg_cls, _) in TASKS.items():
+        if type(cfg) is cfg_cls:
+            return name
+    raise KeyError(f"no task registered for {type(cfg).__name__}")
+
+
 def make_env(task: str, cfg: QuadrotorTaskCfg | None = None, **overrides) -> QuadrotorEnv:
     if task not in TASKS:
         raise KeyError(f"unknown task {task!r}; registered tasks: {sorted(TASKS)}")
