@@ -18,7 +18,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="directory for the child policy.onnx + policy.json")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
     p.add_argument("--goal", type=float, nargs=3, default=(0.0, 0.0, 1.0), metavar=("X", "Y", "Z"),
-                   help="the runner's hover goal during the logs [m] (not in the log)")
+                   help="the runner's hover goal [m], for logs recorded without /runner/goal")
     p.add_argument("--updates", type=int, default=None, help="learner updates after the critic warm-up")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--validate-twin", type=Path, default=None,

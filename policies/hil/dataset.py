@@ -155,7 +155,8 @@ def load_log(log: str | Path, contract: PolicyContract, accepted_shas: set[str],
     """Per-step arrays of one bag recorded with a policy of ``contract``'s layout.
 
     accepted_shas: sha256 of the policies whose logs may be used (the parent and its ancestors).
-    goal_w: the runner's goal [m] (the log does not carry it: the runner's goal_w parameter).
+    goal_w: the runner's goal [m] for logs without /runner/goal (recorded before the runner published
+        it); a log that carries it uses the goal in force at each tick.
     policy: the loaded parent (tether.runtime.OnnxPolicy). With it, a tick whose state message arrived
         at the recorder out of order (two processes' streams interleave under load) is matched to the
         neighbouring state message that reproduces the logged policy action, when one does.
@@ -233,9 +234,16 @@ def load_log(log: str | Path, contract: PolicyContract, accepted_shas: set[str],
     sha_t = np.array([t for t, _ in active], dtype=np.int64)
     sha_idx = np.clip(np.searchsorted(sha_t, t_exec, side="right") - 1, 0, None)
     keep = (i_odom >= 0) & ~first
+    goals = msgs.get("/runner/goal", [])
+    if goals:  # latched: the first one was in force before the recorder heard it
+        g_t = np.array([t for t, _ in goals], dtype=np.int64)
+        g_v = np.array([(m.point.x, m.point.y, m.point.z) for _, m in goals], dtype=np.float64)
+        goal_per_tick = g_v[np.clip(np.searchsorted(g_t, t_exec, side="right") - 1, 0, None)]
+    else:
+        goal_per_tick = np.tile(np.asarray(goal_w, dtype=np.float64), (len(t_exec), 1))
     step = StepLog(
         t_s=t_exec * 1e-9, pos_w=pos[i_odom], quat_wxyz=quat[i_odom], lin_vel_w=vel_w[i_odom], ang_vel_b=ang[i_odom],
-        goal_w=np.tile(np.asarray(goal_w, dtype=np.float64), (len(t_exec), 1)), policy_action=policy_action,
+        goal_w=goal_per_tick, policy_action=policy_action,
         human_action=human_action, executed=executed, prev_executed=prev, intervention=intervention,
         episode=episode, policy_sha=np.array([active[i][1][1] for i in sha_idx], dtype=object),
         source=np.full(len(t_exec), "robot", dtype=object), logs=[str(log)])

@@ -72,15 +72,19 @@ class _Log:
         from tether_deploy.bag import BagWriter
 
         self.ser = serialize_message
-        self.msg = {"odom": Odometry, "joy": Joy, "bool": Bool, "array": Float32MultiArray, "string": String}
+        from geometry_msgs.msg import PointStamped
+
+        self.msg = {"odom": Odometry, "joy": Joy, "bool": Bool, "array": Float32MultiArray, "string": String,
+                    "point": PointStamped}
         self.bag = BagWriter(bag_dir, chunk_interval_s=1e9)
         self.topics = {"odom": "/" + qos.STATE_ODOM, "joy": "/" + qos.JOY, "policy": "/" + qos.POLICY_ACTION,
                        "human": "/" + qos.HUMAN_ACTION, "executed": "/" + qos.EXECUTED_ACTION,
                        "flag": "/" + qos.INTERVENTION, "mode": "/" + qos.RUNNER_MODE,
-                       "active": "/" + qos.ACTIVE_POLICY}
+                       "active": "/" + qos.ACTIVE_POLICY, "goal": "/" + qos.RUNNER_GOAL}
         types = {"odom": Odometry, "joy": Joy, "policy": Float32MultiArray, "human": Float32MultiArray,
-                 "executed": Float32MultiArray, "flag": Bool, "mode": String, "active": String}
-        offered = {"odom": qos.SENSOR_DATA, "joy": qos.SENSOR_DATA, "mode": qos.LATCHED, "active": qos.LATCHED}
+                 "executed": Float32MultiArray, "flag": Bool, "mode": String, "active": String, "goal": PointStamped}
+        offered = {"odom": qos.SENSOR_DATA, "joy": qos.SENSOR_DATA, "mode": qos.LATCHED, "active": qos.LATCHED,
+                   "goal": qos.LATCHED}
         for key, topic in self.topics.items():
             self.bag.add_topic(topic, types[key], qos.qos_to_rosbag2_yaml(offered.get(key, qos.COMMAND)))
 
@@ -133,6 +137,10 @@ def fly_corrected_episode(policy, policy_dir: str, twin_cfg: TwinConfig, operato
         if log is not None:
             sha = contract.provenance["onnx_sha256"]
             log.write("active", t0_ns, String(data=f"active {sha} {policy_dir}"))
+            goal_msg = log.msg["point"]()
+            goal_msg.header.frame_id = "world"
+            goal_msg.point.x, goal_msg.point.y, goal_msg.point.z = (float(v) for v in goal)
+            log.write("goal", t0_ns, goal_msg)
         for k in range(steps):
             t = k * period
             t_ns = t0_ns + int(round(t * 1e9))

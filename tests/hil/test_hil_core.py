@@ -120,3 +120,22 @@ def test_provenance_chain_parent_to_child_to_grandchild(hover_parent, corrected_
     finetune(tmp_path / "child", corrected_logs[:2], "rlif", tmp_path / "grandchild", quick, sim_refine=None)
     _, grandchild = load_policy_dir(tmp_path / "grandchild")
     assert lineage(grandchild)[1:] == [child.provenance["onnx_sha256"], parent.provenance["onnx_sha256"]]
+
+
+def test_logs_carry_the_runners_goal(hover_parent, tmp_path):
+    """The goal in force is in the log (/runner/goal, latched): loading needs no --goal, and the rebuilt
+    observations replay the logged policy actions only with the logged goal."""
+    from hardware.twin import TwinConfig
+    from policies.hil.finetune import lineage
+    from policies.hil.flight import EpisodeCfg, episode_starts, fly_corrected_episode
+    from policies.hil.loop import _operator_cfg, _twin_for
+    from tether_deploy.operator_core import ScriptedOperator
+
+    policy = OnnxPolicy(hover_parent)
+    ep = EpisodeCfg(settle_s=0.5, hold_s=1.0, goal_w=(0.4, -0.3, 1.3))
+    fly_corrected_episode(policy, str(hover_parent), _twin_for(policy.contract, TwinConfig(init_pos_w=ep.goal_w)),
+                          ScriptedOperator(_operator_cfg(policy.contract)), episode_starts(1, ep, seed=5)[0], ep,
+                          tmp_path / "ep")
+    step = load_log(tmp_path / "ep", policy.contract, set(lineage(policy.contract)), goal_w=(0.0, 0.0, 1.0))
+    np.testing.assert_allclose(step.goal_w, np.tile(ep.goal_w, (len(step), 1)))
+    assert replay_match(step, policy) > 0.95

@@ -27,6 +27,7 @@ INTERVENTION = "intervention"
 DIAGNOSTICS = "/diagnostics"
 RUNNER_MODE = "runner/mode"
 ACTIVE_POLICY = "runner/active_policy"
+RUNNER_GOAL = "runner/goal"  # the goal the runner flies to (latched): logs carry it
 LOAD_POLICY = "runner/load_policy"
 RESET_ESTOP = "runner/reset_estop"
 

@@ -13,6 +13,7 @@ import functools
 from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PointStamped
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from sensor_msgs.msg import Imu, Joy
@@ -33,6 +34,7 @@ RECORDED = {
     qos.INTERVENTION: (Bool, qos.RECORDER_RELIABLE, qos.COMMAND),
     qos.RUNNER_MODE: (String, qos.LATCHED, qos.LATCHED),
     qos.ACTIVE_POLICY: (String, qos.LATCHED, qos.LATCHED),
+    qos.RUNNER_GOAL: (PointStamped, qos.LATCHED, qos.LATCHED),
     qos.DIAGNOSTICS: (DiagnosticArray, qos.RECORDER_RELIABLE, qos.DIAGNOSTICS_QOS),
 }
 

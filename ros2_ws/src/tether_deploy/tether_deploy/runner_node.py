@@ -138,6 +138,7 @@ class PolicyRunner(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._diag_pub = self.create_publisher(DiagnosticArray, qos.DIAGNOSTICS, qos.DIAGNOSTICS_QOS)
         self._status_pub = self.create_publisher(String, qos.ACTIVE_POLICY, qos.LATCHED)
+        self._goal_pub = self.create_publisher(PointStamped, qos.RUNNER_GOAL, qos.LATCHED)
         policy_dir = str(self._p("policy_dir"))
         try:
             if not policy_dir:
@@ -168,6 +169,7 @@ class PolicyRunner(LifecycleNode):
             self.create_service(Trigger, qos.RESET_ESTOP, self._on_reset_estop),
         ]
         self._accept(policy_dir, policy)
+        self._publish_goal()
         self.get_logger().info(
             f"configured {c.task} policy from {policy_dir}: {c.obs_dim} obs -> {c.action.dim} {c.action.type} "
             f"actions at {c.control_rate_hz:g} Hz, sha256 {c.provenance['onnx_sha256'][:12]}, safe behaviour "
@@ -263,6 +265,16 @@ class PolicyRunner(LifecycleNode):
         problem = self.core.set_goal([msg.point.x, msg.point.y, msg.point.z])
         if problem:
             self.get_logger().warn(problem)
+        else:
+            self._publish_goal()
+
+    def _publish_goal(self) -> None:
+        """The goal in force, latched on runner/goal, so the recorder's logs carry it."""
+        msg = PointStamped()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = "world"
+        msg.point.x, msg.point.y, msg.point.z = (float(v) for v in self.core.goal_w)
+        self._goal_pub.publish(msg)
 
     # -------------------------------------------------------------------------------- the tick
 
