@@ -287,7 +287,9 @@ def plot_report(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rounds = report["rounds"]
-    fig, ax = plt.subplots(1, 3, figsize=(15, 4))
+    estimates = [(r["round"], r["finetune"]["perturbation"]) for r in rounds
+                 if (r.get("finetune") or {}).get("perturbation")]
+    fig, ax = plt.subplots(1, 4 if estimates else 3, figsize=(20 if estimates else 15, 4))
     ax[0].bar([str(r["round"]) for r in rounds], [r["success_rate"] for r in rounds], color="tab:green")
     ax[0].set(title="success (hold within 5 cm for 10 s, no takeover)", xlabel="round", ylabel="success rate",
               ylim=(0, 1.05))
@@ -305,6 +307,17 @@ def plot_report(report: dict, path: Path) -> None:
     ax[2].axhline(5.0, color="k", ls="--", lw=0.8)
     ax[2].set(title="position error", xlabel="t [s]", ylabel="|goal - pos| [cm]")
     ax[2].legend()
+    if estimates:
+        width = 0.8 / len(estimates)
+        for k, (r, est) in enumerate(estimates):
+            g = np.asarray(est["gains"])
+            ax[3].bar(np.arange(len(g)) + k * width, g, width, yerr=est["sigma"], label=f"logs up to round {r}")
+        ax[3].axhline(1.0, color="k", ls="--", lw=0.8)
+        n_rot = len(estimates[0][1]["gains"])
+        ax[3].set_xticks(np.arange(n_rot) + 0.4 - width / 2, [str(i) for i in range(n_rot)])
+        ax[3].set(title="rotor gains estimated from the logs", xlabel="rotor (motor order)", ylabel="thrust gain",
+                  ylim=(0, 1.2))
+        ax[3].legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
