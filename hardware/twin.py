@@ -19,7 +19,7 @@ from hardware.robot import (Command, CtbrCommand, Robot, RobotAlreadyConnectedEr
                             Schema, check_finite_command)
 from sim.pybullet_ref.quadrotor import PhysicsOverrides, PybulletQuadrotors
 from sim.pybullet_ref.rate_control import ctbr_to_rotor_cmd, make_rate_controller
-from sim.quadrotor.presets import PRESETS, QuadrotorPreset
+from sim.quadrotor.presets import PRESETS, QuadrotorPreset, check_rotor_gain
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,9 +109,7 @@ class TwinConfig:
             raise ValueError(f"twin.wind_gust needs start_s >= 0, duration_s >= 0 [s], force_w [3] N; got {g}")
         if self.payload is not None and (self.payload.mass_kg < 0 or len(self.payload.pos_b) != 3):
             raise ValueError(f"twin.payload needs mass_kg >= 0 and pos_b [3] m; got {self.payload}")
-        if self.rotor_gain is not None and (len(self.rotor_gain) != n_rotors
-                                            or not all(0 < g <= 2 for g in self.rotor_gain)):
-            raise ValueError(f"twin.rotor_gain needs {n_rotors} values in (0, 2], got {self.rotor_gain!r}")
+        check_rotor_gain(self.rotor_gain, n_rotors, "twin.rotor_gain")
         w = self.weak_motor
         if w is not None and (not 0 <= w.index < n_rotors or not 0 <= w.gain <= 1):
             raise ValueError(f"twin.weak_motor needs index in [0, {n_rotors}) and gain in [0, 1]; got {w}")

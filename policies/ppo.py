@@ -177,9 +177,10 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
                 v_clipped = b_values[mb] + (newvalue - b_values[mb]).clamp(-cfg.clip_coef, cfg.clip_coef)
                 v_loss = 0.5 * torch.max((newvalue - b_returns[mb]).square(),
                                          (v_clipped - b_returns[mb]).square()).mean()
-                loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
-                if warmup:  # unclipped: a fresh critic must travel far from its first estimates
+                if warmup:  # value only, unclipped: a fresh critic must travel far from its first estimates
                     loss = cfg.vf_coef * 0.5 * (newvalue - b_returns[mb]).square().mean()
+                else:
+                    loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
 
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -110,9 +110,10 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
     progress(f"finetune: {len(steps)} steps from {len(log_paths)} log(s), {int(steps.human_controlled.sum())} "
              f"human-controlled, {len(set(steps.episode.tolist()))} episodes; replay match {match:.3f}")
 
+    task_cfg = task_cfg_from_contract(parent_dir)
     perturbation, why = None, ""
     try:
-        perturbation = estimate_rotor_gains(steps.select(steps.source == "robot"), task_cfg_from_contract(parent_dir))
+        perturbation = estimate_rotor_gains(steps.select(steps.source == "robot"), task_cfg)
         i, g = perturbation.weakest()
         progress(f"finetune: estimated rotor gains {np.round(perturbation.gains, 3).tolist()} (weakest: rotor {i} at "
                  f"{g:.0%}); prediction error {perturbation.residual_rms_nominal:.3f} -> {perturbation.residual_rms:.3f}")
@@ -131,7 +132,7 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
     child_model, train_logs = finetune_actor(parent_model, data, cfg, logged_policy_actions(steps))
     sim_report = None
     if sim_refine is not None and perturbation is not None:
-        child_model, sim_report = refine_in_sim(child_model, task_cfg_from_contract(parent_dir), perturbation.gains,
+        child_model, sim_report = refine_in_sim(child_model, task_cfg, perturbation.gains,
                                                 data.obs[data.sim < 0.5], sim_refine)
         progress(f"finetune: continued in the simulator with the estimated gains: {sim_report['sim_env_steps']:,} sim "
                  f"steps (hover cost {sim_report['cost_first']:.2f} -> {sim_report['cost_last']:.2f}), anchored on "
@@ -139,6 +140,7 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
     elif sim_refine is not None:
         progress("finetune: no simulator stage (no perturbation estimate)")
     t_train = time.perf_counter() - t0
+    estimated = None if perturbation is None else perturbation.to_dict()
 
     from policies.export import export_policy
 
@@ -153,7 +155,7 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
             "goal_w": list(goal_w), "replay_match": match,
             "logs": [{"path": str(p.resolve()), "mcap_sha256": _mcap_sha(p)} for p in log_paths],
             "steps": len(steps), "human_steps": int(steps.human_controlled.sum()),
-            "perturbation": None if perturbation is None else perturbation.to_dict(), "sim_refine": sim_report}
+            "perturbation": estimated, "sim_refine": sim_report}
         export_dir = work / "policy"
         _, child_contract, parity_err = export_policy(ckpt, export_dir, parent=provenance_parent,
                                                       recorded_obs=data.obs[:512].numpy())
@@ -162,7 +164,7 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
                   "child_sha256": child_contract.provenance["onnx_sha256"], "steps": len(steps),
                   "human_steps": int(steps.human_controlled.sum()), "replay_match": match,
                   "onnx_parity": parity_err, "train_s": t_train, "train": train_logs,
-                  "perturbation": None if perturbation is None else perturbation.to_dict(), "sim_refine": sim_report}
+                  "perturbation": estimated, "sim_refine": sim_report}
         if validate_twin is not None:
             report["validation_twin"] = dataclasses.asdict(validate_twin)
             report["validation"] = {

@@ -112,7 +112,7 @@ def fly_corrected_episode(policy, policy_dir: str, twin_cfg: TwinConfig, operato
 
     from tether_deploy.actuation import ActionToCommand
     from tether_deploy.arbitration import HumanInput
-    from tether_deploy.conversions import fill_odometry, odometry_to_quantities
+    from tether_deploy.conversions import fill_odometry, fill_point_stamped, odometry_to_quantities
     from tether_deploy.runner_core import RunnerConfig, RunnerCore
     from tether_deploy.teleop_map import JoyMapping, StickMapper
 
@@ -138,8 +138,7 @@ def fly_corrected_episode(policy, policy_dir: str, twin_cfg: TwinConfig, operato
             sha = contract.provenance["onnx_sha256"]
             log.write("active", t0_ns, String(data=f"active {sha} {policy_dir}"))
             goal_msg = log.msg["point"]()
-            goal_msg.header.frame_id = "world"
-            goal_msg.point.x, goal_msg.point.y, goal_msg.point.z = (float(v) for v in goal)
+            fill_point_stamped(goal_msg, goal)
             log.write("goal", t0_ns, goal_msg)
         for k in range(steps):
             t = k * period

@@ -64,11 +64,15 @@ class LoopCfg:
             raise ValueError(f"backend must be 'ros' or 'inproc', got {self.backend!r}")
 
 
-def _operator_cfg(contract, rate_fraction: float = 0.5, thrust_range: float = 0.5):
+def _operator_cfg(contract, joy=None):
+    """The scripted operator for a runner with gamepad mapping ``joy`` (default: the runner's defaults):
+    full stick = joy.rate_fraction of the contract's body-rate limits, as the runner maps it."""
     from tether_deploy.operator_core import OperatorCfg
+    from tether_deploy.teleop_map import JoyMapping
 
-    lim = np.asarray(contract.action.body_rate_limits_rad_s, dtype=float) * rate_fraction
-    return OperatorCfg(full_stick_rate_rad_s=tuple(float(x) for x in lim), thrust_range=thrust_range)
+    joy = joy or JoyMapping()
+    lim = np.asarray(contract.action.body_rate_limits_rad_s, dtype=float) * joy.rate_fraction
+    return OperatorCfg(full_stick_rate_rad_s=tuple(float(x) for x in lim), joy=joy)
 
 
 def _twin_for(contract, twin: TwinConfig) -> TwinConfig:

@@ -101,7 +101,7 @@ def refine_in_sim(model: ActorCritic, task_cfg, rotor_gains, robot_obs: torch.Te
     first = last = None
     pos_scale, vel_scale = 0.05, 0.05
     for it in range(cfg.iterations):
-        obs = env.reset()["policy"]
+        env.reset()
         costs = []
         for _seg in range(cfg.segments_per_rollout):
             _detach(env)

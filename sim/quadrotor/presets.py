@@ -12,6 +12,12 @@ import dataclasses
 import math
 
 
+def check_rotor_gain(gain, n_rotors: int, where: str) -> None:
+    """A per-rotor thrust gain is None (all nominal) or one value in (0, 2] per rotor."""
+    if gain is not None and (len(gain) != n_rotors or not all(0 < g <= 2 for g in gain)):
+        raise ValueError(f"{where} needs one value in (0, 2] per rotor ({n_rotors}), got {gain!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class QuadrotorPreset:
     name: str
@@ -44,10 +50,7 @@ class QuadrotorPreset:
         if len(self.rotor_pos_b) != len(self.rotor_spin):
             raise ValueError(f"{self.name}: {len(self.rotor_pos_b)} rotor positions, "
                              f"{len(self.rotor_spin)} spin directions")
-        if self.rotor_gain is not None and (len(self.rotor_gain) != len(self.rotor_spin)
-                                            or not all(0 < g <= 2 for g in self.rotor_gain)):
-            raise ValueError(f"{self.name}: rotor_gain needs one value in (0, 2] per rotor "
-                             f"({len(self.rotor_spin)}), got {self.rotor_gain!r}")
+        check_rotor_gain(self.rotor_gain, len(self.rotor_spin), f"{self.name}: rotor_gain")
         if self.mass_kg <= 0 or self.kf_n_per_rpm2 <= 0 or self.max_rpm <= 0:
             raise ValueError(f"{self.name}: mass, kf and max_rpm must be positive")
 

@@ -258,6 +258,6 @@ def test_operator_takes_over_after_its_reaction_time_only():
     pressed = []
     for k in range(20):
         _, buttons = op.step(t0 + k * dt, far, q, v, goal)
-        pressed.append(buttons[cfg.button_deadman] == 1)
+        pressed.append(buttons[cfg.joy.button_deadman] == 1)
     first = pressed.index(True) * dt
     assert op.takeovers == 1 and cfg.reaction_s - 1e-9 <= first <= cfg.reaction_s + dt

@@ -54,5 +54,11 @@ def fill_imu(msg, quat_wxyz, ang_vel_b, lin_acc_b) -> None:
     a.x, a.y, a.z = (float(x) for x in lin_acc_b)
 
 
+def fill_point_stamped(msg, point, frame_id: str = "world") -> None:
+    """A point (e.g. the goal) into geometry_msgs/PointStamped, in ``frame_id``."""
+    msg.header.frame_id = frame_id
+    msg.point.x, msg.point.y, msg.point.z = (float(x) for x in point)
+
+
 def stamp_to_s(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9

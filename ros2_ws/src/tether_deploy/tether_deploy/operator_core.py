@@ -18,6 +18,8 @@ import dataclasses
 
 import numpy as np
 
+from tether_deploy.teleop_map import JoyMapping
+
 GRAVITY = 9.81
 
 
@@ -51,17 +53,10 @@ class OperatorCfg:
     max_tilt_rad: float = 0.5
     """largest tilt the operator asks for [rad]"""
     # the gamepad (must match the runner's joy parameters)
+    joy: JoyMapping = JoyMapping()
+    """the runner's stick layout and scaling (its joy.* parameters): axes, inversions, deadman, thrust_range"""
     full_stick_rate_rad_s: tuple[float, float, float] = (6.0, 6.0, 3.0)
-    """body rate at full stick, roll, pitch, yaw [rad/s] (runner: rate_fraction * body-rate limits)"""
-    thrust_range: float = 0.5
-    """full throttle = hover thrust * (1 +- thrust_range) [1] (runner joy.thrust_range)"""
-    axis_throttle: int = 1
-    axis_yaw: int = 0
-    axis_pitch: int = 4
-    axis_roll: int = 3
-    invert_roll: bool = True
-    invert_yaw: bool = False
-    button_deadman: int = 4
+    """body rate at full stick, roll, pitch, yaw [rad/s] (runner: joy.rate_fraction * body-rate limits)"""
     num_axes: int = 8
     num_buttons: int = 11
 
@@ -70,11 +65,13 @@ class OperatorCfg:
             raise ValueError(f"reaction_s must be >= 0 [s], got {self.reaction_s}")
         if not 0 < self.handback_m < self.takeover_m:
             raise ValueError(f"need 0 < handback_m < takeover_m [m], got {self.handback_m}, {self.takeover_m}")
-        if min(self.full_stick_rate_rad_s) <= 0 or not 0 < self.thrust_range <= 1:
-            raise ValueError("full_stick_rate_rad_s must be positive [rad/s] and thrust_range in (0, 1]")
+        if min(self.full_stick_rate_rad_s) <= 0 or not 0 < self.joy.thrust_range <= 1:
+            raise ValueError("full_stick_rate_rad_s must be positive [rad/s] and joy.thrust_range in (0, 1]")
         for name in ("axis_throttle", "axis_yaw", "axis_pitch", "axis_roll"):
-            if not 0 <= getattr(self, name) < self.num_axes:
-                raise ValueError(f"{name} {getattr(self, name)} outside the {self.num_axes} axes")
+            if not 0 <= getattr(self.joy, name) < self.num_axes:
+                raise ValueError(f"joy.{name} {getattr(self.joy, name)} outside the {self.num_axes} axes")
+        if not 0 <= self.joy.button_deadman < self.num_buttons:
+            raise ValueError(f"joy.button_deadman {self.joy.button_deadman} outside the {self.num_buttons} buttons")
 
 
 def _rotmat(q: np.ndarray) -> np.ndarray:
@@ -139,7 +136,7 @@ class ScriptedOperator:
         yaw = np.arctan2(r[1, 0], r[0, 0])
         rate_z = -c.k_yaw * yaw
         thrust_over_hover = float(acc @ z_b) / GRAVITY
-        throttle = (thrust_over_hover - 1.0) / c.thrust_range
+        throttle = (thrust_over_hover - 1.0) / c.joy.thrust_range
         rates = np.array([rates_xy[0], rates_xy[1], rate_z]) / np.asarray(c.full_stick_rate_rad_s)
         return np.clip(np.array([rates[0], rates[1], rates[2], throttle]), -1.0, 1.0)
 
@@ -153,9 +150,10 @@ class ScriptedOperator:
         if not self.engaged:
             return axes, buttons
         roll, pitch, yaw, throttle = self.sticks(dt, pos_w, quat_wxyz, lin_vel_w, goal_w)
-        axes[c.axis_roll] = float(-roll if c.invert_roll else roll)
-        axes[c.axis_pitch] = float(pitch)
-        axes[c.axis_yaw] = float(-yaw if c.invert_yaw else yaw)
-        axes[c.axis_throttle] = float(throttle)
-        buttons[c.button_deadman] = 1
+        j = c.joy
+        axes[j.axis_roll] = float(-roll if j.invert_roll else roll)
+        axes[j.axis_pitch] = float(pitch)
+        axes[j.axis_yaw] = float(-yaw if j.invert_yaw else yaw)
+        axes[j.axis_throttle] = float(throttle)
+        buttons[j.button_deadman] = 1
         return axes, buttons

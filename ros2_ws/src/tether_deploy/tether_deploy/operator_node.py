@@ -18,6 +18,7 @@ from sensor_msgs.msg import Joy
 from tether_deploy import qos
 from tether_deploy.conversions import odometry_to_quantities
 from tether_deploy.operator_core import OperatorCfg, ScriptedOperator
+from tether_deploy.teleop_map import declare_joy_parameters, joy_mapping_from_parameters
 from tether_deploy.spin import spin_node
 
 
@@ -28,15 +29,15 @@ class OperatorNode(Node):
         self.declare_parameter("rate_hz", 50.0)
         self.declare_parameter("goal_w", [0.0, 0.0, 1.0])
         self.declare_parameter("new_flight_gap_s", 0.5)
-        for f in ("takeover_m", "reaction_s", "handback_m", "handback_speed_m_s", "handback_hold_s", "kp_pos", "kd_pos",
-                  "ki_pos", "k_tilt", "ki_tilt", "k_yaw", "max_tilt_rad", "thrust_range"):
+        floats = ("takeover_m", "reaction_s", "handback_m", "handback_speed_m_s", "handback_hold_s", "kp_pos", "kd_pos",
+                  "ki_pos", "k_tilt", "ki_tilt", "k_yaw", "max_tilt_rad")
+        for f in floats:
             self.declare_parameter(f, getattr(d, f))
         self.declare_parameter("full_stick_rate_rad_s", list(d.full_stick_rate_rad_s))
+        declare_joy_parameters(self)
         p = lambda n: self.get_parameter(n).value  # noqa: E731
-        cfg = OperatorCfg(**{f: float(p(f)) for f in (
-            "takeover_m", "reaction_s", "handback_m", "handback_speed_m_s", "handback_hold_s", "kp_pos", "kd_pos", "ki_pos",
-            "k_tilt", "ki_tilt", "k_yaw", "max_tilt_rad", "thrust_range")},
-            full_stick_rate_rad_s=tuple(float(x) for x in p("full_stick_rate_rad_s")))
+        cfg = OperatorCfg(**{f: float(p(f)) for f in floats}, joy=joy_mapping_from_parameters(self),
+                          full_stick_rate_rad_s=tuple(float(x) for x in p("full_stick_rate_rad_s")))
         self.op = ScriptedOperator(cfg)
         self.goal_w = [float(x) for x in p("goal_w")]
         self.gap_s = float(p("new_flight_gap_s"))

@@ -33,10 +33,10 @@ from std_srvs.srv import Trigger
 from tether.contract import ContractError
 from tether_deploy import qos
 from tether_deploy.arbitration import ArbiterConfig, EstopLatch, HumanInput
-from tether_deploy.conversions import odometry_to_quantities
+from tether_deploy.conversions import fill_point_stamped, odometry_to_quantities
 from tether_deploy.realtime import make_background, make_realtime
 from tether_deploy.runner_core import RunnerConfig, RunnerCore, StateLimits, TickScheduler, load_policy
-from tether_deploy.teleop_map import JoyMapping, StickMapper
+from tether_deploy.teleop_map import StickMapper, declare_joy_parameters, joy_mapping_from_parameters
 from tether_deploy.spin import spin_node
 
 
@@ -63,13 +63,7 @@ class PolicyRunner(LifecycleNode):
         self.declare_parameter("diagnostics_rate_hz", 2.0)
         self.declare_parameter("command_deadline_periods", 5.0)
         self.declare_parameter("realtime_priority", 0)  # SCHED_FIFO priority on activate; 0 = normal
-        for name, default in (("axis_throttle", 1), ("axis_yaw", 0), ("axis_pitch", 4), ("axis_roll", 3),
-                              ("button_deadman", 4), ("button_estop", 1)):
-            self.declare_parameter(f"joy.{name}", default)
-        for name, default in (("invert_roll", True), ("invert_yaw", False)):
-            self.declare_parameter(f"joy.{name}", default)
-        for name, default in (("thrust_range", 0.5), ("rate_fraction", 0.5), ("torque_fraction", 0.2)):
-            self.declare_parameter(f"joy.{name}", default)
+        declare_joy_parameters(self)
 
         self.core: RunnerCore | None = None
         self.sched: TickScheduler | None = None
@@ -123,16 +117,6 @@ class PolicyRunner(LifecycleNode):
             goal_w=tuple(float(x) for x in self._p("goal_w")),
             arbiter=ArbiterConfig(teleop_timeout_s=float(self._p("teleop_timeout_s"))))
 
-    def _joy_mapping(self) -> JoyMapping:
-        kw = {}
-        for name in ("axis_throttle", "axis_yaw", "axis_pitch", "axis_roll", "button_deadman", "button_estop"):
-            kw[name] = int(self._p(f"joy.{name}"))
-        for name in ("invert_roll", "invert_yaw"):
-            kw[name] = bool(self._p(f"joy.{name}"))
-        for name in ("thrust_range", "rate_fraction", "torque_fraction"):
-            kw[name] = float(self._p(f"joy.{name}"))
-        return JoyMapping(**kw)
-
     # ------------------------------------------------------------------------------- lifecycle
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -146,7 +130,7 @@ class PolicyRunner(LifecycleNode):
             cfg = self._config()
             policy = load_policy(policy_dir)
             self.core = RunnerCore(policy, cfg)
-            self.mapper = StickMapper(policy.contract.action, self._joy_mapping())
+            self.mapper = StickMapper(policy.contract.action, joy_mapping_from_parameters(self))
         except (ContractError, ValueError) as e:
             self._refuse(policy_dir, str(e))
             self._set_mode("unconfigured", f"configure refused: {e}")
@@ -272,8 +256,7 @@ class PolicyRunner(LifecycleNode):
         """The goal in force, latched on runner/goal, so the recorder's logs carry it."""
         msg = PointStamped()
         msg.header.stamp = self.get_clock().now().to_msg()
-        msg.header.frame_id = "world"
-        msg.point.x, msg.point.y, msg.point.z = (float(v) for v in self.core.goal_w)
+        fill_point_stamped(msg, self.core.goal_w)
         self._goal_pub.publish(msg)
 
     # -------------------------------------------------------------------------------- the tick
