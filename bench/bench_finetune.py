@@ -49,7 +49,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     from policies.hil.finetune import finetune
-    from policies.hil.loop import LoopCfg, _twin_for, run_correction_loop
+    from hardware.twin import with_policy_rate_gains
+    from policies.hil.loop import LoopCfg, run_correction_loop
     from policies.hil.sim_refine import SimRefineCfg
     from tether.runtime import OnnxPolicy
 
@@ -74,7 +75,7 @@ def main() -> None:
               f"(true: motor {cfg.twin.weak_motor.index} at {cfg.twin.weak_motor.gain})")
     print(f"\nsame interventions (round 0, {len(round0)} episodes), validation on the true perturbed twin from 20 "
           "seeded starts:")
-    twin = _twin_for(OnnxPolicy(parent).contract, cfg.twin)
+    twin = with_policy_rate_gains(cfg.twin, OnnxPolicy(parent).contract.action)
     for method in ("hil_serl", "hg_dagger", "rlif"):
         for sim in (SimRefineCfg(), None):
             t0 = time.perf_counter()

@@ -141,6 +141,14 @@ class TwinConfig:
         return cls(**kw)
 
 
+def with_policy_rate_gains(cfg: TwinConfig, action) -> TwinConfig:
+    """``cfg`` with its firmware rate loop set to the gains a CTBR policy was trained against (``action``:
+    the contract's action spec), as a flight controller is configured for that policy; else unchanged."""
+    if action.type == "ctbr" and min(action.rate_kp) > 0:
+        return dataclasses.replace(cfg, rate_kp=tuple(float(k) for k in action.rate_kp))
+    return cfg
+
+
 def physics_overrides(cfg: TwinConfig) -> PhysicsOverrides:
     """The twin's disturbances as per-drone parameter overrides of its preset (one drone)."""
     preset = PRESETS[cfg.preset]

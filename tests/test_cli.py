@@ -87,3 +87,10 @@ def test_errors_reach_the_shell_as_one_line_and_status_1(tmp_path):
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip() and "pybullet build time" not in line]
     assert lines == [f"error: checkpoint {missing} does not exist"], proc.stderr
+
+
+def test_finetune_rejects_a_negative_simulator_stage(tmp_path):
+    out = tmp_path / "child"
+    msg = fails_with(["finetune", "--policy", str(REPO_ROOT / "tests" / "fixtures" / "hover_policy"),
+                      "--logs", str(tmp_path / "none"), "--out", str(out), "--sim-iterations", "-1"])
+    assert "--sim-iterations" in msg and not out.exists()

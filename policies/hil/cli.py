@@ -51,6 +51,8 @@ def run(args) -> int:
     cfg = FinetuneCfg(method=args.method, seed=args.seed)
     sim = SimRefineCfg(seed=args.seed)
     if args.sim_iterations is not None:
+        if args.sim_iterations < 0:
+            raise SystemExit(f"error: --sim-iterations must be >= 0 (0: no simulator stage), got {args.sim_iterations}")
         sim = dataclasses.replace(sim, iterations=args.sim_iterations) if args.sim_iterations > 0 else None
     if args.updates is not None:
         cfg = dataclasses.replace(cfg, updates=args.updates)

@@ -187,12 +187,13 @@ def validate_on_twin(policy_dir: str | Path, twin_cfg, num_starts: int = 20, goa
                      seed: int = 4242) -> dict:
     """Hover success on the twin's physics (pybullet, its perturbation) from seeded starts near the goal:
     within the hold tolerance through the hold window (policies.hil.flight.EpisodeCfg)."""
-    from hardware.twin import physics_overrides
+    from hardware.twin import physics_overrides, with_policy_rate_gains
     from policies.hil.flight import EpisodeCfg, episode_starts
     from sim.pybullet_ref.evaluate import fly
     from sim.quadrotor.presets import PRESETS
 
     policy = OnnxPolicy(policy_dir)
+    twin_cfg = with_policy_rate_gains(twin_cfg, policy.contract.action)  # the firmware this policy expects
     ep = EpisodeCfg(goal_w=tuple(goal_w))
     starts = episode_starts(num_starts, ep, seed)
     ov = physics_overrides(twin_cfg)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hardware.twin import TwinConfig, WeakMotor
+from hardware.twin import TwinConfig, WeakMotor, with_policy_rate_gains
 from policies.hil.algorithms import FinetuneCfg
 from policies.hil.dataset import load_log
 from policies.hil.finetune import finetune, lineage
@@ -73,13 +73,6 @@ def _operator_cfg(contract, joy=None):
     joy = joy or JoyMapping()
     lim = np.asarray(contract.action.body_rate_limits_rad_s, dtype=float) * joy.rate_fraction
     return OperatorCfg(full_stick_rate_rad_s=tuple(float(x) for x in lim), joy=joy)
-
-
-def _twin_for(contract, twin: TwinConfig) -> TwinConfig:
-    """The twin's firmware rate loop uses the gains the CTBR policy was trained against (as twin_node does)."""
-    if contract.action.type == "ctbr" and min(contract.action.rate_kp) > 0:
-        return dataclasses.replace(twin, rate_kp=tuple(contract.action.rate_kp))
-    return twin
 
 
 def episode_metrics(bag: Path, policy_dir: Path, ep: EpisodeCfg) -> dict:
@@ -222,7 +215,7 @@ def run_correction_loop(parent_dir: str | Path, out_dir: str | Path, cfg: LoopCf
     out.mkdir(parents=True, exist_ok=True)
     policy_dir = Path(parent_dir)
     contract = OnnxPolicy(policy_dir).contract
-    twin = _twin_for(contract, cfg.twin)
+    twin = with_policy_rate_gains(cfg.twin, contract.action)
     from tether_deploy.operator_core import ScriptedOperator
 
     operator = ScriptedOperator(_operator_cfg(contract))

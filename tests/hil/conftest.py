@@ -41,11 +41,11 @@ def hover_parent(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def perturbed_twin(hover_parent):
     from hardware.twin import TwinConfig, WeakMotor
-    from policies.hil.loop import _twin_for
+    from hardware.twin import with_policy_rate_gains
     from tether.contract import load_policy_dir
 
     _, contract = load_policy_dir(hover_parent)
-    return _twin_for(contract, TwinConfig(weak_motor=WeakMotor(index=2, gain=0.7)))
+    return with_policy_rate_gains(TwinConfig(weak_motor=WeakMotor(index=2, gain=0.7)), contract.action)
 
 
 @pytest.fixture(scope="session")

@@ -128,12 +128,13 @@ def test_logs_carry_the_runners_goal(hover_parent, tmp_path):
     from hardware.twin import TwinConfig
     from policies.hil.finetune import lineage
     from policies.hil.flight import EpisodeCfg, episode_starts, fly_corrected_episode
-    from policies.hil.loop import _operator_cfg, _twin_for
+    from hardware.twin import with_policy_rate_gains
+    from policies.hil.loop import _operator_cfg
     from tether_deploy.operator_core import ScriptedOperator
 
     policy = OnnxPolicy(hover_parent)
     ep = EpisodeCfg(settle_s=0.5, hold_s=1.0, goal_w=(0.4, -0.3, 1.3))
-    fly_corrected_episode(policy, str(hover_parent), _twin_for(policy.contract, TwinConfig(init_pos_w=ep.goal_w)),
+    fly_corrected_episode(policy, str(hover_parent), with_policy_rate_gains(TwinConfig(init_pos_w=ep.goal_w), policy.contract.action),
                           ScriptedOperator(_operator_cfg(policy.contract)), episode_starts(1, ep, seed=5)[0], ep,
                           tmp_path / "ep")
     step = load_log(tmp_path / "ep", policy.contract, set(lineage(policy.contract)), goal_w=(0.0, 0.0, 1.0))

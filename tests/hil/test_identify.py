@@ -30,11 +30,12 @@ def test_weak_motor_is_identified_from_the_logs(hover_parent, corrected_logs, pe
 def test_healthy_vehicle_comes_out_healthy(hover_parent, tmp_path):
     from hardware.twin import TwinConfig
     from policies.hil.flight import EpisodeCfg, episode_starts, fly_corrected_episode
-    from policies.hil.loop import _operator_cfg, _twin_for
+    from hardware.twin import with_policy_rate_gains
+    from policies.hil.loop import _operator_cfg
     from tether_deploy.operator_core import ScriptedOperator
 
     policy = OnnxPolicy(hover_parent)
-    twin = _twin_for(policy.contract, TwinConfig())
+    twin = with_policy_rate_gains(TwinConfig(), policy.contract.action)
     ep = EpisodeCfg(settle_s=0.5, hold_s=3.0)
     fly_corrected_episode(policy, str(hover_parent), twin, ScriptedOperator(_operator_cfg(policy.contract)),
                           episode_starts(1, ep, seed=3)[0], ep, tmp_path / "ep")

@@ -19,7 +19,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import Imu
 from std_msgs.msg import Float32MultiArray
 
-from hardware.twin import DigitalTwin, Payload, TwinConfig, WeakMotor, WindGust
+from hardware.twin import DigitalTwin, Payload, TwinConfig, WeakMotor, WindGust, with_policy_rate_gains
 from tether.contract import load_policy_dir
 from tether.observation import quat_wxyz_to_rotmat
 from tether_deploy import qos
@@ -72,15 +72,13 @@ class TwinNode(Node):
             raise ValueError("twin: parameter policy_dir is empty; it gives the action spec of cmd/executed")
         _, contract = load_policy_dir(policy_dir)
         # A CTBR policy was trained against the sim's rate controller: the twin's firmware uses its gains.
-        rate_kp = tuple(contract.action.rate_kp) if contract.action.type == "ctbr" and min(
-            contract.action.rate_kp) > 0 else d.rate_kp
-        self.cfg = TwinConfig(
-            preset=p("preset").value, rate_kp=rate_kp, rate_hz=float(p("rate_hz").value), substeps=int(p("substeps").value),
+        self.cfg = with_policy_rate_gains(TwinConfig(
+            preset=p("preset").value, rate_hz=float(p("rate_hz").value), substeps=int(p("substeps").value),
             latency_s=float(p("latency_s").value), init_pos_w=tuple(float(x) for x in p("init_pos_w").value),
             noise_pos_m=float(p("noise_pos_m").value), noise_vel_m_s=float(p("noise_vel_m_s").value),
             noise_att_rad=float(p("noise_att_rad").value),
             noise_ang_vel_rad_s=float(p("noise_ang_vel_rad_s").value), seed=int(p("seed").value),
-            wind_gust=gust, payload=payload, weak_motor=weak)
+            wind_gust=gust, payload=payload, weak_motor=weak), contract.action)
         self.twin = DigitalTwin(self.cfg)
         self.to_command = ActionToCommand(contract.action, self.twin.preset.rotor_pos_b, self.twin.preset.rotor_spin)
         self.twin.connect()
