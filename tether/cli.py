@@ -166,7 +166,7 @@ def cmd_demo(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="tether", description="Tether: sim-to-real control stack")
+    ap = ArgumentParser(prog="tether", description="Tether: sim-to-real control stack")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a policy with PPO in the batched simulator")
@@ -218,10 +218,49 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the front door's error shape: one ``error:`` line naming the fix, exit 2."""
+
+    def error(self, message: str):
+        from tether.errors import EXIT_USAGE
+
+        self.exit(EXIT_USAGE, f"error: {self.prog}: {message}; see `{self.prog} --help`\n")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help shows every default and keeps hand-wrapped descriptions as written."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, [], False, argparse.SUPPRESS):
+            return text  # said in the help already, or nothing to show
+        return super()._get_help_string(action)
+
+
+def _defaults_in_help(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = HelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _defaults_in_help(sub)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    args.func(args)
-    return 0
+    """Run one command; its status follows tether.errors (0 ok, 1 failed, 2 user error, 3 acceptance failed)."""
+    from tether.errors import EXIT_INTERRUPTED, CommandFailed, UserError
+
+    parser = build_parser()
+    _defaults_in_help(parser)
+    args = parser.parse_args(argv)
+    try:
+        rc = args.func(args)
+    except (UserError, CommandFailed) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":
