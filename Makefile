@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test setup bench
+.PHONY: demo test test-fast setup bench
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh $(VENV)
@@ -15,6 +15,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# development loop: everything but the ROS 2 process tests and the slow ones (CI runs `make test`)
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not ros and not slow"
 
 bench: $(VENV)/.installed
 	$(PY) bench/time_to_hover.py

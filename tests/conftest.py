@@ -14,6 +14,23 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 
+# Markers (registered in pyproject.toml). `make test` (CI) runs everything; `make test-fast` leaves out
+# `ros` (real node processes over DDS) and `slow` (trains a policy, or runs for many seconds) for a quick
+# development loop. Files are marked here by where they live and what they use, so a new test in
+# tests/ros2 cannot forget its marker; a test marks itself `slow` explicitly when it is.
+_ROS_PATHS = ("tests/ros2/", "tests/hil/test_hil_ros.py", "tests/test_deploy.py", "tests/bad_inputs/test_operate.py")
+_SLOW_FIXTURES = {"trained_hover"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        rel = Path(str(item.fspath)).resolve().relative_to(REPO_ROOT).as_posix()
+        if any(rel.startswith(p) for p in _ROS_PATHS):
+            item.add_marker(pytest.mark.ros)
+        if _SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _one_torch_thread():
     # Tiny batches on a shared 2-core machine: one intra-op thread is several times faster than the
