@@ -100,6 +100,20 @@ class ActionSpec:
     rate_kp: tuple[float, float, float] = (0.0, 0.0, 0.0)  # ctbr: rate-controller P gain per axis [1/s]
     hover_action: tuple[float, ...] = ()  # the action that hovers the nominal vehicle
 
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """One name per output, in order (commands on ROS carry them): the meaning above, as words."""
+        if self.type == "ctbr":
+            return ("collective_thrust", "body_rate_x", "body_rate_y", "body_rate_z")[:self.dim]
+        return tuple(f"rotor_{i}_speed" for i in range(self.dim))
+
+    @property
+    def output_units(self) -> tuple[str, ...]:
+        """The physical unit each normalized output maps to (see the class doc for the mapping)."""
+        if self.type == "ctbr":
+            return ("N", "rad/s", "rad/s", "rad/s")[:self.dim]
+        return ("rpm",) * self.dim
+
     def __post_init__(self):
         if self.type not in ACTION_TYPES:
             raise ContractError(f"action.type must be one of {ACTION_TYPES}, got {self.type!r}")
