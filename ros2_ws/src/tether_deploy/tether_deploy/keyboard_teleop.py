@@ -1,13 +1,13 @@
 """Keyboard teleop: a terminal stands in for a gamepad and publishes sensor_msgs/Joy (joy package layout).
 
 On a robot, the ``joy`` package's joy_node publishes the real gamepad on ``joy`` instead; the runner
-maps sticks to the policy's action space (teleop_map.py) and arbitrates (arbitration.py).
+maps sticks to the policy's action space (teleop_map.py) and arbitrates (arbitration.py). The key
+handling is a pure step in keyboard_core.py; this node reads the terminal, publishes the samples at
+``rate_hz`` and calls the runner's ``runner/reset_estop`` service when r is pressed. When the Joy stream
+stops (the terminal closes) while the deadman is held, the runner treats it as teleop loss.
 
-Terminals report key presses, not releases: a key counts as held while its auto-repeat keeps coming,
-i.e. for ``hold_timeout_s`` after the last repeat (longer than the usual 250-600 ms repeat delay).
-Keys: space = deadman (hold to intervene), w/s throttle, a/d yaw, i/k pitch, j/l roll, e = e-stop,
-q = quit. The Joy stream keeps publishing at ``rate_hz`` while the terminal runs; when it stops (the
-terminal closes) the runner treats it as teleop loss.
+Run: ``tether deploy --teleop keyboard ...`` (this terminal becomes the gamepad), or alone next to a
+running stack: ``python -m tether_deploy.keyboard_teleop`` (``--help`` prints the keys).
 """
 
 from __future__ import annotations
@@ -19,77 +19,124 @@ import termios
 import time
 import tty
 
-import rclpy
-from rclpy.node import Node
-from sensor_msgs.msg import Joy
+from tether_deploy.keyboard_core import KEYS_HELP, KeyboardCfg, KeyboardTeleopCore
 
-from tether_deploy import qos
+__doc__ += "\n" + KEYS_HELP + "\n"
 
-# key -> (axis index, value) in the joy package's Xbox layout: 0 left x, 1 left y, 3 right x, 4 right y
-AXIS_KEYS = {"w": (1, 1.0), "s": (1, -1.0), "a": (0, 1.0), "d": (0, -1.0),
-             "i": (4, 1.0), "k": (4, -1.0), "j": (3, 1.0), "l": (3, -1.0)}
-BUTTON_KEYS = {" ": 4, "e": 1}
-N_AXES, N_BUTTONS = 8, 11
-HELP = ("keyboard teleop: hold SPACE to intervene | w/s throttle  a/d yaw  i/k pitch  j/l roll | "
-        "e e-stop | q quit")
+USAGE = ("usage: python -m tether_deploy.keyboard_teleop [--ros-args -p rate_hz:=20.0 ...]\n\n"
+         "Keyboard teleop: this terminal becomes the gamepad (sensor_msgs/Joy on `joy`).\n\n" + KEYS_HELP + "\n")
 
 
-class KeyboardTeleop(Node):
-    def __init__(self, **kwargs):
-        super().__init__("keyboard_teleop", **kwargs)
-        self.declare_parameter("rate_hz", 20.0)
-        self.declare_parameter("hold_timeout_s", 0.7)
-        self.declare_parameter("stick_value", 0.6)
-        self.hold_timeout_s = float(self.get_parameter("hold_timeout_s").value)
-        self.stick = float(self.get_parameter("stick_value").value)
-        self._pub = self.create_publisher(Joy, qos.JOY, qos.SENSOR_DATA)
-        self._last_seen: dict[str, float] = {}
-        self.quit = False
-        self.create_timer(1.0 / float(self.get_parameter("rate_hz").value), self._on_timer)
+def _make_node_class():
+    """The node class, built on first use so that --help and the TTY check need no rclpy."""
+    from rclpy.node import Node
+    from sensor_msgs.msg import Joy
+    from std_srvs.srv import Trigger
 
-    def key(self, ch: str) -> None:
-        if ch == "q":
-            self.quit = True
-        self._last_seen[ch.lower()] = time.monotonic()
+    from tether_deploy import qos
 
-    def joy_message(self, now: float) -> Joy:
-        held = {k for k, t in self._last_seen.items() if now - t <= self.hold_timeout_s}
-        axes = [0.0] * N_AXES
-        for k in held & AXIS_KEYS.keys():
-            i, v = AXIS_KEYS[k]
-            axes[i] = v * self.stick
-        buttons = [0] * N_BUTTONS
-        for k in held & BUTTON_KEYS.keys():
-            buttons[BUTTON_KEYS[k]] = 1
-        msg = Joy(axes=axes, buttons=buttons)
-        msg.header.stamp = self.get_clock().now().to_msg()
-        return msg
+    class KeyboardTeleop(Node):
+        def __init__(self, **kwargs):
+            super().__init__("keyboard_teleop", **kwargs)
+            self.declare_parameter("rate_hz", 20.0)
+            self.declare_parameter("hold_timeout_s", 0.7)
+            self.declare_parameter("stick_value", 0.6)
+            self.core = KeyboardTeleopCore(KeyboardCfg(
+                hold_timeout_s=float(self.get_parameter("hold_timeout_s").value),
+                stick_value=float(self.get_parameter("stick_value").value)))
+            self._pub = self.create_publisher(Joy, qos.JOY, qos.SENSOR_DATA)
+            self._reset = self.create_client(Trigger, qos.RESET_ESTOP)
+            self.create_timer(1.0 / float(self.get_parameter("rate_hz").value), self._on_timer)
 
-    def _on_timer(self) -> None:
-        self._pub.publish(self.joy_message(time.monotonic()))
+        @property
+        def quit(self) -> bool:
+            return self.core.quit
+
+        def key(self, ch: str) -> None:
+            estop_before = self.core.estop_latched
+            for note in self.core.key(ch, time.monotonic()):
+                self._say(note)
+            if self.core.estop_latched and not estop_before:
+                self.publish_now()  # an e-stop does not wait for the next timer tick
+
+        def publish_now(self) -> None:
+            s = self.core.sample(time.monotonic())
+            for note in s.notes:
+                self._say(note)
+            msg = Joy(axes=list(s.axes), buttons=list(s.buttons))
+            msg.header.stamp = self.get_clock().now().to_msg()
+            self._pub.publish(msg)
+            if s.request_reset:
+                self._request_reset()
+
+        def _on_timer(self) -> None:
+            self.publish_now()
+
+        def _request_reset(self) -> None:
+            if not self._reset.service_is_ready():
+                self.get_logger().error(f"no {self._reset.srv_name} service: is the policy runner running and "
+                                        "configured (tether lifecycle get)?")
+                return
+            self._reset.call_async(Trigger.Request()).add_done_callback(self._on_reset_answer)
+
+        def _on_reset_answer(self, future) -> None:
+            try:
+                answer = future.result()
+            except Exception as e:  # the service went away mid-call: say so, keep the teleop running
+                self.get_logger().error(f"e-stop reset failed: {e}")
+                return
+            if answer.success:
+                self.get_logger().info(f"runner: {answer.message}")
+            else:
+                self.get_logger().error(f"runner refused the e-stop reset: {answer.message}")
+
+        def _say(self, note: str) -> None:
+            if note.startswith(("E-STOP", "HAND BACK: no key")):
+                self.get_logger().warn(note)
+            else:
+                self.get_logger().info(note)
+
+    return KeyboardTeleop
 
 
 def main(args=None) -> None:
+    argv = sys.argv[1:] if args is None else list(args)
+    own = argv[:argv.index("--ros-args")] if "--ros-args" in argv else argv
+    if "-h" in own or "--help" in own:
+        sys.stdout.write(USAGE)
+        return
     if not sys.stdin.isatty():
-        sys.stderr.write("keyboard_teleop needs an interactive terminal (stdin is not a TTY)\n")
+        sys.stderr.write("error: keyboard_teleop needs an interactive terminal (stdin is not a TTY); run it in a "
+                         "terminal, or fly with a gamepad (joy package)\n")
         sys.exit(2)
+    import rclpy
+
     rclpy.init(args=args)
-    node = KeyboardTeleop()
+    node = _make_node_class()()
     fd = sys.stdin.fileno()
     saved = termios.tcgetattr(fd)
-    node.get_logger().info(HELP)
+    node.get_logger().info("keyboard teleop: SPACE takes over / hands back, w/s a/d i/k j/l steer, e e-stop, "
+                           "r reset e-stop, h keys, q quit")
     try:
         tty.setcbreak(fd)
         while rclpy.ok() and not node.quit:
             rclpy.spin_once(node, timeout_sec=0.0)
             ready, _, _ = select.select([fd], [], [], 0.01)
             if ready:
-                for ch in os.read(fd, 32).decode(errors="ignore"):
+                data = os.read(fd, 32)
+                if not data:  # the terminal closed
+                    break
+                for ch in data.decode(errors="ignore"):
                     node.key(ch)
     except KeyboardInterrupt:
         pass
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        if rclpy.ok():
+            node.core.key("q", time.monotonic())
+            for _ in range(3):  # released (no deadman, no e-stop button); best effort, so more than once
+                node.publish_now()
+                time.sleep(0.02)
         node.destroy_node()
         rclpy.try_shutdown()
 
