@@ -12,6 +12,8 @@ import dataclasses
 
 import numpy as np
 
+from tether.contract import ContractError, PolicyContract
+
 Schema = dict[str, tuple[tuple[int, ...], str]]
 """name -> (shape, unit)"""
 
@@ -114,10 +116,128 @@ def check_finite_command(cmd: Command) -> None:
         raise ValueError(f"{type(cmd).__name__} contains NaN or Inf: {values.tolist()}")
 
 
+GRAVITY_M_S2 = 9.81
+"""[m/s^2], the value sim/ trains with"""
+
+VEHICLE_TOLERANCE = 0.3
+"""relative difference of mass, maximum thrust and rotor arm positions accepted between the vehicle a
+policy was trained for and the robot it flies [1]. Training randomizes mass by +-10 % and thrust by
+-24..+5 %; a calibrated unit of the same model stays well inside 30 %, another vehicle does not."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VehicleFacts:
+    """What a policy's contract and a robot must agree on before anything flies."""
+
+    name: str
+    """model or preset name, e.g. crazyflie2x"""
+    mass_kg: float | None
+    """nominal total mass [kg]; None: not recorded"""
+    max_thrust_n: float | None
+    """sum of all rotors' thrust at full command [N]; None: not recorded"""
+    rotor_pos_b: tuple[tuple[float, float, float], ...] = ()
+    """rotor hub positions in the body frame, motor order [m]; (): not recorded"""
+    rotor_spin: tuple[int, ...] = ()
+    """+1 counter-clockwise seen from above, -1 clockwise, motor order; (): not recorded"""
+    action_spaces: tuple[str, ...] = ("ctbr", "rotor")
+    """command interfaces the flight controller accepts (contract action types)"""
+
+    @property
+    def thrust_to_weight(self) -> float | None:
+        if self.mass_kg is None or self.max_thrust_n is None:
+            return None
+        return self.max_thrust_n / (self.mass_kg * GRAVITY_M_S2)
+
+    def describe(self) -> str:
+        parts = []
+        if self.mass_kg is not None:
+            parts.append(f"{self.mass_kg:.3g} kg")
+        if self.max_thrust_n is not None:
+            parts.append(f"max thrust {self.max_thrust_n:.3g} N")
+        if self.thrust_to_weight is not None:
+            parts.append(f"thrust/weight {self.thrust_to_weight:.2f}")
+        if self.rotor_spin:
+            parts.append(f"{len(self.rotor_spin)} rotors")
+        return f"{self.name} ({', '.join(parts)})" if parts else self.name
+
+
+def contract_vehicle(contract: PolicyContract) -> VehicleFacts:
+    """The vehicle a policy was trained for, from its contract: the calibrated parameters when the task
+    config recorded them, else the preset name, the action spec's thrust model and layout, and the mass
+    that makes the recorded hover action hover (hover thrust / g)."""
+    a, prov = contract.action, contract.provenance
+    cal = (prov.get("task_cfg") or {}).get("vehicle_params") or {}
+    name = str(cal.get("name") or prov.get("preset") or "an unnamed vehicle")
+    max_thrust = a.max_thrust_n if a.max_thrust_n > 0 else None
+    if max_thrust is None and a.kf_n_per_rpm2 > 0 and a.max_rpm > 0 and a.rotors:
+        max_thrust = len(a.rotors) * a.kf_n_per_rpm2 * a.max_rpm ** 2
+    mass = cal.get("mass_kg")
+    if mass is None and len(a.hover_action) == a.dim and a.dim:
+        h = np.asarray(a.hover_action, dtype=np.float64)
+        if a.type == "ctbr" and a.max_thrust_n > 0:
+            mass = (h[0] + 1.0) / 2.0 * a.max_thrust_n / GRAVITY_M_S2
+        elif a.type == "rotor" and a.kf_n_per_rpm2 > 0 and a.max_rpm > 0:
+            mass = float(np.sum(a.kf_n_per_rpm2 * ((h + 1.0) / 2.0 * a.max_rpm) ** 2)) / GRAVITY_M_S2
+    return VehicleFacts(name=name, mass_kg=None if mass is None else float(mass), max_thrust_n=max_thrust,
+                        rotor_pos_b=tuple(tuple(float(x) for x in r.pos_b) for r in a.rotors),
+                        rotor_spin=tuple(int(r.spin) for r in a.rotors), action_spaces=(a.type,))
+
+
+def _rel_diff(a: float, b: float) -> float:
+    return abs(a - b) / max(abs(b), 1e-12)
+
+
+def vehicle_mismatches(trained: VehicleFacts, robot: VehicleFacts,
+                       tolerance: float = VEHICLE_TOLERANCE) -> list[str]:
+    """What differs between the vehicle a policy was trained for and the robot (empty: they agree).
+    Facts one side did not record are not compared."""
+    out = []
+    if trained.mass_kg is not None and robot.mass_kg is not None and \
+            _rel_diff(robot.mass_kg, trained.mass_kg) > tolerance:
+        out.append(f"mass {trained.mass_kg:.3g} vs {robot.mass_kg:.3g} kg")
+    if trained.max_thrust_n is not None and robot.max_thrust_n is not None and \
+            _rel_diff(robot.max_thrust_n, trained.max_thrust_n) > tolerance:
+        out.append(f"max thrust {trained.max_thrust_n:.3g} vs {robot.max_thrust_n:.3g} N")
+    tw_a, tw_b = trained.thrust_to_weight, robot.thrust_to_weight
+    if tw_a is not None and tw_b is not None and _rel_diff(tw_b, tw_a) > tolerance:
+        out.append(f"thrust/weight {tw_a:.2f} vs {tw_b:.2f}")
+    if trained.rotor_spin and robot.rotor_spin:
+        if len(trained.rotor_spin) != len(robot.rotor_spin):
+            out.append(f"{len(trained.rotor_spin)} vs {len(robot.rotor_spin)} rotors")
+        else:
+            if tuple(trained.rotor_spin) != tuple(robot.rotor_spin):
+                out.append(f"rotor spins {list(trained.rotor_spin)} vs {list(robot.rotor_spin)} (motor order)")
+            if trained.rotor_pos_b and robot.rotor_pos_b:
+                pa, pb = np.asarray(trained.rotor_pos_b), np.asarray(robot.rotor_pos_b)
+                arm = max(float(np.max(np.hypot(pa[:, 0], pa[:, 1]))), 1e-9)
+                worst = float(np.max(np.linalg.norm(pa - pb, axis=1)))
+                if worst > tolerance * arm:
+                    out.append(f"rotor positions differ by up to {worst * 1e3:.0f} mm (arm {arm * 1e3:.0f} mm)")
+    return out
+
+
+def check_vehicle(contract: PolicyContract, robot: VehicleFacts, robot_kind: str = "the robot") -> None:
+    """Refuse (ContractError, one line naming both vehicles) a policy trained for another vehicle or
+    action space than ``robot``."""
+    trained = contract_vehicle(contract)
+    action = contract.action.type
+    if action not in robot.action_spaces:
+        raise ContractError(f"the policy outputs {action} commands but {robot_kind} {robot.name} accepts only "
+                            f"{list(robot.action_spaces)}; deploy a policy trained with action_space="
+                            f"{robot.action_spaces[0]}, or a robot that accepts {action}")
+    diff = vehicle_mismatches(trained, robot)
+    if diff:
+        raise ContractError(f"policy was trained for {trained.describe()} but {robot_kind} is {robot.describe()}; "
+                            f"{', '.join(diff)}: deploy a policy trained for {robot.name}, or a robot "
+                            f"matching {trained.name}")
+
+
 class Robot(abc.ABC):
     """A vehicle the deploy side can fly. Subclasses must not print or prompt."""
 
     name: str = "robot"
+    vehicle: VehicleFacts | None = None
+    """what the contract is checked against (check_vehicle); None: the adapter does not say"""
 
     @property
     def state_schema(self) -> Schema:

@@ -11,142 +11,33 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Any
 
 import numpy as np
 
 from hardware.robot import (Command, CtbrCommand, Robot, RobotAlreadyConnectedError, RobotState, RotorCommand,
                             Schema, check_finite_command)
+from hardware.twin_config import (Payload, TwinConfig, TwinParams, WeakMotor, WindGust,  # noqa: F401 (re-exported)
+                                  twin_vehicle, with_policy_rate_gains)
 from sim.pybullet_ref.quadrotor import PhysicsOverrides, PybulletQuadrotors
 from sim.pybullet_ref.rate_control import ctbr_to_rotor_cmd, make_rate_controller
-from sim.quadrotor.presets import PRESETS, QuadrotorPreset, check_rotor_gain
+from sim.quadrotor.presets import PRESETS, QuadrotorPreset
+from tether.observation import quat_wxyz_to_rotmat
 
 
 @dataclasses.dataclass(frozen=True)
-class WindGust:
-    start_s: float
-    """sim time the gust starts, counted from connect() [s]"""
-    duration_s: float
-    """how long the gust blows [s]"""
-    force_w: tuple[float, float, float]
-    """constant force on the centre of mass in the world frame while it blows [N]"""
+class Crash:
+    """Why and where the twin crashed (it latches until reset())."""
 
+    time_s: float
+    """sim time of the crash, counted from connect() [s]"""
+    reason: str
+    """what happened, with the numbers, e.g. 'hit the ground at 4.4 m/s (limit 2 m/s)'"""
+    pos_w: tuple[float, float, float]
+    """where the vehicle was [m]"""
 
-@dataclasses.dataclass(frozen=True)
-class Payload:
-    mass_kg: float
-    """added point mass [kg]"""
-    pos_b: tuple[float, float, float]
-    """where it is attached, in the body frame [m]; shifts the centre of mass"""
-
-
-@dataclasses.dataclass(frozen=True)
-class WeakMotor:
-    index: int
-    """rotor index in the vehicle's motor order [0, R)"""
-    gain: float
-    """thrust and reaction-torque multiplier of that rotor, e.g. 0.7 [1]"""
-
-
-@dataclasses.dataclass(frozen=True)
-class TwinConfig:
-    # vehicle
-    preset: str = "crazyflie2x"
-    """name of a sim.quadrotor.presets preset"""
-    rate_kp: tuple[float, float, float] = (20.0, 20.0, 8.0)
-    """gains of the on-board rate controller that tracks CtbrCommand, body x, y, z [1/s]"""
-    body_rate_limits_rad_s: tuple[float, float, float] = (10.0, 10.0, 5.0)
-    """CtbrCommand body rates are clipped to +- these [rad/s]"""
-    init_pos_w: tuple[float, float, float] = (0.0, 0.0, 1.0)
-    """where connect() places the vehicle, level and hovering [m]"""
-    # timing
-    rate_hz: float = 100.0
-    """physics periods per second of sim time, i.e. advance() calls per second [Hz]"""
-    substeps: int = 4
-    """pybullet steps per physics period [1]"""
-    latency_s: float = 0.0
-    """delay from send() to the command acting [s], rounded down to whole periods"""
-    # sensors
-    noise_pos_m: float = 0.0
-    """std of position noise in read() [m]"""
-    noise_vel_m_s: float = 0.0
-    """std of linear velocity noise [m/s]"""
-    noise_att_rad: float = 0.0
-    """std of the attitude noise rotation about each body axis [rad]"""
-    noise_ang_vel_rad_s: float = 0.0
-    """std of angular velocity noise [rad/s]"""
-    seed: int = 0
-    """seed of the sensor noise generator"""
-    # disturbances
-    wind_gust: WindGust | None = None
-    payload: Payload | None = None
-    weak_motor: WeakMotor | None = None
-    rotor_gain: tuple[float, ...] | None = None
-    """thrust and reaction-torque multiplier per rotor, motor order (e.g. estimated from flight logs by
-    policies.hil.identify); combines with weak_motor. None: all 1"""
-
-    def __post_init__(self):
-        if self.preset not in PRESETS:
-            raise ValueError(f"twin.preset {self.preset!r} is not one of {sorted(PRESETS)}")
-        if not self.rate_hz > 0 or self.substeps < 1:
-            raise ValueError(f"twin.rate_hz must be > 0 [Hz] and substeps >= 1, got {self.rate_hz}, "
-                             f"{self.substeps}")
-        if not 0 <= self.latency_s <= 0.5:
-            raise ValueError(f"twin.latency_s {self.latency_s} must be in [0, 0.5] s (seconds, not milliseconds)")
-        for name in ("noise_pos_m", "noise_vel_m_s", "noise_att_rad", "noise_ang_vel_rad_s"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"twin.{name} must be a non-negative std, got {getattr(self, name)!r}")
-        if len(self.rate_kp) != 3 or min(self.rate_kp) <= 0:
-            raise ValueError(f"twin.rate_kp must be three positive gains [1/s], got {self.rate_kp!r}")
-        if len(self.body_rate_limits_rad_s) != 3 or min(self.body_rate_limits_rad_s) <= 0:
-            raise ValueError(f"twin.body_rate_limits_rad_s must be three positive rates, got "
-                             f"{self.body_rate_limits_rad_s!r}")
-        if len(self.init_pos_w) != 3:
-            raise ValueError(f"twin.init_pos_w must be [x, y, z] m, got {self.init_pos_w!r}")
-        n_rotors = len(PRESETS[self.preset].rotor_spin)
-        g = self.wind_gust
-        if g is not None and (g.start_s < 0 or g.duration_s < 0 or len(g.force_w) != 3):
-            raise ValueError(f"twin.wind_gust needs start_s >= 0, duration_s >= 0 [s], force_w [3] N; got {g}")
-        if self.payload is not None and (self.payload.mass_kg < 0 or len(self.payload.pos_b) != 3):
-            raise ValueError(f"twin.payload needs mass_kg >= 0 and pos_b [3] m; got {self.payload}")
-        check_rotor_gain(self.rotor_gain, n_rotors, "twin.rotor_gain")
-        w = self.weak_motor
-        if w is not None and (not 0 <= w.index < n_rotors or not 0 <= w.gain <= 1):
-            raise ValueError(f"twin.weak_motor needs index in [0, {n_rotors}) and gain in [0, 1]; got {w}")
-
-    @property
-    def dt_s(self) -> float:
-        """physics period [s]"""
-        return 1.0 / self.rate_hz
-
-    @property
-    def latency_steps(self) -> int:
-        return int(np.floor(self.latency_s * self.rate_hz + 1e-6))
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], where: str = "twin") -> "TwinConfig":
-        """Build from plain data (YAML, ROS parameters); nested disturbances are dicts."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {unknown}; known keys are {sorted(known)}")
-        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
-        for key, typ in (("wind_gust", WindGust), ("payload", Payload), ("weak_motor", WeakMotor)):
-            if isinstance(kw.get(key), dict):
-                sub = {k: (tuple(v) if isinstance(v, list) else v) for k, v in kw[key].items()}
-                try:
-                    kw[key] = typ(**sub)
-                except TypeError as e:
-                    raise ValueError(f"{where}.{key}: {e}") from e
-        return cls(**kw)
-
-
-def with_policy_rate_gains(cfg: TwinConfig, action) -> TwinConfig:
-    """``cfg`` with its firmware rate loop set to the gains a CTBR policy was trained against (``action``:
-    the contract's action spec), as a flight controller is configured for that policy; else unchanged."""
-    if action.type == "ctbr" and min(action.rate_kp) > 0:
-        return dataclasses.replace(cfg, rate_kp=tuple(float(k) for k in action.rate_kp))
-    return cfg
+    def describe(self) -> str:
+        x, y, z = self.pos_w
+        return f"{self.reason} at t={self.time_s:.2f} s, position ({x:.2f}, {y:.2f}, {z:.2f}) m"
 
 
 def physics_overrides(cfg: TwinConfig) -> PhysicsOverrides:
@@ -193,6 +84,11 @@ class DigitalTwin(Robot):
         self._step = 0
         self._active: Command = self.hover_command
         self._pending: collections.deque[tuple[int, Command]] = collections.deque()
+        self.vehicle = twin_vehicle(self.cfg)
+        self.crash: Crash | None = None
+        """the crash since connect() or reset(), None while the vehicle is intact"""
+        self._on_ground = False
+        self._speed_before_m_s = 0.0
 
     # ----------------------------------------------------------------------------------- schema
 
@@ -216,7 +112,7 @@ class DigitalTwin(Robot):
         if self.is_connected:
             raise RobotAlreadyConnectedError(f"{self.name} is already connected")
         self._quads = PybulletQuadrotors(self.preset, 1, self.cfg.dt_s, self.cfg.substeps,
-                                         physics_overrides(self.cfg))
+                                         physics_overrides(self.cfg), ground_z_m=self.cfg.ground_z_m)
         self._rng = np.random.default_rng(self.cfg.seed)
         self._step = 0
         self.reset(self.cfg.init_pos_w)
@@ -239,6 +135,9 @@ class DigitalTwin(Robot):
                           None if rotor_rpm is None else row(rotor_rpm))
         self._pending.clear()
         self._active = self.hover_command
+        self.crash = None
+        self._on_ground = False  # contacts are known after the next step
+        self._speed_before_m_s = float(np.linalg.norm(lin_vel_w))
 
     # ------------------------------------------------------------------------------ state, time
 
@@ -279,7 +178,33 @@ class DigitalTwin(Robot):
             ext = np.asarray(gust.force_w, dtype=np.float64)[None]
         self._quads.step(rotor_cmd, ext)
         self._step += 1
+        if self.cfg.ground_z_m is not None:
+            self._check_ground()
         return self.sim_time_s
+
+    def _check_ground(self) -> None:
+        """Crash detection: touching down faster than crash_speed_m_s, or lying tilted past
+        crash_tilt_rad. The speed is the one of the period before the contact (the contact itself
+        has already absorbed part of it). A crash stops the motors and latches until reset()."""
+        s = self._quads.state()
+        on_ground = bool(self._quads.ground_contact()[0])
+        speed = float(np.linalg.norm(s["lin_vel_w"][0]))
+        if on_ground and self.crash is None:
+            c = self.cfg
+            up_z = float(quat_wxyz_to_rotmat(s["quat_wxyz"])[0, 2, 2])  # z_b . z_w
+            tilt = float(np.arccos(np.clip(up_z, -1.0, 1.0)))
+            reason = None
+            if not self._on_ground and self._speed_before_m_s > c.crash_speed_m_s:
+                reason = (f"hit the ground at {self._speed_before_m_s:.2f} m/s (crash_speed_m_s "
+                          f"{c.crash_speed_m_s:g})")
+            elif tilt > c.crash_tilt_rad:
+                reason = f"tipped over on the ground: tilt {np.degrees(tilt):.0f} deg (crash_tilt_rad {c.crash_tilt_rad:g})"
+            if reason is not None:
+                self.crash = Crash(self.sim_time_s, reason, tuple(float(x) for x in s["pos_w"][0]))
+                self._pending.clear()
+                self._active = RotorCommand(np.zeros(self.n_rotors))
+        self._on_ground = on_ground
+        self._speed_before_m_s = speed
 
     # --------------------------------------------------------------------------------- commands
 
@@ -301,6 +226,8 @@ class DigitalTwin(Robot):
         self._require_connected("send")
         check_finite_command(cmd)
         sent = self._clip(cmd)
+        if self.crash is not None:  # a crashed vehicle's motors stay off until reset()
+            return RotorCommand(np.zeros(self.n_rotors))
         self._pending.append((self._step + self.cfg.latency_steps, sent))
         return sent
 

@@ -1,6 +1,7 @@
 """The quadrotor of ``sim.quadrotor.dynamics`` in pybullet: the reference physics (torch-free).
 
-N drones live in one pybullet world (DIRECT mode, own client, no ground, no collisions between them).
+N drones live in one pybullet world (DIRECT mode, own client, no collisions between them). There is no
+ground unless ``ground_z_m`` is given (the digital twin's; evaluation flies without one, as the torch sim).
 Bullet integrates the rigid body (semi-implicit Euler, gyroscopic term included); the rotors, motor
 lag and drag are ours and identical to the torch model: first-order motor lag with separate rising and
 falling time constants, thrust kf*gain*rpm^2 along +z_b at each hub, reaction torque
@@ -137,11 +138,12 @@ class PybulletQuadrotors:
     """``num`` quadrotors of one preset in one pybullet world, stepped together.
 
     dt: control period [s] (one :meth:`step`); substeps: physics steps per control period, each
-    dt / substeps seconds, with the motor lag and rotor forces updated per substep.
+    dt / substeps seconds, with the motor lag and rotor forces updated per substep. ground_z_m: height
+    of a static ground plane the drones collide with [m]; None: no ground.
     """
 
     def __init__(self, preset: QuadrotorPreset, num: int, dt: float, substeps: int = 4,
-                 overrides: PhysicsOverrides | None = None):
+                 overrides: PhysicsOverrides | None = None, ground_z_m: float | None = None):
         if num < 1:
             raise ValueError(f"num must be >= 1, got {num}")
         if not dt > 0 or substeps < 1:
@@ -168,6 +170,8 @@ class PybulletQuadrotors:
         self.rotor_pos_b = np.asarray(preset.rotor_pos_b, dtype=np.float64)  # [R, 3] m
         self.rotor_spin = np.asarray(preset.rotor_spin, dtype=np.float64)  # [R]
         self.rotor_rpm = np.full((num, n_rotors), preset.hover_rpm)  # [num, R] rpm
+        self.ground_z_m = None if ground_z_m is None else float(ground_z_m)
+        self.ground = -1  # pybullet body id of the ground plane, -1: none
 
         self._tmp = tempfile.TemporaryDirectory(prefix="tether_pybullet_")
         self.client = pb.connect(pb.DIRECT)
@@ -184,6 +188,12 @@ class PybulletQuadrotors:
     def _build_world(self) -> None:
         pb.setGravity(0.0, 0.0, -GRAVITY, physicsClientId=self.client)
         pb.setPhysicsEngineParameter(fixedTimeStep=self.h, numSubSteps=0, physicsClientId=self.client)
+        if self.ground_z_m is not None:
+            plane = pb.createCollisionShape(pb.GEOM_PLANE, physicsClientId=self.client)
+            self.ground = pb.createMultiBody(0.0, plane, basePosition=[0.0, 0.0, self.ground_z_m],
+                                             physicsClientId=self.client)
+            # group 2 collides with the drones (group 1); the drones never collide with each other
+            pb.setCollisionFilterGroupMask(self.ground, -1, 2, 1, physicsClientId=self.client)
         urdf_cache: dict[tuple, str] = {}
         for i in range(self.num):
             key = (self.mass[i], *self.inertia[i], *self.com_b[i])
@@ -197,7 +207,9 @@ class PybulletQuadrotors:
             pb.changeDynamics(body, -1, linearDamping=0.0, angularDamping=0.0,
                               maxJointVelocity=_MAX_COORDINATE_VELOCITY,
                               activationState=pb.ACTIVATION_STATE_DISABLE_SLEEPING, physicsClientId=self.client)
-            pb.setCollisionFilterGroupMask(body, -1, 0, 0, physicsClientId=self.client)
+            ground = self.ground_z_m is not None
+            pb.setCollisionFilterGroupMask(body, -1, 1 if ground else 0, 2 if ground else 0,
+                                           physicsClientId=self.client)
             self.bodies.append(body)
         z3 = np.zeros((self.num, 3))
         self.reset(z3, np.tile([1.0, 0.0, 0.0, 0.0], (self.num, 1)), z3, z3)
@@ -256,6 +268,13 @@ class PybulletQuadrotors:
             pb.resetBaseVelocity(body, vel_com[j].tolist(), omega_w[j].tolist(), physicsClientId=self.client)
         rpm = self.preset.hover_rpm if rotor_rpm is None else np.asarray(rotor_rpm, dtype=np.float64)
         self.rotor_rpm[ids] = np.broadcast_to(rpm, (n, self.rotor_rpm.shape[1]))
+
+    def ground_contact(self) -> np.ndarray:
+        """[num] bool: the drone touches the ground plane now (all False without a ground)."""
+        if self.ground < 0:
+            return np.zeros(self.num, dtype=bool)
+        return np.array([len(pb.getContactPoints(bodyA=b, bodyB=self.ground, physicsClientId=self.client)) > 0
+                         for b in self.bodies])
 
     # ------------------------------------------------------------------------------------- step
 

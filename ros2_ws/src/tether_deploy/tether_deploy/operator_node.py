@@ -17,36 +17,25 @@ from sensor_msgs.msg import Joy
 
 from tether_deploy import qos
 from tether_deploy.conversions import odometry_to_quantities
-from tether_deploy.operator_core import OperatorCfg, ScriptedOperator
-from tether_deploy.teleop_map import declare_joy_parameters, joy_mapping_from_parameters
+from tether_deploy.operator_core import ScriptedOperator
+from tether_deploy.params import declare_node_params
 from tether_deploy.spin import spin_node
 
 
 class OperatorNode(Node):
     def __init__(self, **kwargs):
         super().__init__("operator", **kwargs)
-        d = OperatorCfg()
-        self.declare_parameter("rate_hz", 50.0)
-        self.declare_parameter("goal_w", [0.0, 0.0, 1.0])
-        self.declare_parameter("new_flight_gap_s", 0.5)
-        floats = ("takeover_m", "reaction_s", "handback_m", "handback_speed_m_s", "handback_hold_s", "kp_pos", "kd_pos",
-                  "ki_pos", "k_tilt", "ki_tilt", "k_yaw", "max_tilt_rad")
-        for f in floats:
-            self.declare_parameter(f, getattr(d, f))
-        self.declare_parameter("full_stick_rate_rad_s", list(d.full_stick_rate_rad_s))
-        declare_joy_parameters(self)
-        p = lambda n: self.get_parameter(n).value  # noqa: E731
-        cfg = OperatorCfg(**{f: float(p(f)) for f in floats}, joy=joy_mapping_from_parameters(self),
-                          full_stick_rate_rad_s=tuple(float(x) for x in p("full_stick_rate_rad_s")))
+        self.params = declare_node_params(self, "operator")  # every parameter, from params.py
+        cfg = self.params.cfg
         self.op = ScriptedOperator(cfg)
-        self.goal_w = [float(x) for x in p("goal_w")]
-        self.gap_s = float(p("new_flight_gap_s"))
+        self.goal_w = list(self.params.goal_w)
+        self.gap_s = self.params.new_flight_gap_s
         self._state = None
         self._state_s = None
         self._engaged = False
         self._pub = self.create_publisher(Joy, qos.JOY, qos.SENSOR_DATA)
         self.create_subscription(Odometry, qos.STATE_ODOM, self._on_state, qos.SENSOR_DATA)
-        self.create_timer(1.0 / float(p("rate_hz")), self._on_timer)
+        self.create_timer(1.0 / self.params.rate_hz, self._on_timer)
         self.get_logger().info(f"scripted operator: takes over beyond {cfg.takeover_m * 100:.1f} cm, hands back "
                                f"below {cfg.handback_m * 100:.1f} cm for {cfg.handback_hold_s} s")
 

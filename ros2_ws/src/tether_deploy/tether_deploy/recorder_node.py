@@ -21,6 +21,7 @@ from std_msgs.msg import Bool, Float32MultiArray, String
 
 from tether_deploy import qos
 from tether_deploy.bag import BagWriter
+from tether_deploy.params import declare_node_params
 from tether_deploy.spin import spin_node
 
 # topic -> (type, QoS to subscribe with, QoS the publisher offers (for the metadata))
@@ -36,24 +37,21 @@ RECORDED = {
     qos.ACTIVE_POLICY: (String, qos.LATCHED, qos.LATCHED),
     qos.RUNNER_GOAL: (PointStamped, qos.LATCHED, qos.LATCHED),
     qos.DIAGNOSTICS: (DiagnosticArray, qos.RECORDER_RELIABLE, qos.DIAGNOSTICS_QOS),
+    qos.TWIN_CRASHED: (String, qos.LATCHED, qos.LATCHED),
 }
 
 
 class Recorder(Node):
     def __init__(self, **kwargs):
         super().__init__("recorder", **kwargs)
-        self.declare_parameter("output", "")
-        self.declare_parameter("chunk_interval_s", 0.5)
-        self.declare_parameter("chunk_size_bytes", 1 << 20)
-        self.declare_parameter("compression", "none")
-        self.declare_parameter("topics", list(RECORDED))
+        self.params = declare_node_params(self, "recorder")  # every parameter, from params.py
         output = self.get_parameter("output").value
         if not output:
             raise ValueError("recorder: parameter output is empty; give a new directory for the bag")
         self.bag = BagWriter(Path(output), float(self.get_parameter("chunk_interval_s").value),
                              int(self.get_parameter("chunk_size_bytes").value),
                              str(self.get_parameter("compression").value))
-        topics = list(self.get_parameter("topics").value)
+        topics = list(self.params.topics) or list(RECORDED)  # empty: every recordable topic
         unknown = sorted(set(topics) - set(RECORDED))
         if unknown:
             raise ValueError(f"recorder: no message type known for {unknown}; recordable: {sorted(RECORDED)}")

@@ -36,34 +36,15 @@ from tether_deploy.arbitration import ArbiterConfig, EstopLatch, HumanInput
 from tether_deploy.conversions import fill_point_stamped, odometry_to_quantities
 from tether_deploy.realtime import make_background, make_realtime
 from tether_deploy.runner_core import RunnerConfig, RunnerCore, StateLimits, TickScheduler, load_policy
-from tether_deploy.teleop_map import StickMapper, declare_joy_parameters, joy_mapping_from_parameters
+from tether_deploy.params import declare_node_params
+from tether_deploy.teleop_map import StickMapper, joy_mapping_from_parameters
 from tether_deploy.spin import spin_node
 
 
 class PolicyRunner(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__("policy_runner", **kwargs)
-        self.declare_parameter("policy_dir", "")
-        self.declare_parameter("autostart", False)
-        self.declare_parameter("tick_source", "state")
-        self.declare_parameter("safe_behaviour", "hold")
-        self.declare_parameter("max_state_age_periods", 3.0)
-        self.declare_parameter("history_reset_after_s", 0.5)
-        self.declare_parameter("teleop_timeout_s", 0.25)
-        self.declare_parameter("goal_w", [0.0, 0.0, 1.0])
-        self.declare_parameter("action_low", [-1.0])
-        self.declare_parameter("action_high", [1.0])
-        self.declare_parameter("max_action_delta", 0.0)
-        self.declare_parameter("land_speed_m_s", 0.3)
-        self.declare_parameter("land_timeout_s", 8.0)
-        self.declare_parameter("open_loop_thrust_scale", 0.92)
-        self.declare_parameter("max_abs_pos_m", 100.0)
-        self.declare_parameter("max_speed_m_s", 30.0)
-        self.declare_parameter("max_ang_vel_rad_s", 60.0)
-        self.declare_parameter("diagnostics_rate_hz", 2.0)
-        self.declare_parameter("command_deadline_periods", 5.0)
-        self.declare_parameter("realtime_priority", 0)  # SCHED_FIFO priority on activate; 0 = normal
-        declare_joy_parameters(self)
+        self.params = declare_node_params(self, "policy_runner")  # every parameter, from params.py
 
         self.core: RunnerCore | None = None
         self.sched: TickScheduler | None = None

@@ -19,12 +19,16 @@ from rclpy.node import Node
 from sensor_msgs.msg import Imu
 from std_msgs.msg import Float32MultiArray
 
-from hardware.twin import DigitalTwin, Payload, TwinConfig, WeakMotor, WindGust, with_policy_rate_gains
-from tether.contract import load_policy_dir
+from std_msgs.msg import String
+
+from hardware.robot import check_vehicle
+from hardware.twin import DigitalTwin, twin_vehicle, with_policy_rate_gains
+from tether.contract import ContractError, load_policy_dir
 from tether.observation import quat_wxyz_to_rotmat
 from tether_deploy import qos
 from tether_deploy.actuation import ActionToCommand
 from tether_deploy.conversions import fill_imu, fill_odometry
+from tether_deploy.params import declare_node_params
 from tether_deploy.spin import spin_node
 
 GRAVITY_W = np.array([0.0, 0.0, -9.81])
@@ -33,57 +37,27 @@ GRAVITY_W = np.array([0.0, 0.0, -9.81])
 class TwinNode(Node):
     def __init__(self, **kwargs):
         super().__init__("twin", **kwargs)
-        d = TwinConfig()
-        self.declare_parameter("policy_dir", "")
-        self.declare_parameter("preset", d.preset)
-        self.declare_parameter("rate_hz", d.rate_hz)
-        self.declare_parameter("substeps", d.substeps)
-        self.declare_parameter("latency_s", d.latency_s)
-        self.declare_parameter("init_pos_w", list(d.init_pos_w))
-        self.declare_parameter("noise_pos_m", d.noise_pos_m)
-        self.declare_parameter("noise_vel_m_s", d.noise_vel_m_s)
-        self.declare_parameter("noise_att_rad", d.noise_att_rad)
-        self.declare_parameter("noise_ang_vel_rad_s", d.noise_ang_vel_rad_s)
-        self.declare_parameter("seed", d.seed)
-        self.declare_parameter("wind_gust.start_s", 0.0)
-        self.declare_parameter("wind_gust.duration_s", 0.0)
-        self.declare_parameter("wind_gust.force_w", [0.0, 0.0, 0.0])
-        self.declare_parameter("payload.mass_kg", 0.0)
-        self.declare_parameter("payload.pos_b", [0.0, 0.0, 0.0])
-        self.declare_parameter("weak_motor.index", -1)
-        self.declare_parameter("weak_motor.gain", 1.0)
-        self.declare_parameter("cmd_timeout_s", 0.5)
-        self.declare_parameter("world_frame", "world")
-        self.declare_parameter("body_frame", "base_link")
-
-        p = self.get_parameter
-        gust = None
-        if p("wind_gust.duration_s").value > 0:
-            gust = WindGust(float(p("wind_gust.start_s").value), float(p("wind_gust.duration_s").value),
-                            tuple(float(x) for x in p("wind_gust.force_w").value))
-        payload = None
-        if p("payload.mass_kg").value > 0:
-            payload = Payload(float(p("payload.mass_kg").value), tuple(float(x) for x in p("payload.pos_b").value))
-        weak = None
-        if p("weak_motor.index").value >= 0:
-            weak = WeakMotor(int(p("weak_motor.index").value), float(p("weak_motor.gain").value))
-        policy_dir = p("policy_dir").value
-        if not policy_dir:
-            raise ValueError("twin: parameter policy_dir is empty; it gives the action spec of cmd/executed")
-        _, contract = load_policy_dir(policy_dir)
+        params = declare_node_params(self, "twin")  # every parameter, from params.py (TwinParams)
+        try:
+            if not params.policy_dir:
+                raise ContractError("parameter policy_dir is empty; it gives the action spec of cmd/executed")
+            _, contract = load_policy_dir(params.policy_dir)
+            # The same check tether deploy makes before starting anything: right vehicle, right commands.
+            check_vehicle(contract, twin_vehicle(params), "the twin")
+        except ContractError as e:
+            self.get_logger().fatal(f"policy {params.policy_dir!r} refused: {e}")
+            raise SystemExit(2) from None
+        self.params = params
         # A CTBR policy was trained against the sim's rate controller: the twin's firmware uses its gains.
-        self.cfg = with_policy_rate_gains(TwinConfig(
-            preset=p("preset").value, rate_hz=float(p("rate_hz").value), substeps=int(p("substeps").value),
-            latency_s=float(p("latency_s").value), init_pos_w=tuple(float(x) for x in p("init_pos_w").value),
-            noise_pos_m=float(p("noise_pos_m").value), noise_vel_m_s=float(p("noise_vel_m_s").value),
-            noise_att_rad=float(p("noise_att_rad").value),
-            noise_ang_vel_rad_s=float(p("noise_ang_vel_rad_s").value), seed=int(p("seed").value),
-            wind_gust=gust, payload=payload, weak_motor=weak), contract.action)
+        self.cfg = with_policy_rate_gains(params.twin_config(), contract.action)
+        gust, payload, weak = self.cfg.wind_gust, self.cfg.payload, self.cfg.weak_motor
         self.twin = DigitalTwin(self.cfg)
         self.to_command = ActionToCommand(contract.action, self.twin.preset.rotor_pos_b, self.twin.preset.rotor_spin)
         self.twin.connect()
-        self.cmd_timeout_s = float(p("cmd_timeout_s").value)
-        self.world_frame, self.body_frame = p("world_frame").value, p("body_frame").value
+        self.cmd_timeout_s = params.cmd_timeout_s
+        self.world_frame, self.body_frame = params.world_frame, params.body_frame
+        self._crash_pub = self.create_publisher(String, qos.TWIN_CRASHED, qos.LATCHED)
+        self._crash_reported = False
 
         self._odom_pub = self.create_publisher(Odometry, qos.STATE_ODOM, qos.SENSOR_DATA)
         self._imu_pub = self.create_publisher(Imu, qos.STATE_IMU, qos.SENSOR_DATA)
@@ -126,6 +100,8 @@ class TwinNode(Node):
                 self.twin.safe_stop()
                 self.get_logger().error(f"no command for {self.cmd_timeout_s} s: motors off (offboard-loss failsafe)")
             self.twin.advance()
+            if self.twin.crash is not None and not self._crash_reported:
+                self._report_crash()
         s = self.twin.read()
         stamp = self.get_clock().now().to_msg()
         self._odom.header.stamp = stamp
@@ -139,8 +115,22 @@ class TwinNode(Node):
         fill_imu(self._imu, s.quat_wxyz, s.ang_vel_b, specific_force_b)
         self._imu_pub.publish(self._imu)
 
+    def _report_crash(self) -> None:
+        """Once per crash: the log, the latched twin/crashed topic (the recorder keeps it), and with
+        exit_on_crash the node ends (status 1) after crash_exit_delay_s, so tether deploy fails."""
+        self._crash_reported = True
+        reason = self.twin.crash.describe()
+        self._crash_pub.publish(String(data=reason))
+        self.get_logger().error(f"crashed: {reason}; motors stopped")
+        if self.params.exit_on_crash:
+            self._exit_timer = self.create_timer(self.params.crash_exit_delay_s, self._exit_after_crash)
+
+    def _exit_after_crash(self) -> None:
+        raise SystemExit(1)
+
     def destroy_node(self) -> None:
-        self.twin.disconnect()
+        if hasattr(self, "twin"):
+            self.twin.disconnect()
         super().destroy_node()
 
 
