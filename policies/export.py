@@ -56,6 +56,8 @@ def export_policy(checkpoint: str | Path, out_dir: str | Path, parent: dict | No
     """
     ckpt = load_checkpoint(checkpoint)
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir} is a file, not a folder for policy.onnx + policy.json")
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise FileExistsError(f"{out_dir} is not empty; pass overwrite=True to replace the policy in it")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -86,7 +88,7 @@ def export_policy(checkpoint: str | Path, out_dir: str | Path, parent: dict | No
             "onnx_sha256": sha256_file(tmp_onnx), "opset": OPSET,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "config_hash": ckpt["config_hash"], "source_revision": _source_revision(),
-            "checkpoint": str(Path(checkpoint).resolve()), "iteration": ckpt["iteration"],
+            "checkpoint": str(Path(checkpoint).resolve()), "run_id": ckpt.get("run_id"), "iteration": ckpt["iteration"],
             "train_time_s": ckpt["train_time_s"], "preset": env.cfg.vehicle.name,
             "task_cfg": ckpt["task_cfg"], "parent": parent,
         })

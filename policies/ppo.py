@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from policies.checkpoint import load_checkpoint, save_checkpoint
+from policies.checkpoint import CheckpointError, load_checkpoint, new_run_id, save_checkpoint, write_run_file
 from policies.models import ActorCritic
 
 
@@ -30,19 +31,31 @@ class PPOCfg:
     adaptive_lr: bool = True
     """scale the learning rate to keep the KL near desired_kl (rsl_rl's schedule)"""
     desired_kl: float = 0.01
+    """target KL divergence between successive policies of the adaptive schedule [nats]"""
     gamma: float = 0.99
+    """discount per control step [1]"""
     gae_lambda: float = 0.95
+    """GAE bias-variance trade-off [1]"""
     num_minibatches: int = 4
+    """minibatches per epoch"""
     update_epochs: int = 4
+    """passes over each rollout"""
     clip_coef: float = 0.2
+    """PPO ratio clip (and value clip) [1]"""
     ent_coef: float = 0.0
+    """entropy bonus weight [1]"""
     vf_coef: float = 1.0
+    """value loss weight [1]"""
     max_grad_norm: float = 1.0
+    """global gradient norm clip [1]"""
     actor_hidden: tuple[int, ...] = (64, 64)
+    """hidden layer widths of the actor"""
     critic_hidden: tuple[int, ...] = (64, 64)
+    """hidden layer widths of the critic"""
     init_log_std: float = -1.0
     """initial log standard deviation of the Gaussian policy [log of normalized action units]"""
     seed: int = 0
+    """torch seed of the run"""
     save_interval: int = 10
     """iterations between checkpoints"""
     critic_warmup_iterations: int = 0
@@ -50,15 +63,43 @@ class PPOCfg:
     advantages are noise, and following them would first unlearn what the actor knows)"""
 
     def __post_init__(self):
-        if self.num_iterations < 1 or self.num_steps < 1 or self.num_minibatches < 1:
-            raise ValueError("num_iterations, num_steps and num_minibatches must be >= 1")
-        if not 0.0 < self.gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:
-            raise ValueError("gamma must be in (0, 1], gae_lambda in [0, 1]")
+        # one line per broken value, naming the key: config_from_dict prefixes "ppo."
+        at_least_one = ("num_iterations", "num_steps", "num_minibatches", "update_epochs", "save_interval")
+        for name in at_least_one:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.critic_warmup_iterations < 0:
+            raise ValueError(f"critic_warmup_iterations must be >= 0, got {self.critic_warmup_iterations}")
+        for name in ("learning_rate", "desired_kl", "gamma", "gae_lambda", "clip_coef", "ent_coef", "vf_coef",
+                     "max_grad_norm", "init_log_std"):
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value}")
+        positive = ("learning_rate", "desired_kl", "clip_coef", "max_grad_norm")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("ent_coef", "vf_coef"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.learning_rate > 1.0:
+            raise ValueError(f"learning_rate {self.learning_rate} is out of range (0, 1]")
+        if not 0.0 < self.gamma <= 1.0:
+            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
+        if not 0.0 <= self.gae_lambda <= 1.0:
+            raise ValueError(f"gae_lambda must be in [0, 1], got {self.gae_lambda}")
+        for name in ("actor_hidden", "critic_hidden"):
+            widths = getattr(self, name)
+            if not widths or any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in widths):
+                raise ValueError(f"{name} must be a non-empty list of layer widths >= 1, got {list(widths)}")
 
 
 def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path | None = None,
-          progress: bool = True, writer=None, init: ActorCritic | None = None) -> Path:
+          progress: bool = True, writer=None, init: ActorCritic | None = None, run_id: str | None = None) -> Path:
     """Train on ``env``; checkpoints go to ``run_dir``; returns the path of the last checkpoint.
+
+    run_dir/run.json names the run (``run_id``, default a fresh one; a resumed run keeps the id of its
+    checkpoint) and every checkpoint carries that id, so the folder's latest checkpoint is always this run's.
 
     init: start from this model's actor and (frozen) observation normalizer, e.g. a deployed policy
     rebuilt from its ONNX file; the critic starts fresh (see ``critic_warmup_iterations``).
@@ -69,10 +110,20 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
     from tqdm import tqdm
 
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
     device = env.device
     num_envs, obs_dim, act_dim = env.num_envs, env.obs_dim, env.cfg.action_dim
+    if num_envs * cfg.num_steps < cfg.num_minibatches:
+        raise ValueError(f"num_minibatches {cfg.num_minibatches} > the {num_envs * cfg.num_steps} samples of a "
+                         f"rollout ({num_envs} envs x {cfg.num_steps} steps); use more envs or fewer minibatches")
+    resumed = None
+    if resume is not None:
+        resumed = load_checkpoint(resume, task=task, obs_dim=obs_dim, action_dim=act_dim,
+                                  action_space=getattr(env.cfg, "action_space", None))
+        run_id = resumed.get("run_id") or run_id
+    run_id = run_id or new_run_id()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_run_file(run_dir, run_id, task, resumed_from=resume)
+    torch.manual_seed(cfg.seed)
 
     model = ActorCritic(obs_dim, act_dim, cfg.actor_hidden, cfg.critic_hidden, cfg.init_log_std,
                         action_bias=env.hover_action.clone()).to(device)
@@ -86,10 +137,15 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
         model.action_bias = init.action_bias.detach().clone().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     start_iter, global_step, train_time_s, lr = 0, 0, 0.0, cfg.learning_rate
-    if resume is not None:
-        ckpt = load_checkpoint(resume, task=task, obs_dim=obs_dim, action_dim=act_dim)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+    if resumed is not None:
+        ckpt = resumed
+        try:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError) as e:  # another network shape (actor_hidden / critic_hidden)
+            raise CheckpointError(f"{resume}: its network (ppo actor_hidden {ckpt['ppo_cfg'].get('actor_hidden')}, "
+                                  f"critic_hidden {ckpt['ppo_cfg'].get('critic_hidden')}) does not match this "
+                                  f"run's ({list(cfg.actor_hidden)}, {list(cfg.critic_hidden)})") from e
         start_iter, global_step = ckpt["iteration"], ckpt["global_step"]
         train_time_s, lr = ckpt["train_time_s"], ckpt["learning_rate"]
 
@@ -209,6 +265,6 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
             last_ckpt = save_checkpoint(run_dir / f"model_{iteration + 1:05d}.pt", model=model,
                                         optimizer=optimizer, task=task, env=env, ppo_cfg=cfg,
                                         iteration=iteration + 1, global_step=global_step,
-                                        train_time_s=train_time_s, learning_rate=lr, logs=logs)
+                                        train_time_s=train_time_s, learning_rate=lr, logs=logs, run_id=run_id)
     bar.close()
     return last_ckpt

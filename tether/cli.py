@@ -10,27 +10,35 @@ from pathlib import Path
 
 # Subcommands owned by other stages: each module provides add_parser(subparsers). Imported lazily so
 # that `tether train` does not need rclpy and `tether deploy` does not need torch.
-EXTERNAL_COMMANDS = {"calibrate": "calibration.cli", "deploy": "tether.deploy", "finetune": "policies.hil.cli"}
+EXTERNAL_COMMANDS = {"calibrate": "calibration.cli", "deploy": "tether.deploy", "finetune": "policies.hil.cli",
+                     "operate": "tether.operate"}  # adds estop, policy, lifecycle, status
 
 
 def _parse_overrides(items: list[str]) -> dict:
     import yaml
 
+    from tether.errors import UserError
+
     out = {}
     for item in items:
         if "=" not in item:
-            raise SystemExit(f"error: --set expects key=value, got {item!r}")
+            raise UserError(f"--set expects key=value, got {item!r}")
         key, value = item.split("=", 1)
-        out[key] = yaml.safe_load(value)
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise UserError(f"--set {item!r}: the value is not valid YAML ({' '.join(str(e).split())}); "
+                            "write lists as [1.0, 2.0] and NaN/Inf as .nan/.inf") from e
     return out
 
 
 def _task_cfg(task: str, config: str | None, overrides: dict):
     from sim.tasks import TASKS
     from tether.config import config_from_dict, config_to_dict, load_yaml_config
+    from tether.errors import UserError
 
     if task not in TASKS:
-        raise SystemExit(f"error: unknown task {task!r}; registered tasks: {', '.join(sorted(TASKS))}")
+        raise UserError(f"unknown task {task!r}; registered tasks: {', '.join(sorted(TASKS))}")
     cfg_cls, _ = TASKS[task]
     try:
         if config:
@@ -39,7 +47,11 @@ def _task_cfg(task: str, config: str | None, overrides: dict):
         base.update(overrides)
         return config_from_dict(cfg_cls, base, where=f"{task} config")
     except (ValueError, OSError) as e:
-        raise SystemExit(f"error: {e}") from e
+        raise UserError(_one_line(e)) from e
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
 
 
 def _calibrated(cfg, path: str, k: float):
@@ -48,121 +60,365 @@ def _calibrated(cfg, path: str, k: float):
 
     from calibration.files import load_calibration
     from calibration.to_sim import preset_and_randomization
+    from tether.errors import UserError
 
     try:
         calib = load_calibration(path)
         vehicle, randomization = preset_and_randomization(calib, cfg.vehicle, k=k,
                                                           base_randomization=cfg.randomization)
-    except (ValueError, OSError) as e:
-        raise SystemExit(f"error: {e}") from e
-    return dataclasses.replace(cfg, vehicle_params=vehicle, randomization=randomization)
+        return dataclasses.replace(cfg, vehicle_params=vehicle, randomization=randomization)
+    except (ValueError, OSError, KeyError, TypeError) as e:
+        raise UserError(f"--calibration {path}: {_one_line(e)}") from e
 
 
-def cmd_train(args) -> Path:
+def _at_least(flag: str, value, low) -> None:
+    """0 is a value: an option given as 0 is checked like any other, never taken for 'not given'."""
+    from tether.errors import UserError
+
+    if value is not None and value < low:
+        raise UserError(f"{flag} must be >= {low}, got {value}")
+
+
+def _finite_positive(flag: str, value) -> None:
+    import math
+
+    from tether.errors import UserError
+
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise UserError(f"{flag} must be a finite number > 0, got {value}")
+
+
+def _check_device(device: str) -> None:
+    """A device torch has here; `cuda` on a CPU-only build is one line, not a traceback at the first tensor."""
     import torch
-    from torch.utils.tensorboard import SummaryWriter
 
-    from policies.checkpoint import CheckpointError
+    from tether.errors import UserError
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise UserError(f"--device {device!r} is not a torch device ({_one_line(e)}); use cpu or cuda[:N]") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device}: this torch ({torch.__version__}) sees no CUDA device; use "
+                            "--device cpu, or a CUDA build of torch on a machine with an NVIDIA GPU")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here "
+                            f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise UserError(f"--device {device}: this torch sees no Apple MPS device; use --device cpu")
+    elif dev.type != "cpu":
+        raise UserError(f"--device {device}: device type {dev.type!r} is not supported; use cpu or cuda[:N]")
+
+
+def _listing(folder: Path, limit: int = 4) -> str:
+    names = sorted(p.name for p in folder.iterdir())
+    return ", ".join(names[:limit]) + (f", ... ({len(names)} entries)" if len(names) > limit else "")
+
+
+def _is_non_empty_dir(path: Path) -> bool:
+    return path.is_dir() and any(path.iterdir())
+
+
+def _refuse_file(path: Path, flag: str) -> None:
+    from tether.errors import UserError
+
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} is a file, not a folder; give a folder (a new one, or --force for a "
+                        "non-empty one)")
+
+
+def _resolve_checkpoint(path: str, flag: str, skipped: list[Path] | None = None) -> Path:
+    """A checkpoint file, or a run folder's latest checkpoint of its own run (run.json)."""
+    from policies.checkpoint import CheckpointError, latest_checkpoint
+    from tether.errors import UserError
+
+    p = Path(path)
+    if not p.exists():
+        if p.suffix == ".pt":
+            raise UserError(f"checkpoint {p} does not exist; give a model_*.pt file or the run folder that "
+                            "`tether train` wrote")
+        raise UserError(f"{flag} {p} does not exist; give the run folder that `tether train` wrote (or one of "
+                        "its model_*.pt files)")
+    try:
+        return latest_checkpoint(p, skipped) if p.is_dir() else p
+    except CheckpointError as e:
+        raise UserError(_one_line(e)) from e
+
+
+# The files `tether train` writes into a run folder; --force removes exactly these, so that nothing of
+# the old run (a higher-numbered checkpoint, a second TensorBoard history) stays behind.
+RUN_OUTPUTS = ("model_*.pt", "model_*.pt.tmp", "tb", "config.yaml", "randomization.yaml", "run.json")
+
+
+def _clear_run(run_dir: Path) -> None:
+    import shutil
+
+    for pattern in RUN_OUTPUTS:
+        for p in run_dir.glob(pattern):
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+
+def cmd_train(args) -> int:
+    import torch
+
+    from policies.checkpoint import CheckpointError, load_checkpoint
     from policies.ppo import PPOCfg, train
     from sim.tasks import make_env
     from tether.config import config_from_dict, config_to_dict
+    from tether.errors import UserError
 
+    _at_least("--num-envs", args.num_envs, 1)
+    _at_least("--iterations", args.iterations, 1)
+    _at_least("--threads", args.threads, 1)
+    _finite_positive("--calibration-k", args.calibration_k)
     torch.set_num_threads(args.threads)
     overrides = _parse_overrides(args.set)
     ppo_over = {k[4:]: overrides.pop(k) for k in list(overrides) if k.startswith("ppo.")}
-    if args.num_envs:
+    if args.num_envs is not None:
         overrides["num_envs"] = args.num_envs
-    if args.device:
+    if args.device is not None:
         overrides["device"] = args.device
     cfg = _task_cfg(args.task, args.config, overrides)
     if args.calibration:
         cfg = _calibrated(cfg, args.calibration, args.calibration_k)
-    if args.iterations:
+    if args.iterations is not None:
         ppo_over["num_iterations"] = args.iterations
     ppo_over.setdefault("seed", args.seed)
     try:
         ppo = config_from_dict(PPOCfg, {**config_to_dict(PPOCfg()), **ppo_over}, where="ppo")
     except ValueError as e:
-        raise SystemExit(f"error: {e}") from e
-    run_dir = Path(args.run_dir or f"artifacts/runs/{args.task}_seed{ppo.seed}")
+        raise UserError(_one_line(e)) from e
+    _check_device(cfg.device)
+
+    resume = _resolve_checkpoint(args.resume, "--resume") if args.resume else None
+    resume_dir = None if resume is None else (Path(args.resume) if Path(args.resume).is_dir() else resume.parent)
+    run_dir = Path(args.run_dir or (resume_dir if resume_dir is not None else f"artifacts/runs/{args.task}_seed{ppo.seed}"))
+    _refuse_file(run_dir, "--run-dir")
+    continuing = resume_dir is not None and run_dir.resolve() == resume_dir.resolve()
+    if continuing and args.force:
+        raise UserError(f"--force would delete the checkpoints of {run_dir} that --resume continues from; "
+                        "drop --force, or give a new --run-dir")
+    if _is_non_empty_dir(run_dir) and not continuing and not args.force:
+        raise UserError(f"run folder {run_dir} is not empty ({_listing(run_dir)}); pass --resume {run_dir} to "
+                        "continue its run, --force to replace it, or another --run-dir")
+    try:
+        env = make_env(args.task, cfg)
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise UserError(f"{args.task} config: {_one_line(e)}") from e
+    if env.num_envs * ppo.num_steps < ppo.num_minibatches:
+        raise UserError(f"ppo.num_minibatches {ppo.num_minibatches} > the {env.num_envs * ppo.num_steps} samples "
+                        f"of a rollout ({env.num_envs} envs x {ppo.num_steps} steps); use more envs or fewer minibatches")
+    if resume is not None:
+        try:
+            ckpt = load_checkpoint(resume, task=args.task, obs_dim=env.obs_dim, action_dim=cfg.action_dim,
+                                   action_space=cfg.action_space)
+        except CheckpointError as e:
+            raise UserError(f"--resume: {_one_line(e)}") from e
+        if ckpt["iteration"] >= ppo.num_iterations:
+            raise UserError(f"--resume: {resume} is at iteration {ckpt['iteration']} already; pass --iterations "
+                            f"> {ckpt['iteration']} (the total) to continue it")
+        for key in ("actor_hidden", "critic_hidden"):
+            if tuple(ckpt["ppo_cfg"][key]) != tuple(getattr(ppo, key)):
+                raise UserError(f"--resume: {resume} has ppo.{key} {list(ckpt['ppo_cfg'][key])}, this run "
+                                f"{list(getattr(ppo, key))}; a resumed run keeps its network")
+
+    # Every check passed: from here on files are written.
+    if args.force and run_dir.is_dir():
+        _clear_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     import yaml
+    from torch.utils.tensorboard import SummaryWriter
 
     (run_dir / "config.yaml").write_text(yaml.safe_dump({"task": args.task, "task_cfg": config_to_dict(cfg),
                                                          "ppo": config_to_dict(ppo)}, sort_keys=False))
     (run_dir / "randomization.yaml").write_text(yaml.safe_dump(config_to_dict(cfg.randomization), sort_keys=False))
-    env = make_env(args.task, cfg)
     writer = SummaryWriter(str(run_dir / "tb"))
     try:
-        ckpt = train(env, args.task, ppo, run_dir, resume=args.resume, writer=writer)
+        ckpt_path = train(env, args.task, ppo, run_dir, resume=resume, writer=writer)
     except CheckpointError as e:
-        raise SystemExit(f"error: {e}") from e
+        raise UserError(_one_line(e)) from e
     finally:
         writer.close()
-    print(f"checkpoint: {ckpt}")
-    return ckpt
+    print(f"checkpoint: {ckpt_path}")
+    return 0
 
 
-def _resolve_checkpoint(path: str) -> Path:
-    from policies.checkpoint import CheckpointError, latest_checkpoint
-
-    p = Path(path)
-    try:
-        return latest_checkpoint(p) if p.is_dir() else p
-    except CheckpointError as e:
-        raise SystemExit(f"error: {e}") from e
-
-
-def cmd_export(args) -> Path:
-    from policies.checkpoint import CheckpointError
+def cmd_export(args) -> int:
+    from policies.checkpoint import CheckpointError, load_checkpoint, read_run_id
     from policies.export import export_policy
+    from tether.errors import CommandFailed, UserError
 
-    ckpt = _resolve_checkpoint(args.checkpoint)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder for policy.onnx + policy.json")
+    if _is_non_empty_dir(out) and not args.force:
+        raise UserError(f"--out {out} is not empty ({_listing(out)}); pass --force to replace the policy in it, "
+                        "or give another folder")
+    skipped: list[Path] = []
+    ckpt = _resolve_checkpoint(args.checkpoint, "checkpoint", skipped)
     try:
-        out, contract, err = export_policy(ckpt, args.out)
-    except (CheckpointError, FileExistsError, RuntimeError) as e:
-        raise SystemExit(f"error: {e}") from e
-    print(f"exported {ckpt} -> {out}/policy.onnx + policy.json (obs {contract.obs_dim}, "
+        info = load_checkpoint(ckpt)
+        if Path(args.checkpoint).is_dir():
+            run_id = read_run_id(args.checkpoint)
+            if run_id is not None and info.get("run_id") != run_id:  # latest_checkpoint guarantees it; say so
+                raise CheckpointError(f"{ckpt} is not of run {run_id}")
+        out_dir, contract, err = export_policy(ckpt, out, overwrite=True)
+    except (CheckpointError, ValueError, KeyError) as e:
+        raise UserError(_one_line(e)) from e
+    except RuntimeError as e:  # the ONNX parity check
+        raise CommandFailed(_one_line(e)) from e
+    run = info.get("run_id") or "unknown (a checkpoint written before run ids)"
+    print(f"checkpoint: {ckpt} (iteration {info['iteration']}, run {run})")
+    if skipped:
+        print(f"passed over {len(skipped)} checkpoint(s) of another run in {args.checkpoint}: "
+              f"{', '.join(p.name for p in skipped[:4])}")
+    print(f"exported -> {out_dir}/policy.onnx + policy.json (obs {contract.obs_dim}, "
           f"action {contract.action.type}x{contract.action.dim}, {contract.control_rate_hz:g} Hz); "
           f"ONNX parity max |diff| = {err:.2e}")
+    return 0
+
+
+EVAL_OUTPUTS = ("report.json", "eval*.png")
+
+
+def _eval_out(args) -> Path:
+    """--out, or `<policy>_eval` beside the (first) policy folder."""
+    if args.out:
+        return Path(args.out)
+    first = Path(args.policy[0]).resolve()
+    return first.parent / f"{first.name}_eval"
+
+
+def cmd_eval(args) -> int:
+    import dataclasses
+    import json
+
+    from policies.evaluation import (ACCEPTANCE, evaluate_policy, plot_evaluation, report_for_json, summary_line,
+                                     task_cfg_from_contract)
+    from sim.pybullet_ref.evaluate import iqm_ci
+    from sim.tasks import task_name_of
+    from tether.contract import ContractError
+    from tether.errors import EXIT_ACCEPTANCE, UserError
+    from tether.runtime import OnnxPolicy
+
+    _at_least("--starts", args.starts, 1)
+    for p in args.policy:
+        if not Path(p).is_dir():
+            raise UserError(f"policy folder {p} does not exist; give the folder `tether export --out` wrote "
+                            "(policy.onnx + policy.json)")
+    out = _eval_out(args)
+    _refuse_file(out, "--out")
+    if _is_non_empty_dir(out) and not args.force:
+        raise UserError(f"--out {out} is not empty ({_listing(out)}); pass --force to replace the evaluation in "
+                        "it, or give another --out")
+    cfgs = []
+    for p in args.policy:
+        try:
+            OnnxPolicy(p)  # the contract and the ONNX file are checked before anything flies
+            cfgs.append(task_cfg_from_contract(p))
+        except (ContractError, ValueError, OSError) as e:
+            raise UserError(f"{p}: {_one_line(e)}") from e
+    tasks = sorted({task_name_of(c) for c in cfgs})
+    if len(tasks) > 1:
+        raise UserError(f"the policies are of different tasks ({', '.join(tasks)}); evaluate one task at a time")
+    acceptance = ACCEPTANCE[args.acceptance or tasks[0]]
+    if args.starts is not None:
+        acceptance = acceptance.with_starts(args.starts)
+    if args.seed is not None:
+        acceptance = dataclasses.replace(acceptance, seed=args.seed)
+    sims = ("pybullet", "tether") if args.sim == "both" else (args.sim,)
+
+    reports = []
+    for policy_dir, cfg in zip(args.policy, cfgs):
+        try:
+            report = evaluate_policy(policy_dir, cfg, acceptance, sims=sims)
+        except (ContractError, ValueError) as e:
+            raise UserError(f"{policy_dir}: {_one_line(e)}") from e
+        reports.append(report)
+        for sim in sims:
+            print(f"{policy_dir} [{sim}] {report['task']}: {summary_line(report, sim)}")
+    across = {}
+    if len(reports) > 1:
+        for sim in sims:
+            m, lo, hi = iqm_ci([r[sim]["success_rate"] for r in reports])
+            across[sim] = {"iqm_success": m, "iqm_ci95": [lo, hi]}
+            print(f"[{sim}] across {len(reports)} seeds: IQM success {m:.3f} (95% CI {lo:.3f}-{hi:.3f})")
+    passed = all(r[sim]["passed"] for r in reports for sim in sims)
+
+    out.mkdir(parents=True, exist_ok=True)
+    if args.force:
+        for pattern in EVAL_OUTPUTS:
+            for f in out.glob(pattern):
+                f.unlink()
+    plots = []
+    for k, (policy_dir, report) in enumerate(zip(args.policy, reports)):
+        name = "eval.png" if len(reports) == 1 else f"eval_{k}_{Path(policy_dir).resolve().name}.png"
+        plots.append(str(plot_evaluation(report, out / name, title=f"{policy_dir} ({report['task']})")))
+    doc = {"task": tasks[0], "sims": list(sims), "acceptance": dataclasses.asdict(acceptance), "passed": passed,
+           "policies": [{"policy": str(p), **report_for_json(r)} for p, r in zip(args.policy, reports)],
+           "across_seeds": across, "plots": plots}
+    (out / "report.json").write_text(json.dumps(doc, indent=2, allow_nan=True) + "\n")
+    need = f"{acceptance.required_successes}/{acceptance.num_starts}"
+    print(f"acceptance ({tasks[0]}, >= {need} in {' and '.join(sims)}): {'PASS' if passed else 'FAIL'}")
+    print(f"report: {out / 'report.json'}   plot: {', '.join(plots)}")
+    return 0 if passed else EXIT_ACCEPTANCE
+
+
+DEMO_ROOT = Path("artifacts/demo")
+# What `tether demo` writes into its folder; --force over an existing --out removes exactly these.
+DEMO_OUTPUTS = ("run", "policy", "correction", "report.json", "hover_report.png")
+
+
+def _fresh_demo_dir(root: Path) -> Path:
+    """root/<UTC timestamp>, and root/latest pointing to it (a new folder per run: two runs never mix)."""
+    import datetime
+    import os
+
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    out, n = root / stamp, 1
+    while out.exists():
+        n += 1
+        out = root / f"{stamp}-{n}"
+    out.mkdir(parents=True)
+    latest = root / "latest"
+    if latest.is_symlink() or not latest.exists():
+        tmp = root / f".latest.{os.getpid()}"
+        tmp.symlink_to(out.name)
+        os.replace(tmp, latest)
     return out
 
 
-def cmd_eval(args) -> dict:
-    from policies.evaluation import RECOVERY, AcceptanceCfg, evaluate_hover, task_cfg_from_contract
-    from sim.pybullet_ref.evaluate import iqm_ci
-    from tether.contract import ContractError
+def cmd_demo(args) -> int:
+    import shutil
 
-    acceptance = RECOVERY if args.acceptance == "recovery" else AcceptanceCfg()
-    sims = ("pybullet", "tether") if args.sim == "both" else (args.sim,)
-    reports = []
-    for policy_dir in args.policy:
-        try:
-            cfg = task_cfg_from_contract(policy_dir)
-            report = evaluate_hover(policy_dir, cfg, acceptance, sims=sims)
-        except (ContractError, ValueError) as e:
-            raise SystemExit(f"error: {policy_dir}: {e}") from e
-        reports.append(report)
-        for sim in sims:
-            r = report[sim]
-            print(f"{policy_dir} [{sim}] success {r['successes']}/{acceptance.num_starts} "
-                  f"(95% CI {r['success_ci95'][0]:.2f}-{r['success_ci95'][1]:.2f}), steady-state error "
-                  f"{r['steady_state_err_m_median'] * 100:.1f} cm, settle {r['settle_time_s_median']:.2f} s, "
-                  f"crashes {r['crashes']}")
-    if len(reports) > 1:
-        for sim in sims:
-            scores = [r[sim]["success_rate"] for r in reports]
-            m, lo, hi = iqm_ci(scores)
-            print(f"[{sim}] across {len(scores)} seeds: IQM success {m:.3f} (95% CI {lo:.3f}-{hi:.3f})")
-    return {"reports": reports}
-
-
-def cmd_demo(args) -> None:
     from tether.demo import run_demo
+    from tether.errors import EXIT_ACCEPTANCE, UserError
 
-    run_demo(Path(args.out), iterations=args.iterations, num_envs=args.num_envs, seed=args.seed,
-             hil_backend=None if args.hil == "off" else args.hil, hil_rounds=args.hil_rounds,
-             hil_episodes=args.hil_episodes)
+    for flag, value in (("--iterations", args.iterations), ("--num-envs", args.num_envs),
+                        ("--hil-rounds", args.hil_rounds), ("--hil-episodes", args.hil_episodes)):
+        _at_least(flag, value, 1)
+    if args.out is not None:
+        out = Path(args.out)
+        _refuse_file(out, "--out")
+        if _is_non_empty_dir(out) and not args.force:
+            raise UserError(f"--out {out} is not empty ({_listing(out)}); pass --force to replace the demo in it, "
+                            "or leave --out out for a fresh folder under artifacts/demo/")
+        if args.force and out.is_dir():
+            for name in DEMO_OUTPUTS:
+                p = out / name
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                elif p.exists() or p.is_symlink():
+                    p.unlink()
+    else:
+        out = _fresh_demo_dir(DEMO_ROOT)
+        print(f"demo folder: {out} ({DEMO_ROOT / 'latest'} points to it)")
+    summary = run_demo(out, iterations=args.iterations, num_envs=args.num_envs, seed=args.seed,
+                       hil_backend=None if args.hil == "off" else args.hil, hil_rounds=args.hil_rounds,
+                       hil_episodes=args.hil_episodes)
+    return 0 if summary["pybullet"]["passed"] else EXIT_ACCEPTANCE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,40 +429,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("task", help="registered task: hover, recover, waypoint, trajectory")
     p.add_argument("--config", help="YAML file of task config keys (unknown keys are errors)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a task config key (or ppo.KEY), e.g. --set action_space=rotor")
-    p.add_argument("--num-envs", type=int)
-    p.add_argument("--iterations", type=int)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", help="torch device (default: the config's, cpu)")
+                   help="override a task config key (or ppo.KEY), e.g. --set action_space=rotor; values are "
+                        "YAML (lists [1.0, 2.0]); NaN and Inf are refused")
+    p.add_argument("--num-envs", type=int, help="parallel environments (default: the task config's, 4096)")
+    p.add_argument("--iterations", type=int, help="PPO iterations (default: ppo.num_iterations, 150); with "
+                                                  "--resume the total, counting the resumed ones")
+    p.add_argument("--seed", type=int, default=0, help="PPO seed; also names the default run folder")
+    p.add_argument("--device", help="torch device, cpu or cuda[:N] (default: the config's, cpu)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest at small batch)")
-    p.add_argument("--run-dir")
-    p.add_argument("--resume", help="checkpoint to resume from (same task and shapes)")
+    p.add_argument("--run-dir", help="run folder for checkpoints, config and TensorBoard (default: "
+                                     "artifacts/runs/<task>_seed<seed>, or the --resume folder)")
+    p.add_argument("--resume", help="run folder (its latest checkpoint) or checkpoint file to continue; same task, "
+                                    "action space and network")
+    p.add_argument("--force", action="store_true", help="replace the run in a non-empty --run-dir (its "
+                                                        "checkpoints, config and TensorBoard logs are deleted)")
     p.add_argument("--calibration", help="calibration YAML of the unit: its identified parameters become the "
                                          "nominal vehicle, randomization = nominal +- k sigma")
     p.add_argument("--calibration-k", type=float, default=2.0, help="sigmas of randomization (default 2)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("export", help="export a checkpoint to policy.onnx + policy.json")
-    p.add_argument("checkpoint", help="checkpoint file or run directory (latest checkpoint)")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("checkpoint", help="checkpoint file, or run folder (the latest checkpoint of its own run)")
+    p.add_argument("--out", required=True, help="output folder (new or empty, or --force)")
+    p.add_argument("--force", action="store_true", help="replace the policy in a non-empty --out")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("eval", help="fly exported policies from randomized starts and report success")
-    p.add_argument("--policy", nargs="+", required=True, help="policy directories (several: one per seed)")
-    p.add_argument("--sim", choices=("pybullet", "tether", "both"), default="pybullet")
-    p.add_argument("--acceptance", choices=("hover", "recovery"), default="hover")
+    p = sub.add_parser("eval", help="fly exported policies from randomized starts and judge them as their task "
+                                    "defines success (exit 3 when the acceptance fails)")
+    p.add_argument("--policy", nargs="+", required=True, help="policy folders (several: one per seed, same task)")
+    p.add_argument("--sim", choices=("pybullet", "tether", "both"), default="pybullet",
+                   help="simulator(s) to fly in; both: the same starts and goals in each")
+    p.add_argument("--acceptance", choices=("hover", "recovery", "waypoint", "trajectory"), default=None,
+                   help="start distribution and pass mark (default: the policy's task's own)")
+    p.add_argument("--starts", type=int, default=None,
+                   help="randomized starts (default: the acceptance's, 100); the pass mark keeps its fraction")
+    p.add_argument("--seed", type=int, default=None, help="seed of the starts and goals (default: the acceptance's, "
+                                                          "12345)")
+    p.add_argument("--out", help="folder for report.json and eval.png (default: <policy>_eval beside the policy)")
+    p.add_argument("--force", action="store_true", help="replace the evaluation in a non-empty --out")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("demo", help="the main job: train hover, export, evaluate in pybullet, then correct it on a "
                                        "perturbed twin and finetune (human-in-the-loop), report + plots")
-    p.add_argument("--out", default="artifacts/demo")
-    p.add_argument("--iterations", type=int, default=None)
-    p.add_argument("--num-envs", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="demo folder, new or empty (default: a fresh "
+                                               "artifacts/demo/<UTC time>, artifacts/demo/latest points to it)")
+    p.add_argument("--force", action="store_true", help="replace the demo in a non-empty --out")
+    p.add_argument("--iterations", type=int, default=None, help="PPO iterations (default 80)")
+    p.add_argument("--num-envs", type=int, default=None, help="parallel training environments (default 512)")
+    p.add_argument("--seed", type=int, default=0, help="seed of training and of the correction loop")
     p.add_argument("--hil", choices=("ros", "inproc", "off"), default="ros",
                    help="then correct the policy on a perturbed twin and finetune it (default: ROS 2 nodes)")
-    p.add_argument("--hil-rounds", type=int, default=2)
-    p.add_argument("--hil-episodes", type=int, default=10)
+    p.add_argument("--hil-rounds", type=int, default=2, help="correction rounds")
+    p.add_argument("--hil-episodes", type=int, default=10, help="episodes per correction round")
     p.set_defaults(func=cmd_demo)
 
     for name, module in EXTERNAL_COMMANDS.items():

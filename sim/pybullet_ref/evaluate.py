@@ -180,6 +180,40 @@ def hover_metrics(result: dict[str, np.ndarray], tol_m: float = 0.05, reach_with
     return {"success": success, "settle_time_s": settle_time_s, "steady_state_err_m": steady}
 
 
+def reach_metrics(result: dict[str, np.ndarray], tol_m: float, speed_m_s: float) -> dict[str, np.ndarray]:
+    """Per-episode go-to-goal metrics (needs t_s [T], pos_err [T, M], lin_vel_w [T, M, 3], crashed [M],
+    crash_time_s [M]; goal_vel_w [T, M, 3] if the goal moves).
+
+    The goal is reached at the first sample within tol_m of it and slower than speed_m_s relative to it
+    (the waypoint task's success, which ends its episode). success [M]: reached before any crash;
+    reach_time_s [M] (NaN: never); final_err_m [M]: the error at the last sample [m].
+    """
+    t, err = np.asarray(result["t_s"]), np.asarray(result["pos_err"])
+    vel = np.asarray(result["lin_vel_w"])
+    goal_vel = np.asarray(result.get("goal_vel_w", np.zeros_like(vel)))
+    speed = np.linalg.norm(vel - goal_vel, axis=-1)  # [T, M]
+    reached = np.isfinite(err) & (err < tol_m) & (speed < speed_m_s)
+    ever = reached.any(0)
+    reach_time_s = np.where(ever, t[np.argmax(reached, axis=0)], np.nan)
+    crash_time = np.where(np.asarray(result["crashed"]), np.asarray(result["crash_time_s"]), np.inf)
+    success = ever & (np.nan_to_num(reach_time_s, nan=np.inf) < crash_time)
+    return {"success": success, "reach_time_s": reach_time_s, "final_err_m": err[-1]}
+
+
+def tracking_metrics(result: dict[str, np.ndarray], tol_m: float, settle_s: float) -> dict[str, np.ndarray]:
+    """Per-episode tracking metrics of a moving reference (needs t_s [T], pos_err [T, M], crashed [M]).
+
+    The error counts from settle_s on (the start is off the reference by design). rms_err_m [M] and
+    max_err_m [M] over that window [m]; success [M]: not crashed and rms_err_m <= tol_m.
+    """
+    t, err, crashed = np.asarray(result["t_s"]), np.asarray(result["pos_err"]), np.asarray(result["crashed"])
+    window = t >= min(settle_s, t[-1]) - 1e-9
+    e = err[window]
+    rms = np.sqrt(np.mean(np.square(e), axis=0))
+    success = ~crashed & np.isfinite(rms) & (rms <= tol_m)
+    return {"success": success, "rms_err_m": rms, "max_err_m": e.max(0)}
+
+
 def _finite_1d(values, name: str) -> np.ndarray:
     v = np.asarray(values, dtype=np.float64).reshape(-1)
     if v.size == 0:

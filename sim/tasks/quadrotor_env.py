@@ -132,6 +132,10 @@ class QuadrotorEnv:
     # projected gravity direction (up_b) instead of the full attitude: the task is invariant to heading,
     # so the policy need not learn every heading separately (several-fold faster hover learning here).
     observation_names: tuple[str, ...] = ("pos_err_b", "up_b", "lin_vel_b", "ang_vel_b", "prev_actions")
+    # How an evaluation judges an episode of this task (policies.evaluation): "hold" (reach the goal and
+    # stay within tolerance to the end), "reach" (the task's own success condition, first time it holds)
+    # or "track" (RMS error to a moving reference).
+    success_metric: str = "hold"
 
     def __init__(self, cfg: QuadrotorTaskCfg):
         self.cfg = cfg
@@ -171,6 +175,15 @@ class QuadrotorEnv:
     def _success(self, pos_err: torch.Tensor, speed: torch.Tensor) -> torch.Tensor:
         """Episode-ending success [N] bool; hover has none (it must hold until the time limit)."""
         return torch.zeros_like(speed, dtype=torch.bool)
+
+    def goal_at(self, t_s: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(goal_w [N, 3] m, goal_vel_w [N, 3] m/s) of each env's current episode at episode time t_s,
+        without changing the env: an evaluation in another simulator feeds the same goals."""
+        return self.goal_w.clone(), torch.zeros_like(self.goal_w)
+
+    def start_centre_w(self) -> torch.Tensor:
+        """[N, 3] m: where the episode's starts are centred (the goal at t = 0, unless a task says otherwise)."""
+        return self.goal_at(0.0)[0]
 
     # ---------------------------------------------------------------- spec
 

@@ -26,6 +26,7 @@ class TrajectoryCfg(QuadrotorTaskCfg):
 class TrajectoryEnv(QuadrotorEnv):
     cfg: TrajectoryCfg
     observation_names = ("pos_err_b", "goal_vel_b", "up_b", "lin_vel_b", "ang_vel_b", "prev_actions")
+    success_metric = "track"
 
     def __init__(self, cfg: TrajectoryCfg):
         super().__init__(cfg)
@@ -46,6 +47,9 @@ class TrajectoryEnv(QuadrotorEnv):
             self.goal_vel_w[env_ids] = vel  # the first observation of the episode sees its own reference
             return pos
         return super()._sample_goal(env_ids)
+
+    def goal_at(self, t_s: float) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._reference(torch.full((self.num_envs,), float(t_s), device=self.device), self.phase)
 
     def _update_goal(self) -> None:
         t = self.episode_step.float() * self.cfg.control_dt

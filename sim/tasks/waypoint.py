@@ -23,6 +23,7 @@ class WaypointCfg(QuadrotorTaskCfg):
 
 class WaypointEnv(QuadrotorEnv):
     cfg: WaypointCfg
+    success_metric = "reach"
 
     def _sample_goal(self, env_ids: torch.Tensor) -> torch.Tensor:
         box = torch.tensor(self.cfg.goal_box_m, device=self.device)
@@ -34,6 +35,9 @@ class WaypointEnv(QuadrotorEnv):
         # start near the box centre, not near the goal
         offset = torch.tensor(self.cfg.goal_w, device=self.device) - self.goal_w[env_ids]
         self.state.pos_w[env_ids] += offset
+
+    def start_centre_w(self) -> torch.Tensor:
+        return torch.tensor(self.cfg.goal_w, device=self.device).repeat(self.num_envs, 1)
 
     def _success(self, pos_err: torch.Tensor, speed: torch.Tensor) -> torch.Tensor:
         return (pos_err < self.cfg.success_tol_m) & (speed < self.cfg.success_speed_m_s)
