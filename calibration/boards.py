@@ -22,7 +22,12 @@ BOARD_KINDS = ("charuco", "chessboard")
 
 
 class CalibrationError(ValueError):
-    """Bad input to a calibration (too few views, unusable data); the message says what to change."""
+    """Bad input to a calibration (too few views, unusable data); the message says what to change, in
+    one line; ``details`` are lines that support it (why each view was rejected), printed before it."""
+
+    def __init__(self, message: str, details: tuple[str, ...] | list[str] = ()):
+        super().__init__(message)
+        self.details = tuple(details)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +52,7 @@ class BoardCfg:
         if self.kind not in BOARD_KINDS:
             raise ValueError(f"board.kind must be one of {BOARD_KINDS}, got {self.kind!r}")
         if self.squares_x < 3 or self.squares_y < 3:
-            raise ValueError(f"board needs at least 3x3 squares, got {self.squares_x}x{self.squares_y}")
+            raise ValueError(f"board needs at least 2x2 inner corners, got {self.squares_x - 1}x{self.squares_y - 1}")
         if self.square_m <= 0:
             raise ValueError(f"board.square_m must be positive, got {self.square_m}")
         if self.kind == "charuco":
@@ -55,6 +60,11 @@ class BoardCfg:
                 raise ValueError(f"board.marker_m must be in (0, square_m={self.square_m}), got {self.marker_m}")
             if not hasattr(cv2.aruco, self.dictionary):
                 raise ValueError(f"board.dictionary {self.dictionary!r} is not an OpenCV ArUco dictionary")
+
+    def describe(self) -> str:
+        cols, rows = self.inner_corners
+        extra = f", marker {self.marker_m} m, {self.dictionary}" if self.kind == "charuco" else ""
+        return f"{cols}x{rows} inner corners, square {self.square_m} m{extra}"
 
     @property
     def inner_corners(self) -> tuple[int, int]:
@@ -274,13 +284,15 @@ def detect_board(image: np.ndarray, cfg: BoardCfg, name: str = "",
     else:
         corners, ids = _detect_chessboard(gray, cfg, det)
     if len(ids) == 0:
+        # No board: say so first. Blur measured over a whole image says little about a board that is not
+        # there, so it is only a hint for the case that one is in view.
         blur = edge_blur_px(gray)
         if math.isinf(blur):
-            return Rejection(name, f"no {cfg.kind} board found; the image has almost no contrast")
+            return Rejection(name, f"no {cfg.kind} board found (the image has almost no contrast)")
+        hint = f"; if one is in view, check the board settings ({cfg.describe()})"
         if blur > det.max_blur_px:
-            return Rejection(name, f"no {cfg.kind} board found; the image is blurred "
-                                   f"(edge blur {blur:.1f} px > {det.max_blur_px} px)")
-        return Rejection(name, f"no {cfg.kind} board found in the image")
+            hint += f" and the focus (edge blur {blur:.1f} px > {det.max_blur_px} px)"
+        return Rejection(name, f"no {cfg.kind} board found{hint}")
     if len(ids) < det.min_corners:
         return Rejection(name, f"only {len(ids)} board corners found (need at least {det.min_corners})")
     if cfg.kind == "charuco" and charuco_board(cfg).checkCharucoCornersCollinear(ids.reshape(-1, 1).astype(np.int32)):
@@ -289,3 +301,69 @@ def detect_board(image: np.ndarray, cfg: BoardCfg, name: str = "",
     if blur > det.max_blur_px:
         return Rejection(name, f"image blurred at the board: edge blur {blur:.1f} px > {det.max_blur_px} px")
     return Detection(name, corners, ids, (w, h), blur)
+
+
+# --- board files --------------------------------------------------------------------------------------
+
+BOARD_FILE_KEYS = {"kind", "inner_corners", "squares", "square_m", "marker_m", "dictionary", "legacy"}
+
+
+def board_from_dict(d, where: str = "board file") -> BoardCfg:
+    """A board from a mapping (YAML or JSON board file)::
+
+        kind: charuco            # or chessboard
+        inner_corners: [8, 5]    # columns, rows of inner corners, as OpenCV and ROS count them
+        square_m: 0.03
+        marker_m: 0.022          # ChArUco only
+        dictionary: DICT_5X5_100 # ChArUco only
+        legacy: false            # ChArUco printed before OpenCV 4.6
+
+    ``squares: [9, 6]`` (squares per row and column, as a ChArUco generator counts them) may be given
+    instead of inner_corners; the names say which count is meant, so they cannot be confused.
+    """
+    if not isinstance(d, dict):
+        raise CalibrationError(f"{where}: expected a mapping of {sorted(BOARD_FILE_KEYS)}, got {type(d).__name__}")
+    unknown = sorted(set(d) - BOARD_FILE_KEYS)
+    if unknown:
+        raise CalibrationError(f"{where}: unknown key(s) {unknown}; known: {sorted(BOARD_FILE_KEYS)}")
+    for key in ("kind", "square_m"):
+        if key not in d:
+            raise CalibrationError(f"{where}: missing key {key!r}")
+    if ("inner_corners" in d) == ("squares" in d):
+        raise CalibrationError(f"{where}: give exactly one of inner_corners (as OpenCV counts: squares - 1) or "
+                               "squares")
+    key = "inner_corners" if "inner_corners" in d else "squares"
+    count = d[key]
+    if not (isinstance(count, list) and len(count) == 2 and all(isinstance(c, int) and not isinstance(c, bool)
+                                                                   for c in count)):
+        raise CalibrationError(f"{where}: {key} must be two integers [columns, rows], got {count!r}")
+    squares = (count[0] + 1, count[1] + 1) if key == "inner_corners" else tuple(count)
+    kw = {}
+    for name, kind in (("square_m", float), ("marker_m", float), ("dictionary", str), ("legacy", bool),
+                       ("kind", str)):
+        if name in d:
+            v = d[name]
+            ok = (isinstance(v, (int, float)) and not isinstance(v, bool)) if kind is float else isinstance(v, kind)
+            if not ok or (kind is float and not math.isfinite(v)):
+                raise CalibrationError(f"{where}: {name} must be a {'number' if kind is float else kind.__name__}, "
+                                       f"got {v!r}")
+            kw[name] = kind(v)
+    try:
+        return BoardCfg(squares_x=squares[0], squares_y=squares[1], **kw)
+    except ValueError as e:
+        raise CalibrationError(f"{where}: {e}") from None
+
+
+def load_board_file(path) -> BoardCfg:
+    """A board from a YAML or JSON file (JSON is YAML); see :func:`board_from_dict`."""
+    import yaml
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise CalibrationError(f"board file {path} does not exist")
+    try:
+        d = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise CalibrationError(f"board file {path}: not valid YAML or JSON ({type(e).__name__})") from None
+    return board_from_dict(d, where=f"board file {path}")

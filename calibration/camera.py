@@ -106,10 +106,10 @@ def calibrate_camera(views: Sequence[Detection], board: BoardCfg, cfg: CameraCal
     """Intrinsics and distortion from board detections (all from one camera at one resolution)."""
     views = list(views)
     if len(views) < cfg.min_views:
-        reasons = "".join(f"\n  {r.name}: {r.reason}" for r in rejected)
-        raise CalibrationError(f"only {len(views)} usable view(s); need at least {cfg.min_views}. "
-                               f"Take more pictures of the board at different angles and positions."
-                               + (f" Rejected views:{reasons}" if reasons else ""))
+        listed = f" ({len(rejected)} rejected, listed above)" if rejected else ""
+        raise CalibrationError(f"only {len(views)} usable view(s){listed}; need at least {cfg.min_views}: take more "
+                               "pictures of the board at different angles and positions",
+                               details=[f"rejected {r.name}: {r.reason}" for r in rejected])
     rejected = list(rejected)
     max_drop = int(cfg.max_outlier_fraction * len(views))
     while True:

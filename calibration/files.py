@@ -401,6 +401,12 @@ def load_calibration(path: str | Path) -> CalibrationFile:
         raise ValueError(f"{path}: {e}") from e
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
 def write_yaml(path: str | Path, data: dict[str, Any], force: bool = False) -> None:
     """Write YAML atomically (temp file in the same folder, then rename); refuse to replace an existing
     file unless ``force``."""
@@ -410,6 +416,7 @@ def write_yaml(path: str | Path, data: dict[str, Any], force: bool = False) -> N
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; the file is the user's, as open() would make it
         with os.fdopen(fd, "w") as f:
             yaml.safe_dump(data, f, sort_keys=False, default_flow_style=None, width=4096)
         os.replace(tmp, path)

@@ -6,10 +6,8 @@ CSV columns (header row, comma separated, SI units):
 ``ang_vel_b_x/y/z`` [rad/s] body frame. Row k holds the state measured at ``t[k]`` and the command
 applied from ``t[k]`` until ``t[k+1]``.
 
-MCAP / rosbag2: a ``nav_msgs/msg/Odometry`` topic (pose in the world frame; twist in the child (body)
-frame, as REP 105 says) and a rotor-command topic of ``std_msgs/msg/Float32MultiArray`` or
-``Float64MultiArray`` (one value per rotor, fraction of max rpm). Both are resampled onto the command
-timestamps by linear interpolation (quaternions: normalized lerp, fine at log rates).
+Bags (what ``tether deploy --record`` writes, or odometry + rotor commands) are read by
+``calibration.baglog`` into the same :class:`FlightLog`.
 """
 
 from __future__ import annotations
@@ -118,48 +116,6 @@ def read_csv(path: str | Path) -> FlightLog:
     return log_from_columns({name: data[:, i] for i, name in enumerate(header)}, where=str(path))
 
 
-def read_mcap(path: str | Path, odom_topic: str, cmd_topic: str) -> FlightLog:
-    """Odometry + rotor commands from a rosbag2 (MCAP or sqlite3) bag, resampled on the command times."""
-    from rosbags.highlevel import AnyReader  # optional dependency, only for bag input
-
-    path = Path(path)
-    if not path.exists():
-        raise CalibrationError(f"bag {path} does not exist")
-    odom_t, pos, quat, vel_b, omega, cmd_t, cmd = [], [], [], [], [], [], []
-    with AnyReader([path]) as reader:
-        topics = {c.topic for c in reader.connections}
-        for topic in (odom_topic, cmd_topic):
-            if topic not in topics:
-                raise CalibrationError(f"{path}: no topic {topic!r}; topics are {sorted(topics)}")
-        conns = [c for c in reader.connections if c.topic in (odom_topic, cmd_topic)]
-        for conn, stamp_ns, raw in reader.messages(connections=conns):
-            msg = reader.deserialize(raw, conn.msgtype)
-            if conn.topic == odom_topic:
-                p, q, tw = msg.pose.pose.position, msg.pose.pose.orientation, msg.twist.twist
-                odom_t.append(msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec)
-                pos.append((p.x, p.y, p.z))
-                quat.append((q.w, q.x, q.y, q.z))
-                vel_b.append((tw.linear.x, tw.linear.y, tw.linear.z))
-                omega.append((tw.angular.x, tw.angular.y, tw.angular.z))
-            else:
-                cmd_t.append(1e-9 * stamp_ns)
-                cmd.append(np.asarray(msg.data, np.float64))
-    if len(odom_t) < 2 or len(cmd_t) < 2:
-        raise CalibrationError(f"{path}: {len(odom_t)} odometry and {len(cmd_t)} command messages; need more")
-    t_o, t_c = np.asarray(odom_t), np.asarray(cmd_t)
-    inside = (t_c >= t_o[0]) & (t_c <= t_o[-1])
-    t = t_c[inside]
-    u = np.stack(cmd)[inside]
-
-    def interp(x: np.ndarray) -> np.ndarray:
-        return np.stack([np.interp(t, t_o, x[:, i]) for i in range(x.shape[1])], axis=1)
-
-    q = interp(np.asarray(quat))
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    vel_w = _rotate(q, interp(np.asarray(vel_b)))
-    return FlightLog(t, u, interp(np.asarray(pos)), q, vel_w, interp(np.asarray(omega)))
-
-
 def rotmat_wxyz(q: np.ndarray) -> np.ndarray:
     """[..., 3, 3] body -> world rotation matrices from unit quaternions [..., 4] (w, x, y, z)."""
     w, x, y, z = np.moveaxis(q, -1, 0)
@@ -174,12 +130,3 @@ def _rotate(q: np.ndarray, v: np.ndarray) -> np.ndarray:
     w, qv = q[:, :1], q[:, 1:]
     t = 2.0 * np.cross(qv, v)
     return v + w * t + np.cross(qv, t)
-
-
-def read_log(path: str | Path, odom_topic: str = "/odom", cmd_topic: str = "/rotor_cmd") -> FlightLog:
-    path = Path(path)
-    if path.suffix.lower() == ".csv":
-        return read_csv(path)
-    if path.suffix.lower() == ".mcap" or path.is_dir():
-        return read_mcap(path, odom_topic, cmd_topic)
-    raise CalibrationError(f"{path}: unknown flight log format; expected .csv, .mcap or a rosbag2 folder")

@@ -14,6 +14,11 @@ OpenCV's AX = XB solvers (``cv2.calibrateHandEye``: TSAI, PARK, HORAUD, ANDREFF,
 AX = ZB solvers (``cv2.calibrateRobotWorldHandEye``: SHAH, LI) all run; their spread is reported as a
 sanity figure. The result is a joint nonlinear least-squares refinement of X and C over all stations,
 started from the solver that is most consistent with the data.
+
+A result is refused (:func:`check_bounds`) when the closed chain does not close (RMS residual above
+10 mm or 2 deg) or the solvers disagree (spread above 50 mm or 5 deg): ``HandEyeBounds`` says why
+these numbers. Refusals are nearly always a wrong mode, quaternions in another order than stated, or
+a duplicated pose row; :func:`diagnose` re-solves under those readings and says which one closes.
 """
 
 from __future__ import annotations
@@ -59,6 +64,32 @@ class HandEyeCfg:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"hand-eye mode must be one of {MODES}, got {self.mode!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class HandEyeBounds:
+    """Largest chain residual and solver spread of a result that is written.
+
+    Measured on synthetic stations (calibration.synthetic, 8-19 stations, both modes): a good set-up
+    (robot 0.3 mm / 0.03 deg, corners 0.2 px) gives residuals <= 0.8 mm / 0.2 deg and spreads <= 4.3 mm;
+    a poor one (robot 2 mm / 0.2 deg, corners 0.5 px) <= 5.2 mm / 0.5 deg and <= 22 mm / 0.6 deg. A wrong
+    mode, xyzw quaternions read as wxyz, or one duplicated pose row gives residuals >= 15 mm / 8 deg and
+    spreads >= 390 mm. The bounds sit between, with a factor of about 2 to either side."""
+
+    max_residual_m: float = 0.010
+    """largest RMS translation error of the closed chain [m]"""
+    max_residual_deg: float = 2.0
+    """largest RMS rotation error of the closed chain [deg]"""
+    max_spread_m: float = 0.05
+    """largest distance between any solver's camera position and the result [m]"""
+    max_spread_deg: float = 5.0
+    """largest angle between any solver's camera rotation and the result [deg]"""
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"hand-eye bound {f.name} must be a positive number, got {v}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,3 +252,32 @@ def calibrate_hand_eye(T_base_gripper: Sequence[np.ndarray], T_camera_target: Se
                          spread_rotation_deg=spread_r, residual_translation_m=float(np.sqrt(np.mean(t_err ** 2))),
                          residual_rotation_deg=math.degrees(float(np.sqrt(np.mean(r_err ** 2)))),
                          n_stations=len(A))
+
+
+def exceeded_bounds(res: HandEyeResult, bounds: HandEyeBounds = HandEyeBounds()) -> list[str]:
+    """What of ``res`` is outside ``bounds``, in words (empty: the result may be written)."""
+    out = []
+    if res.residual_translation_m > bounds.max_residual_m:
+        out.append(f"chain residual {1e3 * res.residual_translation_m:.1f} mm > {1e3 * bounds.max_residual_m:g} mm")
+    if res.residual_rotation_deg > bounds.max_residual_deg:
+        out.append(f"chain residual {res.residual_rotation_deg:.2f} deg > {bounds.max_residual_deg:g} deg")
+    if res.spread_translation_m > bounds.max_spread_m:
+        out.append(f"solver spread {1e3 * res.spread_translation_m:.1f} mm > {1e3 * bounds.max_spread_m:g} mm")
+    if res.spread_rotation_deg > bounds.max_spread_deg:
+        out.append(f"solver spread {res.spread_rotation_deg:.2f} deg > {bounds.max_spread_deg:g} deg")
+    return out
+
+
+def diagnose(alternatives: dict[str, tuple[Sequence[np.ndarray], str]], T_camera_target: Sequence[np.ndarray],
+             bounds: HandEyeBounds = HandEyeBounds()) -> list[tuple[str, HandEyeResult]]:
+    """Re-solve under other readings of the input, {label: (T_base_gripper, mode)}; returns the readings
+    whose result is within ``bounds``, best chain residual first."""
+    passing = []
+    for label, (T_bg, mode) in alternatives.items():
+        try:
+            res = calibrate_hand_eye(T_bg, T_camera_target, HandEyeCfg(mode=mode))
+        except CalibrationError:
+            continue
+        if not exceeded_bounds(res, bounds):
+            passing.append((label, res))
+    return sorted(passing, key=lambda x: x[1].residual_translation_m)

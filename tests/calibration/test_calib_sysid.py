@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from calibration.baglog import read_bag
 from calibration.boards import CalibrationError
-from calibration.flightlog import FlightLog, log_from_columns, read_csv, read_mcap, write_csv
+from calibration.flightlog import FlightLog, log_from_columns, read_csv, write_csv
 from calibration.sysid import SysIdCfg, identify_quadrotor, rotor_speed_sq_mean
 from sim.quadrotor.dynamics import motor_lag
 from sim.quadrotor.presets import CRAZYFLIE_2X
@@ -138,9 +139,13 @@ def test_mcap_log_with_odometry_and_rotor_commands(flight_columns, tmp_path):
             layout = T["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0)
             w.write(c_cmd, ns, store.serialize_cdr(Cmd(layout=layout, data=log.u[k].astype(np.float32)),
                                                    Cmd.__msgtype__))
-    back = read_mcap(tmp_path / "flight", "/odom", "/rotor_cmd")
-    assert len(back.t) == len(log.t)
+    back, source = read_bag(tmp_path / "flight", lambda contract: CRAZYFLIE_2X, "/odom", "/rotor_cmd")
+    assert len(back.t) == len(log.t) and source.meaning == "rotor commands as fractions of max rpm"
+    assert np.allclose(back.t, log.t - log.t[0], atol=1e-9)
     assert np.allclose(back.lin_vel_w, log.lin_vel_w, atol=1e-6)
-    assert np.allclose(back.u, log.u, atol=1e-6) and np.allclose(back.pos_w, log.pos_w, atol=1e-9)
-    with pytest.raises(CalibrationError, match="no topic '/imu'"):
-        read_mcap(tmp_path / "flight", "/imu", "/rotor_cmd")
+    # the last sample has no interval after it; every other one carries the command sent at it
+    assert np.allclose(back.u[:-1], log.u[:-1], atol=1e-6) and np.allclose(back.pos_w, log.pos_w, atol=1e-9)
+    with pytest.raises(CalibrationError, match="no messages on odom topic '/imu'"):
+        read_bag(tmp_path / "flight", lambda contract: CRAZYFLIE_2X, "/imu", "/rotor_cmd")
+    back2, _ = read_bag(tmp_path / "flight", lambda contract: CRAZYFLIE_2X)  # topics found without naming them
+    assert np.array_equal(back2.u, back.u)
