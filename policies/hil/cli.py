@@ -14,13 +14,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               description=__doc__)
     p.add_argument("--policy", required=True, type=Path, help="the deployed (parent) policy directory")
     p.add_argument("--logs", required=True, nargs="+", type=Path, help="bag directories or .mcap files")
-    p.add_argument("--method", default="hil_serl", choices=("hil_serl", "rlif", "hg_dagger"))
+    p.add_argument("--method", default="hil_serl", choices=("hil_serl", "rlif", "hg_dagger"),
+                   help="learning from interventions: HIL-SERL, RLIF or HG-DAgger")
     p.add_argument("--out", required=True, type=Path, help="directory for the child policy.onnx + policy.json")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
     p.add_argument("--goal", type=float, nargs=3, default=(0.0, 0.0, 1.0), metavar=("X", "Y", "Z"),
                    help="the runner's hover goal [m], for logs recorded without /runner/goal")
     p.add_argument("--updates", type=int, default=None, help="learner updates after the critic warm-up")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the learner and of the simulator stage")
     p.add_argument("--validate-twin", type=Path, default=None,
                    help="TwinConfig YAML (hardware.twin keys) to validate parent and child on")
     p.add_argument("--validate-estimated", action="store_true",
@@ -35,8 +36,52 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+MCAP_MAGIC = b"\x89MCAP0\r\n"
+
+
+def _check_args(args) -> None:
+    """Everything the user gave, checked before any work: one ``error:`` line (exit 2) naming the fix."""
+    import math
+
+    from tether.errors import UserError
+
+    if args.sim_iterations is not None and args.sim_iterations < 0:
+        raise UserError(f"--sim-iterations must be >= 0 (0: no simulator stage), got {args.sim_iterations}")
+    if args.updates is not None and args.updates < 1:
+        raise UserError(f"--updates must be >= 1, got {args.updates}")
+    if args.domain_id is not None and not 0 <= args.domain_id <= 232:
+        raise UserError(f"--domain-id must be a ROS_DOMAIN_ID in 0..232, got {args.domain_id}")
+    if not all(math.isfinite(g) for g in args.goal):
+        raise UserError(f"--goal must be three finite numbers [m], got {list(args.goal)}")
+    if not (args.policy / "policy.json").is_file():
+        raise UserError(f"--policy {args.policy} holds no policy.json; give the folder `tether export` (or a "
+                        "previous finetune) wrote")
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out} is a file; give a folder for the child policy")
+    if args.out.is_dir() and any(args.out.iterdir()) and not args.force:
+        raise UserError(f"--out {args.out} exists and is not empty; pass --force to replace it, or another --out")
+    if args.validate_twin is not None and not args.validate_twin.is_file():
+        raise UserError(f"--validate-twin {args.validate_twin} does not exist; give a TwinConfig YAML file")
+    if args.report is not None and args.report.is_dir():
+        raise UserError(f"--report {args.report} is a folder; give a file name for the report JSON")
+    for log in args.logs:
+        if not log.exists():
+            raise UserError(f"--logs {log} does not exist; give the bag folders (or .mcap files) that "
+                            "`tether deploy --record` wrote")
+        files = [log] if log.is_file() else sorted(log.glob("*.mcap"))
+        if not files:
+            raise UserError(f"--logs {log}: no .mcap file in the folder; give the bag folders that "
+                            "`tether deploy --record` wrote")
+        with open(files[0], "rb") as f:
+            head = f.read(len(MCAP_MAGIC))
+        if head != MCAP_MAGIC:
+            raise UserError(f"--logs {files[0]} is not an MCAP file ({files[0].stat().st_size} bytes, no MCAP magic); "
+                            "give the bag folders that `tether deploy --record` wrote")
+
+
 def run(args) -> int:
     import dataclasses
+    import struct
 
     import yaml
 
@@ -45,14 +90,14 @@ def run(args) -> int:
     from policies.hil.dataset import LogError
     from policies.hil.finetune import finetune
     from tether.contract import ContractError
+    from tether.errors import CommandFailed, UserError
 
     from policies.hil.sim_refine import SimRefineCfg
 
+    _check_args(args)
     cfg = FinetuneCfg(method=args.method, seed=args.seed)
     sim = SimRefineCfg(seed=args.seed)
     if args.sim_iterations is not None:
-        if args.sim_iterations < 0:
-            raise SystemExit(f"error: --sim-iterations must be >= 0 (0: no simulator stage), got {args.sim_iterations}")
         sim = dataclasses.replace(sim, iterations=args.sim_iterations) if args.sim_iterations > 0 else None
     if args.updates is not None:
         cfg = dataclasses.replace(cfg, updates=args.updates)
@@ -60,10 +105,16 @@ def run(args) -> int:
         twin = None
         if args.validate_twin is not None:
             twin = TwinConfig.from_dict(yaml.safe_load(args.validate_twin.read_text()) or {}, str(args.validate_twin))
+    except (ValueError, OSError, TypeError, AttributeError, yaml.YAMLError) as e:
+        raise UserError(f"--validate-twin {args.validate_twin}: {' '.join(str(e).split())}") from e
+    try:
         report = finetune(args.policy, args.logs, args.method, args.out, cfg, goal_w=tuple(args.goal),
                           force=args.force, validate_twin=twin, validate_estimated=args.validate_estimated, sim_refine=sim)
-    except (LogError, ContractError, FileExistsError, ValueError, OSError) as e:
-        raise SystemExit(f"error: {e}") from e
+    except (LogError, ContractError, FileExistsError, ValueError, OSError, struct.error) as e:
+        # the logs and the parent policy are the user's input; a log that decodes badly is named by its path
+        raise UserError(" ".join(str(e).split())) from e
+    except RuntimeError as e:
+        raise CommandFailed(" ".join(str(e).split())) from e
     if args.report is not None:
         args.report.write_text(json.dumps(report, indent=2, default=float) + "\n")
     val = report.get("validation")
