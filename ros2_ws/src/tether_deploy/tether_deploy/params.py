@@ -354,8 +354,8 @@ def node_params(node: str, values: Mapping[str, Any]) -> Any:
         if name not in known:
             hint = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
             did = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise ParameterError(f"{node}: unknown parameter {name!r}{did}; see the parameter table in "
-                                 f"docs or tether_deploy/params.py")
+            raise ParameterError(f"{node}: unknown parameter {name!r}{did}; the parameters of {node} are "
+                                 f"listed in docs/ROS_INTERFACE.md")
     try:
         return _build(cls, values, "", "", getattr(cls, "INLINE", ()))
     except ValueError as e:
