@@ -67,7 +67,7 @@ def run(rate: float, duration: float, rt_priority: int) -> None:
     from nav_msgs.msg import Odometry
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
-    from std_msgs.msg import Float32MultiArray
+    from sensor_msgs.msg import JointState
 
     from tether_deploy import qos
     from tether_deploy.conversions import fill_odometry
@@ -89,7 +89,7 @@ def run(rate: float, duration: float, rt_priority: int) -> None:
                 diag.update({kv.key: kv.value for kv in st.values})
 
     pub = node.create_publisher(Odometry, qos.STATE_ODOM, qos.SENSOR_DATA)
-    node.create_subscription(Float32MultiArray, qos.EXECUTED_ACTION, on_cmd, qos.COMMAND)
+    node.create_subscription(JointState, qos.EXECUTED_ACTION, on_cmd, qos.COMMAND)
     node.create_subscription(DiagnosticArray, qos.DIAGNOSTICS, on_diag, qos.DIAGNOSTICS_QOS)
     ex = SingleThreadedExecutor()
     ex.add_node(node)
@@ -97,6 +97,7 @@ def run(rate: float, duration: float, rt_priority: int) -> None:
     print(f"state source: {make_realtime(rt_priority)}")
     msg = Odometry()
     fill_odometry(msg, [0.0, 0.0, 1.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0])
+    msg.header.frame_id, msg.child_frame_id = "world", "base_link"  # the runner checks both, and the stamp
     period = 1.0 / rate
 
     def stream(seconds: float, record: bool) -> None:
@@ -107,6 +108,7 @@ def run(rate: float, duration: float, rt_priority: int) -> None:
             if now >= t_next:
                 if record:
                     sent.append(time.perf_counter())
+                msg.header.stamp = node.get_clock().now().to_msg()
                 pub.publish(msg)
                 t_next += period
             else:

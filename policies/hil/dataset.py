@@ -1,6 +1,8 @@
 """Intervention logs (the recorder's rosbag2-layout MCAP) -> per-step arrays, checked before use.
 
-One step is one runner tick, i.e. one /cmd/executed message. Aligned to it (by the recorder's log
+One step is one runner tick, i.e. one /cmd/executed message (sensor_msgs/JointState named by the
+contract's outputs; logs recorded before commands were stamped hold std_msgs/Float32MultiArray and still
+load). Aligned to it (by the recorder's log
 time, within half a control period): /cmd/policy (what the policy asked), /cmd/human (the mapped
 gamepad command, when a person was on the sticks), /intervention (who was in command), and the latest
 /state/odom received before it (the state the runner acted on). The observation is rebuilt from these
@@ -24,6 +26,7 @@ import yaml
 
 from tether.contract import PolicyContract
 from tether.observation import build_observation, quat_wxyz_to_rotmat
+from tether_deploy.conversions import command_names, command_values
 
 REQUIRED_TOPICS = ("/state/odom", "/cmd/policy", "/cmd/executed", "/intervention", "/runner/active_policy")
 EPISODE_GAP_S = 0.5
@@ -178,12 +181,17 @@ def load_log(log: str | Path, contract: PolicyContract, accepted_shas: set[str],
                            f"nor one of its ancestors ({sorted(s[:12] for s in accepted_shas)}): a log from a "
                            "different policy contract is refused")
 
+    names = command_names(contract.action)
+
     def arr(topic: str) -> tuple[np.ndarray, np.ndarray]:
         items = msgs.get(topic, [])
         t = np.array([x[0] for x in items], dtype=np.int64)
         if not items:
             return t, np.zeros((0, a_dim))
-        v = np.array([np.asarray(x[1].data, dtype=np.float64) for x in items]).reshape(len(items), -1)
+        try:
+            v = np.array([command_values(x[1], names) for x in items]).reshape(len(items), -1)
+        except ValueError as e:
+            raise LogError(f"{log}: {topic}: {e}: a log from a different policy contract is refused") from e
         return t, v
 
     t_exec, executed = arr("/cmd/executed")

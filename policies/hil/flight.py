@@ -65,7 +65,8 @@ class _Log:
         from diagnostic_msgs.msg import DiagnosticArray  # noqa: F401  (types resolved by the recorder table)
         from nav_msgs.msg import Odometry
         from sensor_msgs.msg import Joy
-        from std_msgs.msg import Bool, Float32MultiArray, String
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import Bool, String
         from rclpy.serialization import serialize_message
 
         from tether_deploy import qos
@@ -74,15 +75,15 @@ class _Log:
         self.ser = serialize_message
         from geometry_msgs.msg import PointStamped
 
-        self.msg = {"odom": Odometry, "joy": Joy, "bool": Bool, "array": Float32MultiArray, "string": String,
+        self.msg = {"odom": Odometry, "joy": Joy, "bool": Bool, "command": JointState, "string": String,
                     "point": PointStamped}
         self.bag = BagWriter(bag_dir, chunk_interval_s=1e9)
         self.topics = {"odom": "/" + qos.STATE_ODOM, "joy": "/" + qos.JOY, "policy": "/" + qos.POLICY_ACTION,
                        "human": "/" + qos.HUMAN_ACTION, "executed": "/" + qos.EXECUTED_ACTION,
                        "flag": "/" + qos.INTERVENTION, "mode": "/" + qos.RUNNER_MODE,
                        "active": "/" + qos.ACTIVE_POLICY, "goal": "/" + qos.RUNNER_GOAL}
-        types = {"odom": Odometry, "joy": Joy, "policy": Float32MultiArray, "human": Float32MultiArray,
-                 "executed": Float32MultiArray, "flag": Bool, "mode": String, "active": String, "goal": PointStamped}
+        types = {"odom": Odometry, "joy": Joy, "policy": JointState, "human": JointState,
+                 "executed": JointState, "flag": Bool, "mode": String, "active": String, "goal": PointStamped}
         offered = {"odom": qos.SENSOR_DATA, "joy": qos.SENSOR_DATA, "mode": qos.LATCHED, "active": qos.LATCHED,
                    "goal": qos.LATCHED}
         for key, topic in self.topics.items():
@@ -91,8 +92,15 @@ class _Log:
     def write(self, key: str, t_ns: int, msg) -> None:
         self.bag.write(self.topics[key], t_ns, self.ser(msg))
 
-    def array(self, key: str, t_ns: int, values) -> None:
-        self.write(key, t_ns, self.msg["array"](data=[float(x) for x in values]))
+    def command(self, key: str, t_ns: int, values, names: list[str]) -> None:
+        """A command as the runner publishes it (stamped at the tick, named by the contract)."""
+        from tether_deploy.conversions import fill_command
+        from tether_deploy.interface import BODY_FRAME
+
+        msg = self.msg["command"]()
+        fill_command(msg, names, values, BODY_FRAME)
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(t_ns, 10**9)
+        self.write(key, t_ns, msg)
 
     def close(self) -> None:
         self.bag.close()
@@ -112,11 +120,12 @@ def fly_corrected_episode(policy, policy_dir: str, twin_cfg: TwinConfig, operato
 
     from tether_deploy.actuation import ActionToCommand
     from tether_deploy.arbitration import HumanInput
-    from tether_deploy.conversions import fill_odometry, fill_point_stamped, odometry_to_quantities
+    from tether_deploy.conversions import command_names, fill_odometry, fill_point_stamped, odometry_to_quantities
     from tether_deploy.runner_core import RunnerConfig, RunnerCore
     from tether_deploy.teleop_map import JoyMapping, StickMapper
 
     contract = policy.contract
+    names = command_names(contract.action)
     goal = np.asarray(cfg.goal_w, dtype=np.float64)
     core = RunnerCore(policy, RunnerConfig(goal_w=tuple(cfg.goal_w), max_state_age_periods=10.0))
     mapper = StickMapper(contract.action, joy_mapping or JoyMapping())
@@ -155,10 +164,10 @@ def fly_corrected_episode(policy, policy_dir: str, twin_cfg: TwinConfig, operato
                 log.write("odom", t_ns, odom)
                 log.write("joy", t_ns + 500, Joy(axes=axes, buttons=buttons))
                 if r.policy_action is not None:
-                    log.array("policy", t_ns + 1000, r.policy_action)
+                    log.command("policy", t_ns + 1000, r.policy_action, names)
                 if r.human_action is not None:
-                    log.array("human", t_ns + 1000, r.human_action)
-                log.array("executed", t_ns + 1000, r.executed)
+                    log.command("human", t_ns + 1000, r.human_action, names)
+                log.command("executed", t_ns + 1000, r.executed, names)
                 log.write("flag", t_ns + 1000, Bool(data=bool(r.intervention)))
                 key = r.mode.split(" (", 1)[0]
                 if key != mode:

@@ -9,8 +9,8 @@ from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from sensor_msgs.msg import Joy
-from std_msgs.msg import Bool, Float32MultiArray, String
+from sensor_msgs.msg import JointState, Joy
+from std_msgs.msg import Bool, String
 
 from tether_deploy import qos
 from tether_deploy.conversions import fill_odometry
@@ -28,10 +28,11 @@ class Probe(Node):
         self.status: list[tuple[float, str]] = []
         self.states: list[tuple[float, np.ndarray]] = []
         self.diagnostics: list[tuple[float, dict]] = []
+        self.command_msgs: list[JointState] = []  # the last few executed commands as received
         sub = self.create_subscription
-        sub(Float32MultiArray, qos.EXECUTED_ACTION, lambda m: self.executed.append(self._v(m)), qos.COMMAND)
-        sub(Float32MultiArray, qos.POLICY_ACTION, lambda m: self.policy.append(self._v(m)), qos.COMMAND)
-        sub(Float32MultiArray, qos.HUMAN_ACTION, lambda m: self.human.append(self._v(m)), qos.COMMAND)
+        sub(JointState, qos.EXECUTED_ACTION, self._on_executed, qos.COMMAND)
+        sub(JointState, qos.POLICY_ACTION, lambda m: self.policy.append(self._v(m)), qos.COMMAND)
+        sub(JointState, qos.HUMAN_ACTION, lambda m: self.human.append(self._v(m)), qos.COMMAND)
         sub(Bool, qos.INTERVENTION, lambda m: self.flags.append((time.monotonic(), m.data)), qos.COMMAND)
         sub(String, qos.RUNNER_MODE, lambda m: self.modes.append((time.monotonic(), m.data)), qos.LATCHED)
         sub(String, qos.ACTIVE_POLICY, lambda m: self.status.append((time.monotonic(), m.data)), qos.LATCHED)
@@ -45,7 +46,11 @@ class Probe(Node):
 
     @staticmethod
     def _v(m) -> tuple[float, np.ndarray]:
-        return time.monotonic(), np.asarray(m.data, dtype=np.float32)
+        return time.monotonic(), np.asarray(m.position, dtype=np.float32)
+
+    def _on_executed(self, m: JointState) -> None:
+        self.executed.append(self._v(m))
+        self.command_msgs = self.command_msgs[-9:] + [m]
 
     def _on_state(self, m: Odometry) -> None:
         p = m.pose.pose.position
@@ -89,14 +94,21 @@ class Probe(Node):
         self.joy_pub.publish(msg)
 
     def publish_state(self, pos_w, quat_wxyz=(1.0, 0.0, 0.0, 0.0), lin_vel_w=(0.0, 0.0, 0.0),
-                      ang_vel_b=(0.0, 0.0, 0.0)) -> None:
+                      ang_vel_b=(0.0, 0.0, 0.0), frame_id: str = "world", child_frame_id: str = "base_link",
+                      stamp_offset_s: float = 0.0, stamp_ns: int | None = None) -> None:
+        """One state message; stamped now (+ ``stamp_offset_s``) unless ``stamp_ns`` is given."""
         m = Odometry()
-        m.header.frame_id, m.child_frame_id = "world", "base_link"
-        m.header.stamp = self.get_clock().now().to_msg()
-        if np.all(np.isfinite(quat_wxyz)):
+        m.header.frame_id, m.child_frame_id = frame_id, child_frame_id
+        if stamp_ns is None:
+            stamp_ns = self.get_clock().now().nanoseconds + int(stamp_offset_s * 1e9)
+        m.header.stamp.sec, m.header.stamp.nanosec = divmod(int(stamp_ns), 10**9)
+        if np.all(np.isfinite(quat_wxyz)) and np.linalg.norm(quat_wxyz) > 0:
             fill_odometry(m, pos_w, quat_wxyz, lin_vel_w, ang_vel_b)
-        else:
-            m.pose.pose.orientation.w = float("nan")
+        else:  # a broken attitude as a broken estimator sends it: position fine, quaternion not
+            p = m.pose.pose.position
+            p.x, p.y, p.z = (float(x) for x in pos_w)
+            o = m.pose.pose.orientation
+            o.w, o.x, o.y, o.z = (float(x) for x in quat_wxyz)
         self.state_pub.publish(m)
 
     def close(self) -> None:

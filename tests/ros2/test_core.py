@@ -57,23 +57,149 @@ def test_estop_latches_until_reset_with_input_released():
 
 # --------------------------------------------------------------------------------- runner core
 
+def _recover(core: RunnerCore, t: float, n: int | None = None) -> tuple[float, list[str]]:
+    """Feed good states one period apart, ticking after each; returns the time and the sources."""
+    sources = []
+    for _ in range(core.cfg.good_states_to_recover if n is None else n):
+        t += core.period_s
+        assert core.set_state(HOVER, t) is None
+        sources.append(core.tick(t, None, False).source)
+    return t, sources
+
+
 def test_runner_core_policy_watchdog_and_rejections(policy):
-    core = RunnerCore(policy, RunnerConfig(max_state_age_periods=3.0))
+    core = RunnerCore(policy, RunnerConfig(max_state_age_periods=3.0, good_states_to_recover=5))
     p = core.period_s
     assert core.set_state(HOVER, 0.0) is None
     r = core.tick(0.001, None, False)
     assert r.source == "policy" and np.allclose(r.executed, policy.contract.action.hover_action, atol=1e-3)
     r = core.tick(3.5 * p, None, False)
     assert r.source == "safe" and "state stale" in r.reason
+    t, sources = _recover(core, 3.5 * p)
+    assert sources == ["safe"] * 4 + ["policy"], "a stale stream needs 5 good states before the policy flies"
     for bad, why in (({**HOVER, "pos_w": np.array([0, np.nan, 1.0])}, "NaN"),
                      ({**HOVER, "pos_w": np.array([0, 0, 1e4])}, "out of range"),
                      ({**HOVER, "ang_vel_b": np.array([100.0, 0, 0])}, "out of range"),
                      ({**HOVER, "quat_wxyz": np.array([2.0, 0, 0, 0])}, "unit quaternion")):
-        assert why in core.set_state(bad, 1.0)
-        r = core.tick(1.0, None, False)
+        t += p
+        assert why in core.set_state(bad, t)
+        r = core.tick(t, None, False)
         assert r.source == "safe" and why in r.reason
-        core.set_state(HOVER, 1.0)
-        assert core.tick(1.0, None, False).source == "policy"
+        t, sources = _recover(core, t)
+        assert sources == ["safe"] * 4 + ["policy"], (why, sources)
+    assert core.faults == 5 and sum(core.rejections.values()) == 4
+
+
+def test_each_rejection_names_its_real_cause():
+    from nav_msgs.msg import Odometry
+
+    from tether_deploy.conversions import fill_odometry, odometry_to_quantities
+    from tether_deploy.runner_core import StateLimits, check_state
+
+    m = Odometry()
+    fill_odometry(m, [0.0, 0.0, 1.0], [1.0, 0.0, 0.0, 0.0], [0.1, 0.0, 0.0], [0.0, 0.0, 0.0])
+    assert check_state(odometry_to_quantities(m), StateLimits()) is None
+    o = m.pose.pose.orientation
+    o.w = o.x = o.y = o.z = 0.0  # an estimator that has not initialised
+    r = check_state(odometry_to_quantities(m), StateLimits())
+    assert r.kind == "quaternion" and "quat_wxyz" in r.reason and "norm 0.000" in r.reason, r
+    assert "lin_vel" not in r.reason
+    o.w = float("nan")
+    r = check_state(odometry_to_quantities(m), StateLimits())
+    assert r.kind == "not_finite" and "quat_wxyz" in r.reason and "pose.pose.orientation" in r.reason, r
+    o.w = 1.0
+    m.twist.twist.linear.y = float("inf")
+    r = check_state(odometry_to_quantities(m), StateLimits())
+    assert r.kind == "not_finite" and "lin_vel_w" in r.reason and "twist.twist.linear" in r.reason, r
+
+
+def test_header_checks_frames_and_stamps(policy):
+    from tether_deploy.runner_core import StateHeader
+
+    core = RunnerCore(policy, RunnerConfig(max_stamp_age_s=0.2, max_stamp_lead_s=0.05, good_states_to_recover=2))
+    clock = 1000.0
+
+    def offer(stamp_s=None, frame="world", child="base_link", dt=0.0):
+        stamp = clock + dt if stamp_s is None else stamp_s
+        return core.set_state(HOVER, 0.0, StateHeader(frame, child, stamp, clock))
+
+    assert offer(clock - 0.01) is None
+    for kw, kind, words in ((dict(frame="map"), "frame", ("'map'", "world_frame")),
+                            (dict(child="body"), "frame", ("'body'", "body_frame")),
+                            (dict(stamp_s=0.0), "unstamped", ("not set",)),
+                            (dict(dt=-0.5), "stamp_stale", ("500 ms old", "max_stamp_age_s")),
+                            (dict(dt=0.2), "stamp_future", ("200 ms ahead", "max_stamp_lead_s"))):
+        n = core.rejections[kind]
+        reason = offer(**kw)
+        assert reason is not None and all(w in reason for w in words), (kind, reason)
+        assert core.rejections[kind] == n + 1 and core.recovering
+        clock += 0.01
+        assert offer(dt=-0.002) is None and offer(dt=-0.001) is None and not core.recovering
+        clock += 0.01
+    # out of order or repeated: dropped and counted, but no fault (the newer state stays in force)
+    faults = core.faults
+    last = core.state
+    reason = offer(dt=-0.05)
+    assert "out of order" in reason and core.rejections["out_of_order"] == 1
+    assert core.state is last and not core.recovering and core.faults == faults
+    # a replay with another clock: stamps unchecked, frames still checked
+    replay = RunnerCore(policy, RunnerConfig(check_stamps=False))
+    assert replay.set_state(HOVER, 0.0, StateHeader("world", "base_link", 0.0, clock)) is None
+    assert "frame_id" in replay.set_state(HOVER, 0.0, StateHeader("odom", "base_link", 0.0, clock))
+
+
+def test_intermittent_faults_do_not_chatter_and_are_logged_once(policy):
+    """Every third state message broken: the safe behaviour flies throughout (no switching back and forth
+    each message), the log says so once; then 5 good messages in a row and the policy flies again."""
+    core = RunnerCore(policy, RunnerConfig(good_states_to_recover=5))
+    p, t = core.period_s, 0.0
+    core.set_state(HOVER, t)
+    assert core.tick(t, None, False).source == "policy"
+    core.drain_events()
+    sources = []
+    for k in range(61):  # ends with a broken message
+        t += p
+        bad = {**HOVER, "quat_wxyz": np.zeros(4)} if k % 3 == 0 else HOVER
+        core.set_state(bad, t)
+        sources.append(core.tick(t, None, False).source)
+    switches = sum(a != b for a, b in zip(sources, sources[1:]))
+    assert set(sources) == {"safe"} and switches == 0, sources
+    events = core.drain_events()
+    assert len(events) == 1 and events[0][0] == "warn" and "unit quaternion" in events[0][1], events
+    assert core.rejections["quaternion"] == 21 and core.faults == 1
+    t, sources = _recover(core, t)
+    assert sources[-1] == "policy" and sources[:-1] == ["safe"] * 4
+    events = core.drain_events()
+    assert len(events) == 1 and "usable again after 5" in events[0][1], events
+
+
+def test_runner_config_refuses_bad_state_check_settings():
+    for kw, word in ((dict(good_states_to_recover=0), "good_states_to_recover"),
+                     (dict(good_states_to_recover=2.5), "good_states_to_recover"),
+                     (dict(max_stamp_age_s=0.0), "max_stamp_age_s"),
+                     (dict(max_stamp_lead_s=float("nan")), "max_stamp_lead_s"),
+                     (dict(world_frame=""), "world_frame")):
+        with pytest.raises(ValueError, match=word):
+            RunnerConfig(**kw)
+
+
+def test_commands_are_named_by_the_contract(policy):
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float32MultiArray
+
+    from tether_deploy.conversions import command_names, command_values, fill_command
+
+    a = policy.contract.action
+    names = command_names(a)
+    assert names == [n + "_norm" for n in a.output_names] and len(names) == a.dim
+    m = JointState()
+    fill_command(m, names, [0.1, -0.2, 0.3, 0.4], "base_link")
+    assert m.header.frame_id == "base_link" and list(m.name) == names
+    np.testing.assert_allclose(command_values(m, names), [0.1, -0.2, 0.3, 0.4])
+    with pytest.raises(ValueError, match="not the contract's"):
+        command_values(m, ["collective_thrust_norm", "body_rate_x_norm", "body_rate_y_norm", "body_rate_z_norm"])
+    # logs recorded before commands were stamped still decode
+    np.testing.assert_allclose(command_values(Float32MultiArray(data=[0.5, 0.5, 0.5, 0.5]), names), 0.5)
 
 
 def test_safe_behaviours_degrade(policy):
@@ -108,10 +234,12 @@ def test_hot_swap_checks(policy, linear_policy_dir, tmp_path):
     with pytest.raises(ContractError, match="control_rate_hz"):
         load_policy(write_linear_hover_policy(tmp_path / "r", control_rate_hz=50.0), running=core.contract)
     other = load_policy(write_linear_hover_policy(tmp_path / "o", bias_offset=0.01), running=core.contract)
-    core.offer_policy(other)
     core.set_state(HOVER, 0.0)
-    r = core.tick(0.0, None, False)
-    assert core.policy is other
+    core.tick(0.0, None, False)
+    core.offer_policy(other)
+    assert core.policy is policy and core.swaps == 0, "the swap waits for the next tick"
+    r = core.tick(0.01, None, False)
+    assert core.policy is other and core.swaps == 1 and r.source == "policy"
     assert np.allclose(r.policy_action, np.asarray(policy.contract.action.hover_action) + 0.01, atol=2e-3)
 
 
@@ -177,15 +305,19 @@ def test_bag_readable_after_clean_close_and_sigkill(tmp_path):
     script = textwrap.dedent("""
         import os, signal, sys
         from rclpy.serialization import serialize_message
-        from std_msgs.msg import Bool, Float32MultiArray
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import Bool
         from tether_deploy import qos
         from tether_deploy.bag import BagWriter
+        from tether_deploy.conversions import fill_command
         w = BagWriter(sys.argv[1], chunk_interval_s=1e9, chunk_size=10 ** 9)
         w.add_topic("/intervention", Bool, qos.qos_to_rosbag2_yaml(qos.COMMAND))
-        w.add_topic("/cmd/executed", Float32MultiArray, qos.qos_to_rosbag2_yaml(qos.COMMAND))
+        w.add_topic("/cmd/executed", JointState, qos.qos_to_rosbag2_yaml(qos.COMMAND))
         for i in range(100):
             w.write("/intervention", 1000 + i, serialize_message(Bool(data=i % 2 == 0)))
-            w.write("/cmd/executed", 1000 + i, serialize_message(Float32MultiArray(data=[0.1 * i] * 4)))
+            cmd = JointState()
+            fill_command(cmd, [f"rotor_{k}_speed_norm" for k in range(4)], [0.1 * i] * 4, "base_link")
+            w.write("/cmd/executed", 1000 + i, serialize_message(cmd))
             if i == 49:
                 w.flush()  # a chunk boundary: the next 50 are in the open chunk when killed
         if sys.argv[2] == "kill":
@@ -225,9 +357,14 @@ def test_action_history_restarts_at_hover_after_a_long_blackout_only(policy):
         while t < t0 + seconds:  # no state: the safe behaviour ticks
             t += p
             core.tick(t, None, False)
-        blind = core._history.reshape(-1).copy()
-        core.set_state(state, t + p)
-        core.tick(t + p, None, False)
+        n_seen = len(seen)
+        while True:  # the state is back; the policy flies after good_states_to_recover messages
+            t += p
+            blind = core._history.reshape(-1).copy()
+            core.set_state(state, t)
+            if core.tick(t, None, False).source == "policy":
+                break
+        assert len(seen) > n_seen
         return blind, seen[-1][sl.offset:sl.offset + sl.length]
 
     blind, prev = blackout_then_resume(0.0, 2.0)  # long enough to reach a descent / motors off

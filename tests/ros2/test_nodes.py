@@ -215,7 +215,7 @@ def test_configure_refuses_a_mismatched_policy(launcher, probe, linear_policy_di
 
 def test_nan_and_out_of_range_states_rejected(launcher, probe, linear_policy_dir):
     # this test process is the state source: a generous stale limit keeps its own stalls out of the way
-    launcher.start("runner_node", _runner_params(linear_policy_dir, max_state_age_periods=20.0))
+    runner = launcher.start("runner_node", _runner_params(linear_policy_dir, max_state_age_periods=20.0))
     pos = [0.0, 0.0, 1.0]
     good = lambda: probe.publish_state(pos)  # noqa: E731
     assert probe.spin_until(lambda: probe.mode_now() == "policy", 15.0, every=good, period_s=0.01), probe.modes
@@ -225,9 +225,11 @@ def test_nan_and_out_of_range_states_rejected(launcher, probe, linear_policy_dir
                      (lambda: probe.publish_state(pos, lin_vel_w=(500.0, 0.0, 0.0)), "out of range")):
         n = len(probe.modes)
         bad()
-        assert probe.spin_until(lambda: any(why in m for _, m in probe.modes[n:]), 2.0), probe.modes[-2:]
+        assert probe.spin_until(lambda: any(why in m for _, m in probe.modes[n:]), 2.0), \
+            (probe.modes[-2:], runner.output()[-3000:])
         print(f"\n{[m for _, m in probe.modes[n:] if why in m][0]}")
-        assert probe.spin_until(lambda: probe.mode_now() == "policy", 2.0, every=good, period_s=0.01)
+        assert probe.spin_until(lambda: probe.mode_now() == "policy", 2.0, every=good, period_s=0.01), \
+            (probe.modes[-3:], runner.output()[-3000:])
     probe.spin_for(0.6, every=good, period_s=0.01)
     assert int(probe.diagnostics[-1][1]["rejected_states"]) >= 4
 

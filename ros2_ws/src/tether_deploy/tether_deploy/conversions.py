@@ -13,6 +13,10 @@ import numpy as np
 
 from tether.observation import quat_wxyz_to_rotmat
 
+COMMAND_UNIT_SUFFIX = "_norm"
+"""commands name each value <contract output name>_norm: normalized to [-1, 1], the contract maps it
+to N, rad/s or rpm (tether.contract.ActionSpec)"""
+
 
 def odometry_to_quantities(msg) -> dict[str, np.ndarray]:
     """Named quantities of an Odometry message. Plain float math: this runs on every state message
@@ -22,6 +26,8 @@ def odometry_to_quantities(msg) -> dict[str, np.ndarray]:
     qw, qx, qy, qz = o.w, o.x, o.y, o.z
     bx, by, bz = v.x, v.y, v.z
     norm = math.sqrt(qw * qw + qx * qx + qy * qy + qz * qz)
+    # The world velocity needs a usable attitude; without one it is NaN here and the runner's validation,
+    # which checks quat_wxyz first, names the quaternion as the cause.
     if math.isfinite(norm) and norm > 0:
         a, b, c, d = qw / norm, qx / norm, qy / norm, qz / norm
         # R(q) @ lin_vel_b
@@ -29,7 +35,7 @@ def odometry_to_quantities(msg) -> dict[str, np.ndarray]:
                      2 * (b * c + a * d) * bx + (1 - 2 * (b * b + d * d)) * by + 2 * (c * d - a * b) * bz,
                      2 * (b * d - a * c) * bx + 2 * (c * d + a * b) * by + (1 - 2 * (b * b + c * c)) * bz]
     else:
-        lin_vel_w = [math.nan] * 3  # rejected by the runner's state validation, with a reason
+        lin_vel_w = [math.nan] * 3
     return {"pos_w": np.array([p.x, p.y, p.z]), "quat_wxyz": np.array([qw, qx, qy, qz]),
             "lin_vel_w": np.array(lin_vel_w), "ang_vel_b": np.array([w.x, w.y, w.z])}
 
@@ -62,3 +68,39 @@ def fill_point_stamped(msg, point, frame_id: str = "world") -> None:
 
 def stamp_to_s(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
+
+
+# -------------------------------------------------------------------------------------- commands
+
+
+def command_names(action_spec) -> list[str]:
+    """The ``name`` of a command message: the contract's output names with the unit suffix."""
+    return [n + COMMAND_UNIT_SUFFIX for n in action_spec.output_names]
+
+
+def fill_command(msg, names: list[str], values, frame_id: str) -> None:
+    """A normalized action into a sensor_msgs/JointState command (the caller sets header.stamp).
+
+    velocity and effort are NaN ("not given") rather than empty: Fast CDR pads an empty float64
+    sequence for alignment and rosbags (0.11) then refuses the message (size mismatch), so a log of
+    empty-sequence commands would not open there. Names are written only when they change."""
+    if list(msg.name) != names:
+        msg.name = names
+        msg.velocity = msg.effort = [math.nan] * len(names)
+    msg.header.frame_id = frame_id
+    msg.position = [float(x) for x in values]
+
+
+def command_values(msg, names: list[str] | None = None) -> np.ndarray:
+    """The normalized action of a command message: sensor_msgs/JointState (``position``; with
+    ``names``, its ``name`` must equal them) or, for logs recorded before commands were stamped,
+    std_msgs/Float32MultiArray (``data``). Raises ValueError naming what does not match."""
+    if hasattr(msg, "position"):
+        got = list(msg.name)
+        if names is not None and got != list(names):
+            raise ValueError(f"command names {got} are not the contract's {list(names)}")
+        values = np.asarray(msg.position, dtype=np.float64)
+        if len(got) != len(values):
+            raise ValueError(f"command has {len(got)} names for {len(values)} values")
+        return values
+    return np.asarray(msg.data, dtype=np.float64)

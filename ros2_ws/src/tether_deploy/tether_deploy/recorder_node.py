@@ -12,33 +12,18 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import PointStamped
-from nav_msgs.msg import Odometry
 from rclpy.node import Node
-from sensor_msgs.msg import Imu, Joy
-from std_msgs.msg import Bool, Float32MultiArray, String
 
+from tether_deploy import interface as itf
 from tether_deploy import qos
 from tether_deploy.bag import BagWriter
 from tether_deploy.params import declare_node_params
 from tether_deploy.spin import spin_node
 
-# topic -> (type, QoS to subscribe with, QoS the publisher offers (for the metadata))
-RECORDED = {
-    qos.STATE_ODOM: (Odometry, qos.RECORDER_BEST_EFFORT, qos.SENSOR_DATA),
-    qos.STATE_IMU: (Imu, qos.RECORDER_BEST_EFFORT, qos.SENSOR_DATA),
-    qos.JOY: (Joy, qos.RECORDER_BEST_EFFORT, qos.SENSOR_DATA),
-    qos.POLICY_ACTION: (Float32MultiArray, qos.RECORDER_RELIABLE, qos.COMMAND),
-    qos.HUMAN_ACTION: (Float32MultiArray, qos.RECORDER_RELIABLE, qos.COMMAND),
-    qos.EXECUTED_ACTION: (Float32MultiArray, qos.RECORDER_RELIABLE, qos.COMMAND),
-    qos.INTERVENTION: (Bool, qos.RECORDER_RELIABLE, qos.COMMAND),
-    qos.RUNNER_MODE: (String, qos.LATCHED, qos.LATCHED),
-    qos.ACTIVE_POLICY: (String, qos.LATCHED, qos.LATCHED),
-    qos.RUNNER_GOAL: (PointStamped, qos.LATCHED, qos.LATCHED),
-    qos.DIAGNOSTICS: (DiagnosticArray, qos.RECORDER_RELIABLE, qos.DIAGNOSTICS_QOS),
-    qos.TWIN_CRASHED: (String, qos.LATCHED, qos.LATCHED),
-}
+# topic -> (type, QoS to subscribe with, QoS the publisher offers (for the metadata)), from the interface
+# table: a topic is recorded with the type its publisher declares
+RECORDED = {name: (t.msg_class, getattr(qos, sub_qos), t.profile)
+            for name, (t, sub_qos) in itf.recordable().items()}
 
 
 class Recorder(Node):

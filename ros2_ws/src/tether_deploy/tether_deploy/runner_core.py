@@ -3,9 +3,17 @@
 The ROS node (runner_node.py) only moves messages in and out; every decision is made here, so plain
 pytest covers it. Time is passed in explicitly (seconds on a monotonic clock), nothing here sleeps.
 
+State messages (:meth:`RunnerCore.set_state`) are checked before use: frame ids, header stamp against
+the node clock (stale, from the future, out of order), then the values. A rejected message or a stale
+stream is a *state fault*: the policy flies again only after ``good_states_to_recover`` good messages in
+a row, so intermittent faults do not make the command chatter between policy and safe behaviour. An
+out-of-order (or repeated) message is dropped and counted but is no fault: the newer state stays in
+force. Each fault, each new cause and each recovery is one event (:meth:`RunnerCore.drain_events`) for
+the log, never one per message; rejections are counted by cause for the diagnostics.
+
 One tick (:meth:`RunnerCore.tick`):
   1. swap in a pending, already validated policy (between ticks: never a missed tick);
-  2. check the latest state: present, fresh (age <= max_state_age_periods control periods), accepted;
+  2. check the latest state: present, fresh (age <= max_state_age_periods control periods), no fault;
   3. run the policy on the observation built by the contract's named slices;
   4. arbitrate between policy, human and e-stop (arbitration.py);
   5. if the arbiter or a fault asks for the safe behaviour, compute it (hold, land or motors off);
@@ -14,6 +22,7 @@ One tick (:meth:`RunnerCore.tick`):
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 from pathlib import Path
@@ -71,6 +80,20 @@ class RunnerConfig:
     """per-output upper bound, () = the contract's high [1]"""
     max_action_delta: float = 0.0
     """largest change of a policy/human output per tick, 0 = off [1/tick]"""
+    good_states_to_recover: int = 5
+    """after a state fault (rejected message, stale stream), this many good state messages in a row
+    before the policy flies again; the safe behaviour holds meanwhile [messages]"""
+    # header checks
+    world_frame: str = "world"
+    """the state's header.frame_id must be this (the frame of pos_w and the goal)"""
+    body_frame: str = "base_link"
+    """the state's child_frame_id must be this (the frame of its twist); commands carry it"""
+    check_stamps: bool = True
+    """check header.stamp against the node clock (off only for a replay with another clock)"""
+    max_stamp_age_s: float = 0.2
+    """a state stamped longer ago than this (node clock) is stale: latency plus clock offset [s]"""
+    max_stamp_lead_s: float = 0.05
+    """a state stamped further ahead of the node clock than this is from the future [s]"""
     # goal
     goal_w: tuple[float, float, float] = (0.0, 0.0, 1.0)
     """goal position until a goal message arrives [m]"""
@@ -87,6 +110,17 @@ class RunnerConfig:
             raise ValueError(f"goal_w must be [x, y, z] m, got {self.goal_w!r}")
         if self.max_action_delta < 0:
             raise ValueError(f"max_action_delta must be >= 0, got {self.max_action_delta}")
+        if isinstance(self.good_states_to_recover, bool) or not isinstance(self.good_states_to_recover, int) \
+                or self.good_states_to_recover < 1:
+            raise ValueError(f"good_states_to_recover must be an integer >= 1 [messages], got "
+                             f"{self.good_states_to_recover!r}")
+        for name in ("max_stamp_age_s", "max_stamp_lead_s"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a finite number > 0 [s], got {v!r}")
+        for name in ("world_frame", "body_frame"):
+            if not getattr(self, name):
+                raise ValueError(f"{name} must name a frame, got {getattr(self, name)!r}")
 
 
 # ----------------------------------------------------------------------------------- validation
@@ -134,33 +168,105 @@ def load_policy(policy_dir: str | Path, running: PolicyContract | None = None, i
     return policy
 
 
-def validate_state(q: dict[str, np.ndarray], limits: StateLimits) -> str | None:
-    """None if the state can be used, else why not (names the quantity).
+# where each quantity comes from in nav_msgs/Odometry: a rejection names the field to look at
+_ODOM_FIELD = {"pos_w": "pose.pose.position", "quat_wxyz": "pose.pose.orientation",
+               "lin_vel_w": "twist.twist.linear", "ang_vel_b": "twist.twist.angular"}
 
-    Runs every tick at up to 500 Hz: plain float math on 13 numbers is several times cheaper than
-    numpy's per-call overhead on 3-vectors."""
+
+@dataclasses.dataclass(frozen=True)
+class StateHeader:
+    """What a state message says about itself, and the node clock when it arrived."""
+
+    frame_id: str
+    """header.frame_id: the frame of the pose"""
+    child_frame_id: str
+    """the frame of the twist"""
+    stamp_s: float
+    """header.stamp [s, the robot's clock]"""
+    clock_s: float
+    """the node clock when the message arrived [s, same time base as the stamp]"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Rejection:
+    kind: str
+    """the cause, one word: frame | unstamped | stamp_stale | stamp_future | out_of_order | missing |
+    not_finite | quaternion | out_of_range"""
+    reason: str
+    """what is wrong, naming the message field"""
+    fault: bool = True
+    """False: the message is dropped but the stream is not at fault (out of order)"""
+
+
+def check_header(h: StateHeader, last_stamp_s: float | None, cfg: RunnerConfig) -> Rejection | None:
+    """None if the header is usable, else why not."""
+    if h.frame_id != cfg.world_frame:
+        return Rejection("frame", f"header.frame_id {h.frame_id!r} is not the world frame {cfg.world_frame!r} "
+                                  f"(parameter world_frame): the pose would be read in the wrong frame")
+    if h.child_frame_id != cfg.body_frame:
+        return Rejection("frame", f"child_frame_id {h.child_frame_id!r} is not the body frame {cfg.body_frame!r} "
+                                  f"(parameter body_frame): the twist would be read in the wrong frame")
+    if not cfg.check_stamps:
+        return None
+    if h.stamp_s == 0.0:
+        return Rejection("unstamped", "header.stamp is 0 (not set): stamp each state with the time it was "
+                                      "measured")
+    age = h.clock_s - h.stamp_s
+    if age > cfg.max_stamp_age_s:
+        return Rejection("stamp_stale", f"header.stamp is {age * 1e3:.0f} ms old by the node clock "
+                                        f"(> max_stamp_age_s {cfg.max_stamp_age_s * 1e3:.0f} ms)")
+    if -age > cfg.max_stamp_lead_s:
+        return Rejection("stamp_future", f"header.stamp is {-age * 1e3:.0f} ms ahead of the node clock "
+                                         f"(> max_stamp_lead_s {cfg.max_stamp_lead_s * 1e3:.0f} ms): "
+                                         f"the clocks disagree")
+    if last_stamp_s is not None and h.stamp_s <= last_stamp_s:
+        return Rejection("out_of_order", f"header.stamp {h.stamp_s:.6f} s is not after the last accepted "
+                                         f"{last_stamp_s:.6f} s (out of order or repeated): dropped",
+                         fault=False)
+    return None
+
+
+def check_state(q: dict[str, np.ndarray], limits: StateLimits) -> Rejection | None:
+    """None if the state's values can be used, else why not, naming the quantity and its message field.
+
+    The attitude is checked before the velocities: the world velocity is computed with it, so a broken
+    quaternion must be reported as the cause, not the velocity it spoils. Runs on every state message
+    at up to 500 Hz: plain float math on 13 numbers is several times cheaper than numpy's per-call
+    overhead on 3-vectors."""
     values = {}
-    for name in ("pos_w", "quat_wxyz", "lin_vel_w", "ang_vel_b"):
+    for name in ("pos_w", "quat_wxyz", "ang_vel_b", "lin_vel_w"):
         v = q.get(name)
         if v is None:
-            return f"state has no {name}"
+            return Rejection("missing", f"state has no {name}")
         v = np.asarray(v, dtype=np.float64).tolist()
         if not all(map(math.isfinite, v)):
-            return f"state {name} contains NaN or Inf"
+            return Rejection("not_finite", f"state {name} ({_ODOM_FIELD[name]}) contains NaN or Inf: "
+                                           f"{[round(x, 3) for x in v]}")
         values[name] = v
+        if name == "quat_wxyz":
+            qn = math.sqrt(sum(x * x for x in v))
+            if abs(qn - 1.0) > limits.quat_norm_tol:
+                return Rejection("quaternion", f"state quat_wxyz ({_ODOM_FIELD[name]}) "
+                                               f"{[round(x, 3) for x in v]} has norm {qn:.3f}, not a unit "
+                                               f"quaternion (|norm - 1| <= {limits.quat_norm_tol})")
     pos = values["pos_w"]
     if max(abs(x) for x in pos) > limits.max_abs_pos_m:
-        return f"state pos_w {[round(x, 3) for x in pos]} out of range (|.| <= {limits.max_abs_pos_m} m)"
+        return Rejection("out_of_range", f"state pos_w {[round(x, 3) for x in pos]} out of range "
+                                         f"(|.| <= {limits.max_abs_pos_m} m)")
     speed = math.sqrt(sum(x * x for x in values["lin_vel_w"]))
     if speed > limits.max_speed_m_s:
-        return f"state speed {speed:.2f} m/s out of range (<= {limits.max_speed_m_s} m/s)"
+        return Rejection("out_of_range", f"state speed {speed:.2f} m/s out of range (<= {limits.max_speed_m_s} m/s)")
     rate = math.sqrt(sum(x * x for x in values["ang_vel_b"]))
     if rate > limits.max_ang_vel_rad_s:
-        return f"state angular rate {rate:.2f} rad/s out of range (<= {limits.max_ang_vel_rad_s} rad/s)"
-    qn = math.sqrt(sum(x * x for x in values["quat_wxyz"]))
-    if abs(qn - 1.0) > limits.quat_norm_tol:
-        return f"state quat_wxyz has norm {qn:.3f}, not a unit quaternion"
+        return Rejection("out_of_range", f"state angular rate {rate:.2f} rad/s out of range "
+                                         f"(<= {limits.max_ang_vel_rad_s} rad/s)")
     return None
+
+
+def validate_state(q: dict[str, np.ndarray], limits: StateLimits) -> str | None:
+    """None if the state can be used, else why not (names the quantity)."""
+    r = check_state(q, limits)
+    return None if r is None else r.reason
 
 
 # ------------------------------------------------------------------------------ safe behaviours
@@ -240,9 +346,19 @@ class RunnerCore:
         self.contract: PolicyContract = policy.contract
         self.period_s = 1.0 / self.contract.control_rate_hz
         self._pending = None
+        self.swaps = 0  # policies swapped in so far
         self.goal_w = np.asarray(cfg.goal_w, dtype=np.float64)
         self.state: StateSample | None = None
-        self.state_fault: str | None = None  # a rejected state message, cleared by the next good one
+        self.state_fault: str | None = None  # the fault in force (first cause), until enough good states
+        self.good_run = 0  # good state messages in a row since the last fault
+        self.rejections: collections.Counter[str] = collections.Counter()  # by Rejection.kind
+        self.faults = 0  # state faults so far (each needed a recovery)
+        self.last_rejection = ""
+        self._last_stamp_s: float | None = None
+        self._reported: set[str] = set()  # causes already in the log during this fault
+        self._cause = ""  # the latest cause of the fault in force
+        self._last_message_s: float | None = None  # newest accepted or faulty state message [s, monotonic]
+        self._events: list[tuple[str, str]] = []
         self._safe_since: float | None = None
         self._safe_anchor_w: np.ndarray | None = None
         self._last_executed: np.ndarray | None = None
@@ -262,6 +378,7 @@ class RunnerCore:
         if pending is None:
             return False
         self.policy, self.contract = pending, pending.contract
+        self.swaps += 1
         self._reset_history(self.contract, keep=True)
         return True
 
@@ -293,15 +410,59 @@ class RunnerCore:
 
     # ------------------------------------------------------------------------------------ inputs
 
-    def set_state(self, q: dict[str, np.ndarray], received_s: float) -> str | None:
-        """Offer a state; returns None if accepted, else the reason it was rejected."""
-        reason = validate_state(q, self.cfg.state_limits)
-        if reason is not None:
-            self.state_fault = reason
-            return reason
-        self.state_fault = None
+    def set_state(self, q: dict[str, np.ndarray], received_s: float,
+                  header: StateHeader | None = None) -> str | None:
+        """Offer a state (``header``: what the message says about its frame and time; None for an
+        in-process source). Returns None if accepted, else the reason it was rejected."""
+        r = check_header(header, self._last_stamp_s, self.cfg) if header is not None else None
+        if r is None:
+            r = check_state(q, self.cfg.state_limits)
+        if r is not None:
+            self.rejections[r.kind] += 1
+            self.last_rejection = r.reason
+            if r.fault:
+                self._last_message_s = received_s
+                self._fault(r.kind, f"state rejected: {r.reason}")
+            elif r.kind not in self._reported:
+                self._reported.add(r.kind)
+                self._events.append(("warn", f"state message {r.reason} (logged once; counted in diagnostics)"))
+            return r.reason
+        if header is not None:
+            self._last_stamp_s = header.stamp_s
         self.state = StateSample(q, received_s)
+        self._last_message_s = received_s
+        if self.state_fault is not None:
+            self.good_run += 1
+            if self.good_run >= self.cfg.good_states_to_recover:
+                self._events.append(("info", f"state usable again after {self.good_run} good messages in a row "
+                                             f"(fault was: {self.state_fault})"))
+                self.state_fault = None
+                self._reported.clear()
         return None
+
+    def _fault(self, kind: str, text: str) -> None:
+        """A state fault: starts (or restarts) the run of good messages needed to recover. Logged once
+        per fault and once per new cause within it."""
+        if self.state_fault is None:
+            self.faults += 1
+            self.state_fault = text
+            self._events.append(("warn", f"state fault: {text}; the policy flies again after "
+                                         f"{self.cfg.good_states_to_recover} good messages in a row"))
+        elif kind not in self._reported:
+            self._events.append(("warn", f"state fault continues, also: {text}"))
+        self._reported.add(kind)
+        self._cause = text
+        self.good_run = 0
+
+    def drain_events(self) -> list[tuple[str, str]]:
+        """(level 'info' | 'warn', text) of the faults, new causes and recoveries since the last call."""
+        events, self._events = self._events, []
+        return events
+
+    @property
+    def recovering(self) -> bool:
+        """A state fault is in force (the safe behaviour flies until enough good states came)."""
+        return self.state_fault is not None
 
     def set_goal(self, goal_w) -> str | None:
         g = np.asarray(goal_w, dtype=np.float64)
@@ -327,14 +488,20 @@ class RunnerCore:
         return np.asarray(out, dtype=np.float32), None
 
     def state_problem(self, now_s: float) -> str | None:
-        if self.state_fault is not None:
-            return f"state rejected: {self.state_fault}"
-        if self.state is None:
+        """None if the latest state can fly the policy, else the real cause: no state yet, a stale stream
+        (nothing usable or faulty came in time), or the fault in force (its latest cause)."""
+        if self._last_message_s is None:
             return "no state received yet"
-        age = now_s - self.state.received_s
+        age = now_s - self._last_message_s
         limit = self.cfg.max_state_age_periods * self.period_s
-        if age > limit:
-            return f"state stale: {age * 1e3:.1f} ms old > {limit * 1e3:.1f} ms"
+        if age > limit:  # also breaks a run of good messages during a fault
+            text = f"state stale: {age * 1e3:.1f} ms old > {limit * 1e3:.1f} ms"
+            self._fault("stale", text)
+            return text
+        if self.state_fault is not None:
+            if self.good_run:
+                return f"{self._cause}; recovering, {self.good_run}/{self.cfg.good_states_to_recover} good"
+            return self._cause
         return None
 
     def tick(self, now_s: float, human: HumanInput | None, estop: bool) -> TickResult:

@@ -11,9 +11,12 @@ A new policy is offered on ``runner/load_policy`` (std_msgs/String: a directory)
 verified in a background thread and swapped in between two ticks. If it fails, the running one keeps
 running and ``runner/active_policy`` plus /diagnostics say why.
 
-Topics (relative; see qos.py): in  state/odom, joy, estop, goal, runner/load_policy;
-out cmd/executed, cmd/policy, cmd/human, intervention, runner/mode, runner/active_policy, /diagnostics.
-Service runner/reset_estop (std_srvs/Trigger).
+State messages are checked before use (frame ids, header stamp, values; runner_core.set_state): a
+fault is said once in the log, counted by cause in /diagnostics, and needs good_states_to_recover good
+messages in a row before the policy flies again. Commands are sensor_msgs/JointState, stamped at the
+tick, in the body frame, named by the contract's outputs.
+
+Topics, types and QoS: interface.RUNNER (docs/ROS_INTERFACE.md is generated from it).
 """
 
 from __future__ import annotations
@@ -26,17 +29,18 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped
 from nav_msgs.msg import Odometry
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from sensor_msgs.msg import Joy
-from std_msgs.msg import Bool, Float32MultiArray, String
-from std_srvs.srv import Trigger
+from sensor_msgs.msg import JointState, Joy
+from std_msgs.msg import Bool, String
 
 from tether.contract import ContractError
+from tether_deploy import interface as itf
 from tether_deploy import qos
-from tether_deploy.arbitration import ArbiterConfig, EstopLatch, HumanInput
-from tether_deploy.conversions import fill_point_stamped, odometry_to_quantities
+from tether_deploy.arbitration import EstopLatch, HumanInput
+from tether_deploy.conversions import (command_names, fill_command, fill_point_stamped, odometry_to_quantities,
+                                       stamp_to_s)
 from tether_deploy.realtime import make_background, make_realtime
-from tether_deploy.runner_core import RunnerConfig, RunnerCore, StateLimits, TickScheduler, load_policy
-from tether_deploy.params import declare_node_params
+from tether_deploy.runner_core import RunnerConfig, RunnerCore, StateHeader, TickScheduler, load_policy
+from tether_deploy.params import NODE_PARAMS, declare_node_params, node_params, param_specs
 from tether_deploy.teleop_map import StickMapper, joy_mapping_from_parameters
 from tether_deploy.spin import spin_node
 
@@ -57,18 +61,19 @@ class PolicyRunner(LifecycleNode):
         self._io: list = []
         self._mode = "unconfigured"
         self._last_reason = ""
-        self._rejected_states = 0
-        self._last_rejection = ""
         self._policy_status = ""
         self._loading = False
         self._latency_us = np.zeros(5000)  # ring buffer of state->command latencies [us]
         self._latency_n = 0
         self._diag_due = False
         self._pending_receive_s: float | None = None
-        self._msg_exec = Float32MultiArray()
-        self._msg_policy = Float32MultiArray()
-        self._msg_human = Float32MultiArray()
+        self._msg_exec = JointState()
+        self._msg_policy = JointState()
+        self._msg_human = JointState()
         self._msg_flag = Bool()
+        self._names: list[str] = []
+        self._rejections_at_diag = 0  # rejections counted at the last diagnostics message
+        self._swap_gap_ms = ""
 
         if self.get_parameter("autostart").value:
             self._autostart_timer = self.create_timer(0.0, self._autostart)
@@ -82,28 +87,16 @@ class PolicyRunner(LifecycleNode):
         return self.get_parameter(name).value
 
     def _config(self) -> RunnerConfig:
-        return RunnerConfig(
-            max_state_age_periods=float(self._p("max_state_age_periods")),
-            history_reset_after_s=float(self._p("history_reset_after_s")),
-            safe_behaviour=str(self._p("safe_behaviour")),
-            state_limits=StateLimits(max_abs_pos_m=float(self._p("max_abs_pos_m")),
-                                     max_speed_m_s=float(self._p("max_speed_m_s")),
-                                     max_ang_vel_rad_s=float(self._p("max_ang_vel_rad_s"))),
-            land_speed_m_s=float(self._p("land_speed_m_s")),
-            land_timeout_s=float(self._p("land_timeout_s")),
-            open_loop_thrust_scale=float(self._p("open_loop_thrust_scale")),
-            action_low=tuple(float(x) for x in self._p("action_low")),
-            action_high=tuple(float(x) for x in self._p("action_high")),
-            max_action_delta=float(self._p("max_action_delta")),
-            goal_w=tuple(float(x) for x in self._p("goal_w")),
-            arbiter=ArbiterConfig(teleop_timeout_s=float(self._p("teleop_timeout_s"))))
+        """The core's config from the parameters as they are now (a reconfigure picks up a change)."""
+        specs = param_specs(NODE_PARAMS["policy_runner"])
+        return node_params("policy_runner", {s.name: self._p(s.name) for s in specs}).core
 
     # ------------------------------------------------------------------------------- lifecycle
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._diag_pub = self.create_publisher(DiagnosticArray, qos.DIAGNOSTICS, qos.DIAGNOSTICS_QOS)
-        self._status_pub = self.create_publisher(String, qos.ACTIVE_POLICY, qos.LATCHED)
-        self._goal_pub = self.create_publisher(PointStamped, qos.RUNNER_GOAL, qos.LATCHED)
+        self._diag_pub = self._publisher(itf.DIAGNOSTICS)
+        self._status_pub = self._publisher(itf.ACTIVE_POLICY)
+        self._goal_pub = self._publisher(itf.RUNNER_GOAL)
         policy_dir = str(self._p("policy_dir"))
         try:
             if not policy_dir:
@@ -119,19 +112,20 @@ class PolicyRunner(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         c = self.core.contract
         self.sched = TickScheduler(self.core.period_s, str(self._p("tick_source")))
-        deadline = qos.command_with_deadline(self.core.period_s, float(self._p("command_deadline_periods")))
-        self._exec_pub = self.create_publisher(Float32MultiArray, qos.EXECUTED_ACTION, deadline)
-        self._policy_pub = self.create_publisher(Float32MultiArray, qos.POLICY_ACTION, qos.COMMAND)
-        self._human_pub = self.create_publisher(Float32MultiArray, qos.HUMAN_ACTION, qos.COMMAND)
-        self._flag_pub = self.create_publisher(Bool, qos.INTERVENTION, qos.COMMAND)
-        self._mode_pub = self.create_publisher(String, qos.RUNNER_MODE, qos.LATCHED)
+        self._exec_pub = self._publisher(itf.EXECUTED)
+        self._policy_pub = self._publisher(itf.POLICY)
+        self._human_pub = self._publisher(itf.HUMAN)
+        self._flag_pub = self._publisher(itf.INTERVENTION)
+        self._mode_pub = self._publisher(itf.RUNNER_MODE)
+        self._names = command_names(c.action)
+        body = self.core.cfg.body_frame
+        for m in (self._msg_exec, self._msg_policy, self._msg_human):
+            fill_command(m, self._names, [0.0] * c.action.dim, body)
+        sub = lambda t, cb: self.create_subscription(t.msg_class, t.name, cb, t.profile)  # noqa: E731
         self._io = [
-            self.create_subscription(Odometry, qos.STATE_ODOM, self._on_state, qos.SENSOR_DATA),
-            self.create_subscription(Joy, qos.JOY, self._on_joy, qos.SENSOR_DATA),
-            self.create_subscription(Bool, qos.ESTOP, self._on_estop, qos.COMMAND),
-            self.create_subscription(PointStamped, qos.GOAL, self._on_goal, qos.COMMAND),
-            self.create_subscription(String, qos.LOAD_POLICY, self._on_load_policy, qos.COMMAND),
-            self.create_service(Trigger, qos.RESET_ESTOP, self._on_reset_estop),
+            sub(itf.STATE_ODOM, self._on_state), sub(itf.JOY, self._on_joy), sub(itf.ESTOP, self._on_estop),
+            sub(itf.GOAL, self._on_goal), sub(itf.LOAD_POLICY, self._on_load_policy),
+            self.create_service(itf.RESET_ESTOP.msg_class, itf.RESET_ESTOP.name, self._on_reset_estop),
         ]
         self._accept(policy_dir, policy)
         self._publish_goal()
@@ -141,6 +135,13 @@ class PolicyRunner(LifecycleNode):
             f"{self.core.cfg.safe_behaviour}, tick source {self.sched.source}")
         self._set_mode("inactive", "configured")
         return TransitionCallbackReturn.SUCCESS
+
+    def _publisher(self, t: itf.Topic):
+        """A publisher as the interface table declares it (a deadline in control periods on top)."""
+        profile = t.profile
+        if t.deadline:
+            profile = qos.command_with_deadline(self.core.period_s, float(self._p(t.deadline)))
+        return self.create_publisher(t.msg_class, t.name, profile)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
@@ -187,20 +188,28 @@ class PolicyRunner(LifecycleNode):
 
     def _on_state(self, msg: Odometry) -> None:
         received = time.monotonic()
-        reason = self.core.set_state(odometry_to_quantities(msg), received)
-        if reason is not None:
-            self._rejected_states += 1
-            self._last_rejection = reason
-            self.get_logger().warn(f"state rejected: {reason}", throttle_duration_sec=1.0)
+        header = StateHeader(msg.header.frame_id, msg.child_frame_id, stamp_to_s(msg.header.stamp),
+                             self.get_clock().now().nanoseconds * 1e-9)
+        self.core.set_state(odometry_to_quantities(msg), received, header)
         if self._active and self.sched.on_state(received):
             self._tick(received, received)
             self._rearm("state")
+        self._log_events()
+
+    def _log_events(self) -> None:
+        """Faults, new causes and recoveries: one line each, never one per message."""
+        for level, text in self.core.drain_events():
+            if level == "warn":  # rclpy refuses two severities from one call site
+                self.get_logger().warn(text)
+            else:
+                self.get_logger().info(text)
 
     def _on_timer(self) -> None:
         now = time.monotonic()
         if self.sched.on_timer(now):
             self._tick(now, None)
             self._rearm("timer")
+            self._log_events()
 
     def _rearm(self, after: str) -> None:
         """Restart the fallback timer from this tick (see TickScheduler.timer_period_s)."""
@@ -243,23 +252,33 @@ class PolicyRunner(LifecycleNode):
     # -------------------------------------------------------------------------------- the tick
 
     def _tick(self, now: float, received: float | None) -> None:
-        if self.core.state is None and self.core.state_fault is None:
-            # Never had a state: the vehicle is not flying yet; commanding it would start it blind.
+        if self.core.state is None:
+            # Never had a usable state: the vehicle is not flying yet; commanding it would start it blind.
             if self._mode != "waiting":
-                self._set_mode("waiting", "waiting for the first state message")
+                why = f" (rejected: {self.core.last_rejection})" if self.core.last_rejection else ""
+                self._set_mode("waiting", f"waiting for the first usable state message{why}")
             return
+        swaps = self.core.swaps
+        last_tick = self.sched.last_tick_s
         r = self.core.tick(now, self.human, self.estop.latched)
-        self._msg_exec.data = r.executed.tolist()
+        stamp = self.get_clock().now().to_msg()
+        self._msg_exec.header.stamp = stamp
+        self._msg_exec.position = r.executed.tolist()
         self._exec_pub.publish(self._msg_exec)
         if received is not None:
             self._latency_us[self._latency_n % len(self._latency_us)] = (time.monotonic() - received) * 1e6
             self._latency_n += 1
         if r.policy_action is not None:
-            self._msg_policy.data = r.policy_action.tolist()
+            self._msg_policy.header.stamp = stamp
+            self._msg_policy.position = r.policy_action.tolist()
             self._policy_pub.publish(self._msg_policy)
         if r.human_action is not None:
-            self._msg_human.data = r.human_action.tolist()
+            self._msg_human.header.stamp = stamp
+            self._msg_human.position = r.human_action.tolist()
             self._human_pub.publish(self._msg_human)
+        if self.core.swaps != swaps and last_tick is not None:
+            # the figure for bench/ and the diagnostics, not a test bound: the swap's tick vs the one before
+            self._swap_gap_ms = f"{(now - last_tick) * 1e3:.1f}"
         self._msg_flag.data = r.intervention
         self._flag_pub.publish(self._msg_flag)
         key = r.mode.split(" (", 1)[0]  # e.g. policy, human, safe:hold, safe:land_open_loop, estop
@@ -329,18 +348,29 @@ class PolicyRunner(LifecycleNode):
     def _publish_diagnostics(self) -> None:
         self._diag_due = False
         st = DiagnosticStatus(name="tether/policy_runner", hardware_id=self.get_name())
+        rejections = self.core.rejections if self.core is not None else {}
+        rejected = sum(rejections.values())
         if self._mode in ("policy", "human", "active", "inactive", "waiting"):
             st.level, st.message = DiagnosticStatus.OK, self._mode
-            if self._rejected_states:
+            # WARN while a fault is in force or messages were rejected since the last report; back to OK
+            # once the state is good again (the counts stay in the values)
+            new = rejected - self._rejections_at_diag
+            if (self.core is not None and self.core.recovering) or new:
                 st.level = DiagnosticStatus.WARN
-                st.message = f"{self._mode}; {self._rejected_states} state messages rejected"
+                st.message = f"{self._mode}; {new} state messages rejected since the last report"
         elif self._mode == "unconfigured":
             st.level, st.message = DiagnosticStatus.ERROR, f"unconfigured {self._last_reason}".strip()
         else:
             st.level, st.message = DiagnosticStatus.ERROR, f"{self._mode}: {self._last_reason}"
+        self._rejections_at_diag = rejected
         values = {"mode": self._mode, "reason": self._last_reason, "policy": self._policy_status,
-                  "estop_latched": str(self.estop.latched), "rejected_states": str(self._rejected_states),
-                  "last_rejection": self._last_rejection}
+                  "estop_latched": str(self.estop.latched), "rejected_states": str(rejected)}
+        if self.core is not None:
+            values.update({f"rejected_{k}": str(n) for k, n in sorted(rejections.items())})
+            values.update(last_rejection=self.core.last_rejection, state_faults=str(self.core.faults),
+                          state_recovering=str(self.core.recovering), policy_swaps=str(self.core.swaps))
+        if self._swap_gap_ms:
+            values.update(last_swap_tick_gap_ms=self._swap_gap_ms)
         if self.sched is not None:
             values.update(ticks=str(self.sched.ticks), missed_ticks=str(self.sched.missed))
         if self._latency_n:

@@ -1,7 +1,20 @@
-"""The one entry point every node's main() uses: init, spin until Ctrl-C or shutdown, clean up."""
+"""The one entry point every node's main() uses: init, spin until Ctrl-C or shutdown, clean up.
+
+Exit status: 0 after SIGINT / SIGTERM / an external shutdown, whatever the node was doing at that moment;
+2 with one ``error:`` line when rcl refuses the arguments or the node refuses its parameters at
+construction (ValueError, OSError: nothing was started); a traceback and 1 only for a real failure while ROS was still running.
+
+Why the races need handling: rclpy's signal handler shuts the context down while a callback may be
+running, so that callback (a timer publishing, a subscription creating a message) can raise an RCLError
+("context is invalid", "publisher's context is not valid") instead of the executor raising
+ExternalShutdownException; and destroying a node after the context is gone can raise as well. Once the
+context is shut down, such an exception is the shutdown, not a failure.
+"""
 
 from __future__ import annotations
 
+import signal
+import sys
 from typing import Callable
 
 import rclpy
@@ -9,15 +22,45 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 
-def spin_node(make_node: Callable[[], Node], args=None, on_exit: Callable[[Node], None] | None = None) -> None:
-    rclpy.init(args=args)
-    node = make_node()
+def _shutting_down() -> bool:
     try:
+        return not rclpy.ok()
+    except Exception:  # noqa: BLE001  (rclpy raises its own types when the context is half torn down)
+        return True
+
+
+def spin_node(make_node: Callable[[], Node], args=None, on_exit: Callable[[Node], None] | None = None) -> None:
+    try:
+        rclpy.init(args=args)
+    except Exception as e:  # noqa: BLE001  rcl refuses malformed --ros-args with its own RCLError
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    node = None
+    try:
+        try:
+            node = make_node()
+        except (ValueError, OSError) as e:
+            if _shutting_down():
+                return
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        if not _shutting_down():
+            raise
     finally:
-        if on_exit is not None:
-            on_exit(node)  # e.g. the recorder closes its file before the node goes
-        node.destroy_node()
-        rclpy.try_shutdown()
+        # a second Ctrl-C (a launcher, an impatient person) must not break the clean-up half way
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            if node is not None and on_exit is not None:
+                on_exit(node)  # e.g. the recorder closes its file before the node goes
+        finally:
+            if node is not None:
+                try:
+                    node.destroy_node()
+                except Exception:
+                    if not _shutting_down():
+                        raise
+            rclpy.try_shutdown()

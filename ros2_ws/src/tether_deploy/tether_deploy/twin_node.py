@@ -17,7 +17,6 @@ import numpy as np
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from sensor_msgs.msg import Imu
-from std_msgs.msg import Float32MultiArray
 
 from std_msgs.msg import String
 
@@ -25,9 +24,10 @@ from hardware.robot import check_vehicle
 from hardware.twin import DigitalTwin, twin_vehicle, with_policy_rate_gains
 from tether.contract import ContractError, load_policy_dir
 from tether.observation import quat_wxyz_to_rotmat
+from tether_deploy import interface as itf
 from tether_deploy import qos
 from tether_deploy.actuation import ActionToCommand
-from tether_deploy.conversions import fill_imu, fill_odometry
+from tether_deploy.conversions import command_names, command_values, fill_imu, fill_odometry
 from tether_deploy.params import declare_node_params
 from tether_deploy.spin import spin_node
 
@@ -63,7 +63,9 @@ class TwinNode(Node):
         self._imu_pub = self.create_publisher(Imu, qos.STATE_IMU, qos.SENSOR_DATA)
         # No requested DDS deadline here: a subscriber requesting one does not match a publisher that
         # offers none (a test tool, a bag replay); cmd_timeout_s below is the failsafe.
-        self.create_subscription(Float32MultiArray, qos.EXECUTED_ACTION, self._on_command, qos.COMMAND)
+        cmd = itf.TWIN.topic(itf.EXECUTED.name)
+        self.create_subscription(cmd.msg_class, cmd.name, self._on_command, cmd.profile)
+        self._cmd_names = command_names(contract.action)
         self._started = False
         self._stopped = False
         self._last_cmd_s = 0.0
@@ -77,9 +79,10 @@ class TwinNode(Node):
             f"twin {self.twin.name} at {self.cfg.rate_hz:g} Hz, latency {self.cfg.latency_s * 1e3:.0f} ms, "
             f"gust {gust}, payload {payload}, weak motor {weak}; waiting for the first command")
 
-    def _on_command(self, msg: Float32MultiArray) -> None:
+    def _on_command(self, msg) -> None:
+        """A sensor_msgs/JointState command: its names must be the contract's outputs, in order."""
         try:
-            cmd = self.to_command(msg.data)
+            cmd = self.to_command(command_values(msg, self._cmd_names))
             self.twin.send(cmd)
         except ValueError as e:
             self.get_logger().error(f"command rejected, previous one stays in force: {e}",

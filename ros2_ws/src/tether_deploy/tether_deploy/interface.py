@@ -1,0 +1,169 @@
+"""The ROS interface of every node, declared once: topic, type, QoS, frame, rate and meaning.
+
+The nodes create their publishers and subscriptions from these tables (``Topic.msg_class``,
+``Topic.profile``), the recorder takes its topic types from them, docs/ROS_INTERFACE.md is generated
+from them (``python -m tether_deploy.interface_doc``), and tests/ros2 compare them with the graph of
+the running nodes, so the documentation cannot drift from the code.
+
+Commands (``cmd/policy``, ``cmd/human``, ``cmd/executed``) are ``sensor_msgs/msg/JointState``: the only
+standard message with a header and named values (the ros-jazzy wheels cannot build an interface package:
+no rosidl generator). ``header.stamp`` is the runner's clock at the tick, ``header.frame_id`` the body
+frame the command acts in, ``name[i]`` the contract's output name with the unit suffix ``_norm``
+(``collective_thrust_norm``, ``body_rate_x_norm``, ... or ``rotor_0_speed_norm``, ...), ``position[i]``
+the normalized value in [-1, 1]; velocity and effort are empty. The physical meaning of each name is the
+contract's (tether.contract.ActionSpec): the table in the generated document lists it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+from tether_deploy import qos
+from tether_deploy.conversions import COMMAND_UNIT_SUFFIX  # noqa: F401  (part of the interface)
+
+WORLD_FRAME = "world"
+"""default frame of poses and goals (REP 105 ``map``/``odom`` role)"""
+BODY_FRAME = "base_link"
+"""default body frame: Odometry.child_frame_id (its twist), IMU, commands"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Topic:
+    """One topic a node publishes or subscribes (or a service it offers)."""
+
+    name: str
+    """relative topic name (a namespace per vehicle works unchanged); '/...' is absolute"""
+    type: str
+    """ROS type, e.g. 'nav_msgs/msg/Odometry' (a service: 'std_srvs/srv/Trigger')"""
+    qos: str
+    """name of the QoS profile in tether_deploy.qos ('' for a service)"""
+    frame: str
+    """frame of the data ('-' for none)"""
+    rate: str
+    """when it is sent"""
+    meaning: str
+    """what it says"""
+    deadline: str = ""
+    """a DDS deadline offered on top of ``qos``: the parameter that sets it, in control periods"""
+
+    @property
+    def msg_class(self):
+        pkg, kind, name = self.type.split("/")
+        return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
+
+    @property
+    def profile(self):
+        return getattr(qos, self.qos)
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeInterface:
+    node: str
+    """node name"""
+    module: str
+    """tether_deploy module whose main() runs it"""
+    summary: str
+    subscribes: tuple[Topic, ...] = ()
+    publishes: tuple[Topic, ...] = ()
+    services: tuple[Topic, ...] = ()
+    params_key: str = ""
+    """key of the node in tether_deploy.params.NODE_PARAMS ('' = none)"""
+
+    def topic(self, name: str) -> Topic:
+        for t in self.subscribes + self.publishes + self.services:
+            if t.name == name:
+                return t
+        raise KeyError(f"{self.node} has no topic {name!r}")
+
+
+_TICK = "one per tick (the contract's control_rate_hz)"
+_CMD = "sensor_msgs/msg/JointState"
+_CMD_MEANING = ("names = the contract's outputs + '_norm', position = normalized [-1, 1], "
+                "header.stamp = the tick")
+
+STATE_ODOM = Topic(qos.STATE_ODOM, "nav_msgs/msg/Odometry", "SENSOR_DATA", "world / base_link",
+                   "the robot's state rate (twin: rate_hz)",
+                   "the vehicle state: pose in header.frame_id (world), twist in child_frame_id (body), REP 105")
+STATE_IMU = Topic(qos.STATE_IMU, "sensor_msgs/msg/Imu", "SENSOR_DATA", "base_link", "with state/odom",
+                  "orientation, gyro and specific force (accelerometer) in the body frame")
+JOY = Topic(qos.JOY, "sensor_msgs/msg/Joy", "SENSOR_DATA", "-", "the gamepad's rate (about 20-50 Hz)",
+            "gamepad axes and buttons (joy package layout, mapped by the joy_* parameters)")
+EXECUTED = Topic(qos.EXECUTED_ACTION, _CMD, "COMMAND", "base_link", _TICK,
+                 "what the robot is sent after arbitration and limits; " + _CMD_MEANING,
+                 deadline="command_deadline_periods")
+POLICY = Topic(qos.POLICY_ACTION, _CMD, "COMMAND", "base_link", _TICK + ", when the policy ran",
+               "what the policy asked for; " + _CMD_MEANING)
+HUMAN = Topic(qos.HUMAN_ACTION, _CMD, "COMMAND", "base_link", _TICK + ", when there is teleop input",
+              "the person's sticks mapped into the action space; " + _CMD_MEANING)
+INTERVENTION = Topic(qos.INTERVENTION, "std_msgs/msg/Bool", "COMMAND", "-", _TICK,
+                     "true while a person is (or was, until the safe behaviour took over) in command")
+RUNNER_MODE = Topic(qos.RUNNER_MODE, "std_msgs/msg/String", "LATCHED", "-", "on change",
+                    "policy | human | safe:<behaviour> (<reason>) | estop | waiting | inactive | unconfigured")
+ACTIVE_POLICY = Topic(qos.ACTIVE_POLICY, "std_msgs/msg/String", "LATCHED", "-", "on change",
+                      "'active <sha256> <dir>' or 'rejected <dir>: <reason>'")
+RUNNER_GOAL = Topic(qos.RUNNER_GOAL, "geometry_msgs/msg/PointStamped", "LATCHED", "world", "on change",
+                    "the goal the runner flies to [m]")
+DIAGNOSTICS = Topic(qos.DIAGNOSTICS, "diagnostic_msgs/msg/DiagnosticArray", "DIAGNOSTICS_QOS", "-",
+                    "diagnostics_rate_hz and on every mode change",
+                    "status 'tether/policy_runner': level, mode, state rejections by cause, ticks, latency")
+ESTOP = Topic(qos.ESTOP, "std_msgs/msg/Bool", "COMMAND", "-", "any",
+              "true latches the e-stop (motors off) until runner/reset_estop")
+GOAL = Topic(qos.GOAL, "geometry_msgs/msg/PointStamped", "COMMAND", "world", "any", "a new goal position [m]")
+LOAD_POLICY = Topic(qos.LOAD_POLICY, "std_msgs/msg/String", "COMMAND", "-", "any",
+                    "a policy directory to verify and hot-swap in between two ticks")
+RESET_ESTOP = Topic(qos.RESET_ESTOP, "std_srvs/srv/Trigger", "", "-", "on request",
+                    "clears the latched e-stop while no e-stop input is pressed")
+
+RUNNER = NodeInterface(
+    "policy_runner", "runner_node",
+    "Lifecycle node flying an exported policy (policy.onnx + policy.json); arbitration with teleop and e-stop.",
+    subscribes=(STATE_ODOM, JOY, ESTOP, GOAL, LOAD_POLICY),
+    publishes=(EXECUTED, POLICY, HUMAN, INTERVENTION, RUNNER_MODE, ACTIVE_POLICY, RUNNER_GOAL, DIAGNOSTICS),
+    services=(RESET_ESTOP,), params_key="policy_runner")
+
+TWIN = NodeInterface(
+    "twin", "twin_node",
+    "The pybullet digital twin behind a robot's interface (never on a robot).",
+    subscribes=(dataclasses.replace(EXECUTED, deadline="", rate="the runner's ticks",
+                                    meaning="the command to execute (names checked against the contract)"),),
+    publishes=(STATE_ODOM, STATE_IMU, Topic(qos.TWIN_CRASHED, "std_msgs/msg/String", "LATCHED", "-", "once, on a crash",
+                                            "why the twin crashed (impact speed or tilt); motors are stopped")),
+    params_key="twin")
+
+OPERATOR = NodeInterface(
+    "operator", "operator_node",
+    "Scripted stand-in for a person with a gamepad (tests, demo).",
+    subscribes=(STATE_ODOM,), publishes=(dataclasses.replace(JOY, rate="rate_hz"),), params_key="operator")
+
+KEYBOARD_TELEOP = NodeInterface(
+    "keyboard_teleop", "keyboard_teleop",
+    "The keyboard as a gamepad (sensor_msgs/Joy), for a person at a terminal.",
+    publishes=(JOY,), params_key="keyboard_teleop")
+
+def recorder_subscription_qos(offered: Topic) -> str:
+    """The recorder's QoS for a topic: latched stays latched (a late joiner gets the last value),
+    others get a deep queue of the offered reliability (it must not drop what it can keep)."""
+    if offered.qos == "LATCHED":
+        return "LATCHED"
+    return "RECORDER_BEST_EFFORT" if offered.qos == "SENSOR_DATA" else "RECORDER_RELIABLE"
+
+
+def recordable() -> dict[str, tuple[Topic, str]]:
+    """topic -> (the publisher's entry, the recorder's QoS profile name): every topic a node of this
+    package publishes (the recorder's default ``topics``)."""
+    out = {}
+    for node in (RUNNER, TWIN, OPERATOR, KEYBOARD_TELEOP):
+        for t in node.publishes:
+            out.setdefault(t.name, (t, recorder_subscription_qos(t)))
+    return out
+
+
+RECORDER = NodeInterface(
+    "recorder", "recorder_node",
+    "The intervention log: every recorded topic as raw CDR into a rosbag2-layout MCAP that survives SIGKILL.",
+    subscribes=tuple(dataclasses.replace(t, qos=sub_qos, deadline="", rate="as published")
+                     for t, sub_qos in recordable().values()),
+    params_key="recorder")
+
+NODES = (RUNNER, TWIN, RECORDER, OPERATOR, KEYBOARD_TELEOP)
