@@ -40,6 +40,8 @@ def _task_cfg(task: str, config: str | None, overrides: dict):
     if task not in TASKS:
         raise UserError(f"unknown task {task!r}; registered tasks: {', '.join(sorted(TASKS))}")
     cfg_cls, _ = TASKS[task]
+    if config and not Path(config).is_file():
+        raise UserError(f"--config {config} does not exist (or is not a file); give a YAML file of {task} config keys")
     try:
         if config:
             return load_yaml_config(cfg_cls, config, overrides)
@@ -319,7 +321,7 @@ def cmd_eval(args) -> int:
             OnnxPolicy(p)  # the contract and the ONNX file are checked before anything flies
             cfgs.append(task_cfg_from_contract(p))
         except (ContractError, ValueError, OSError) as e:
-            raise UserError(f"{p}: {_one_line(e)}") from e
+            raise UserError(f"{p}: {_one_line(e)}; give a policy folder that `tether export` wrote") from e
     tasks = sorted({task_name_of(c) for c in cfgs})
     if len(tasks) > 1:
         raise UserError(f"the policies are of different tasks ({', '.join(tasks)}); evaluate one task at a time")
