@@ -119,16 +119,17 @@ def _active_shas(msgs: dict) -> list[str]:
 
 
 def _odometry(items) -> tuple[np.ndarray, ...]:
-    """Receive time [ns], stamp [s], pos_w, quat_wxyz, lin_vel_w, ang_vel_b of Odometry messages
+    """Receive time [ns], stamp [ns], pos_w, quat_wxyz, lin_vel_w, ang_vel_b of Odometry messages
     (REP 105: the twist is in the body frame; it is rotated into the world frame here)."""
     from calibration.flightlog import rotmat_wxyz
 
     n = len(items)
     recv = np.array([t for t, _ in items], dtype=np.int64)
-    stamp, pos, quat, vel_b, ang = np.zeros(n), np.zeros((n, 3)), np.zeros((n, 4)), np.zeros((n, 3)), np.zeros((n, 3))
+    stamp = np.zeros(n, dtype=np.int64)  # integer ns: float seconds since 1970 lose 0.1 us
+    pos, quat, vel_b, ang = np.zeros((n, 3)), np.zeros((n, 4)), np.zeros((n, 3)), np.zeros((n, 3))
     for k, (_, m) in enumerate(items):
         p, o, v, w = m.pose.pose.position, m.pose.pose.orientation, m.twist.twist.linear, m.twist.twist.angular
-        stamp[k] = m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec
+        stamp[k] = int(m.header.stamp.sec) * 1_000_000_000 + int(m.header.stamp.nanosec)
         pos[k], quat[k], vel_b[k], ang[k] = (p.x, p.y, p.z), (o.w, o.x, o.y, o.z), (v.x, v.y, v.z), (w.x, w.y, w.z)
     norm = np.linalg.norm(quat, axis=1, keepdims=True)
     if not np.all(np.isfinite(norm)) or np.any(norm < 0.5):
@@ -224,7 +225,8 @@ def read_bag(path: str | Path, preset_for, odom_topic: str | None = None, cmd_to
         raise CalibrationError(f"{path}: {int(keep.sum())} state samples after the first command on {cmd_topic}; "
                                "need a flight")
     stamp, pos, quat, vel_w, ang, idx = (a[keep] for a in (stamp, pos, quat, vel_w, ang, idx))
-    t = stamp if np.all(np.diff(stamp) > 0) else recv[order][keep] * 1e-9  # robot stamps, else arrival
+    t_ns = stamp if np.all(np.diff(stamp) > 0) else recv[order][keep]  # robot stamps, else arrival
+    t = (t_ns - t_ns[0]) * 1e-9
     actions = values[idx]
     if contract is None:
         u = actions
@@ -234,9 +236,9 @@ def read_bag(path: str | Path, preset_for, odom_topic: str | None = None, cmd_to
         u = _to_rotor_fractions(actions, ang_mid, contract, preset)
         meaning = f"normalized {contract.action.type} actions, mapped by the contract in {where}"
     # a reset (respawn) is a jump in position: drop the sample after it, which makes a time gap there
-    jump = np.linalg.norm(np.diff(pos, axis=0), axis=1) > RESET_JUMP_M
+    dt = np.diff(t)
+    jump = (np.linalg.norm(np.diff(pos, axis=0), axis=1) > RESET_JUMP_M) & (dt <= 1.5 * np.median(dt))
     ok = np.concatenate([[True], ~jump])
     t, u, pos, quat, vel_w, ang = (a[ok] for a in (t, u, pos, quat, vel_w, ang))
-    t0 = t[0]
-    return (FlightLog(t - t0, u, pos, quat, vel_w, ang),
+    return (FlightLog(t, u, pos, quat, vel_w, ang),
             BagSource(odom, cmd_topic, meaning, shas[0] if shas else None))
