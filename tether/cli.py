@@ -436,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-envs", type=int, help="parallel environments (default: the task config's, 4096)")
     p.add_argument("--iterations", type=int, help="PPO iterations (default: ppo.num_iterations, 150); with "
                                                   "--resume the total, counting the resumed ones")
-    p.add_argument("--seed", type=int, default=0, help="PPO seed; also names the default run folder")
+    p.add_argument("--seed", type=int, default=0, help="PPO seed (also in the name of the run folder)")
     p.add_argument("--device", help="torch device, cpu or cuda[:N] (default: the config's, cpu)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest at small batch)")
     p.add_argument("--run-dir", help="run folder for checkpoints, config and TensorBoard (default: "
