@@ -508,7 +508,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "default" in text or action.default in (None, [], False, argparse.SUPPRESS):
+        # identity, not ==: a default of 0 equals False, and 0 is a value to show
+        if "default" in text or action.default == [] or any(action.default is d for d in (None, False, argparse.SUPPRESS)):
             return text  # said in the help already, or nothing to show
         return super()._get_help_string(action)
 
