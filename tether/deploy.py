@@ -122,9 +122,9 @@ def _read_params_file(path: Path) -> dict[str, dict]:
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"--params {path} cannot be read ({_one_line(e, 200)})") from None
     try:
-        return params_file_values(data, str(path))
+        return params_file_values(data, f"--params {path}")
     except ParameterError as e:
-        raise UserError(f"--params {path}: {e}; fix the file") from None
+        raise UserError(f"{e}; fix the file") from None
 
 
 def _parse_ros_arg(item: str) -> tuple[str, str, str]:
@@ -224,7 +224,8 @@ def preflight(args, stdin=None) -> Plan:
         try:
             check_vehicle(contract, twin_vehicle(params["twin"]), "the twin")
         except ContractError as e:
-            raise UserError(f"{e} (twin preset from --params / --ros-arg twin:preset:=NAME)") from None
+            raise UserError(f"{e} (the twin's preset and action_spaces come from --params or --ros-arg "
+                            f"twin:NAME:=VALUE)") from None
 
     commands = []
     for node, module, files in nodes:

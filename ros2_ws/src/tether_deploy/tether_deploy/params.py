@@ -405,14 +405,20 @@ def params_file_values(data: Any, where: str) -> dict[str, dict[str, Any]]:
     for node, section in data.items():
         name = str(node).rsplit("/", 1)[-1]  # "/ns/twin" and "twin" name the same node
         if name != "**":
-            _node_class(name)
+            try:
+                _node_class(name)
+            except ParameterError as e:
+                raise ParameterError(f"{where}: {e}") from None
         if not isinstance(section, Mapping) or set(section) != {"ros__parameters"} or \
                 not isinstance(section["ros__parameters"], (Mapping, type(None))):
             raise ParameterError(f"{where}: node {node!r} needs exactly one key 'ros__parameters:' "
                                  f"holding its parameters")
         values = flatten_yaml(section["ros__parameters"] or {})
         if name != "**":
-            node_params(name, values)
+            try:
+                node_params(name, values)
+            except ParameterError as e:
+                raise ParameterError(f"{where}: {e}") from None
         out.setdefault(name, {}).update(values)
     return out
 
