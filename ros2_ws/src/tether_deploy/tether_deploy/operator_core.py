@@ -58,7 +58,9 @@ class OperatorCfg:
     full_stick_rate_rad_s: tuple[float, float, float] = (6.0, 6.0, 3.0)
     """body rate at full stick, roll, pitch, yaw [rad/s] (runner: joy.rate_fraction * body-rate limits)"""
     num_axes: int = 8
+    """axes per Joy message (the joy package's Xbox layout) [1]"""
     num_buttons: int = 11
+    """buttons per Joy message (the joy package's Xbox layout) [1]"""
 
     def __post_init__(self):
         if self.reaction_s < 0:

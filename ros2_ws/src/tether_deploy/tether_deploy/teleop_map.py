@@ -22,12 +22,17 @@ from tether.contract import ActionSpec, ContractError
 @dataclasses.dataclass(frozen=True)
 class JoyMapping:
     axis_throttle: int = 1
+    """Joy axis of the throttle stick (left stick up/down in the joy package's Xbox layout) [index]"""
     axis_yaw: int = 0
+    """Joy axis of the yaw stick (left stick left/right) [index]"""
     axis_pitch: int = 4
+    """Joy axis of the pitch stick (right stick up/down) [index]"""
     axis_roll: int = 3
+    """Joy axis of the roll stick (right stick left/right) [index]"""
     invert_roll: bool = True
     """Joy axes are +left; a roll to the right (+x_b rate) comes from pushing the stick right"""
     invert_yaw: bool = False
+    """flip the yaw stick (Joy axes are +left; + yaw is counter-clockwise seen from above)"""
     button_deadman: int = 4
     """hold to intervene (LB on an Xbox pad)"""
     button_estop: int = 1
