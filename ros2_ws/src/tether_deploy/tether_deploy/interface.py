@@ -67,11 +67,13 @@ class NodeInterface:
     subscribes: tuple[Topic, ...] = ()
     publishes: tuple[Topic, ...] = ()
     services: tuple[Topic, ...] = ()
+    clients: tuple[Topic, ...] = ()
+    """services it calls"""
     params_key: str = ""
     """key of the node in tether_deploy.params.NODE_PARAMS ('' = none)"""
 
     def topic(self, name: str) -> Topic:
-        for t in self.subscribes + self.publishes + self.services:
+        for t in self.subscribes + self.publishes + self.services + self.clients:
             if t.name == name:
                 return t
         raise KeyError(f"{self.node} has no topic {name!r}")
@@ -88,7 +90,7 @@ STATE_ODOM = Topic(qos.STATE_ODOM, "nav_msgs/msg/Odometry", "SENSOR_DATA", "worl
 STATE_IMU = Topic(qos.STATE_IMU, "sensor_msgs/msg/Imu", "SENSOR_DATA", "base_link", "with state/odom",
                   "orientation, gyro and specific force (accelerometer) in the body frame")
 JOY = Topic(qos.JOY, "sensor_msgs/msg/Joy", "SENSOR_DATA", "-", "the gamepad's rate (about 20-50 Hz)",
-            "gamepad axes and buttons (joy package layout, mapped by the joy_* parameters)")
+            "gamepad axes and buttons (joy package layout, mapped by the joy.* parameters)")
 EXECUTED = Topic(qos.EXECUTED_ACTION, _CMD, "COMMAND", "base_link", _TICK,
                  "what the robot is sent after arbitration and limits; " + _CMD_MEANING,
                  deadline="command_deadline_periods")
@@ -127,8 +129,9 @@ TWIN = NodeInterface(
     "The pybullet digital twin behind a robot's interface (never on a robot).",
     subscribes=(dataclasses.replace(EXECUTED, deadline="", rate="the runner's ticks",
                                     meaning="the command to execute (names checked against the contract)"),),
-    publishes=(STATE_ODOM, STATE_IMU, Topic(qos.TWIN_CRASHED, "std_msgs/msg/String", "LATCHED", "-", "once, on a crash",
-                                            "why the twin crashed (impact speed or tilt); motors are stopped")),
+    publishes=(STATE_ODOM, STATE_IMU,
+               Topic(qos.TWIN_CRASHED, "std_msgs/msg/String", "LATCHED", "-", "once, on a crash",
+                     "why the twin crashed (impact speed or tilt); motors are stopped")),
     params_key="twin")
 
 OPERATOR = NodeInterface(
@@ -139,7 +142,7 @@ OPERATOR = NodeInterface(
 KEYBOARD_TELEOP = NodeInterface(
     "keyboard_teleop", "keyboard_teleop",
     "The keyboard as a gamepad (sensor_msgs/Joy), for a person at a terminal.",
-    publishes=(JOY,), params_key="keyboard_teleop")
+    publishes=(dataclasses.replace(JOY, rate="rate_hz"),), clients=(RESET_ESTOP,), params_key="keyboard_teleop")
 
 def recorder_subscription_qos(offered: Topic) -> str:
     """The recorder's QoS for a topic: latched stays latched (a late joiner gets the last value),

@@ -187,11 +187,25 @@ class StateHeader:
     """the node clock when the message arrived [s, same time base as the stamp]"""
 
 
+REJECTION_KINDS = {
+    "frame": "header.frame_id is not world_frame, or child_frame_id is not body_frame",
+    "unstamped": "header.stamp is 0 (not set)",
+    "stamp_stale": "header.stamp older than max_stamp_age_s by the node clock",
+    "stamp_future": "header.stamp ahead of the node clock by more than max_stamp_lead_s",
+    "out_of_order": "header.stamp not after the last accepted one: dropped, not a fault",
+    "missing": "a quantity is missing",
+    "not_finite": "a quantity contains NaN or Inf",
+    "quaternion": "the orientation is not a unit quaternion (a zero quaternion included)",
+    "out_of_range": "position, speed or angular rate beyond the state limits",
+    "stale": "no state message for max_state_age_periods control periods (a fault, not a message)",
+}
+"""why a state is unusable, by cause (the diagnostics count each as rejected_<kind>)"""
+
+
 @dataclasses.dataclass(frozen=True)
 class Rejection:
     kind: str
-    """the cause, one word: frame | unstamped | stamp_stale | stamp_future | out_of_order | missing |
-    not_finite | quaternion | out_of_range"""
+    """the cause, a key of REJECTION_KINDS"""
     reason: str
     """what is wrong, naming the message field"""
     fault: bool = True
