@@ -316,6 +316,8 @@ def _coerce(value, tp, name: str):
         return value
     if typing.get_origin(tp) is tuple:
         args = typing.get_args(tp)
+        if value is None and len(args) == 2 and args[1] is Ellipsis:
+            return ()  # ROS reads an empty YAML list as "not set"
         if not isinstance(value, (list, tuple)):
             raise bad(f"a {_type_name(tp)}")
         if len(args) == 2 and args[1] is Ellipsis:
