@@ -49,16 +49,9 @@ class JoyMapping:
             raise ValueError(f"thrust_range must be in [0, 1], got {self.thrust_range}")
 
 
-def declare_joy_parameters(node, prefix: str = "joy.") -> None:
-    """Declare one ROS parameter per JoyMapping field (``joy.axis_roll`` ...), defaults from JoyMapping:
-    every node that reads or writes the gamepad (runner, scripted operator) uses the same names."""
-    default = JoyMapping()
-    for f in dataclasses.fields(JoyMapping):
-        node.declare_parameter(prefix + f.name, getattr(default, f.name))
-
-
 def joy_mapping_from_parameters(node, prefix: str = "joy.") -> JoyMapping:
-    """The JoyMapping of the parameters declare_joy_parameters declared (each cast to its field's type)."""
+    """The JoyMapping of a node's ``joy.*`` parameters (declared from tether_deploy.params), each cast to its
+    field's type."""
     default = JoyMapping()
     return JoyMapping(**{f.name: type(getattr(default, f.name))(node.get_parameter(prefix + f.name).value)
                          for f in dataclasses.fields(JoyMapping)})
