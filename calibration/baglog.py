@@ -59,9 +59,17 @@ def bag_messages(path: Path) -> dict[str, list[tuple[int, object]]]:
     if not path.exists():
         raise CalibrationError(f"bag {path} does not exist")
     if path.suffix.lower() == ".mcap" or (path.is_dir() and any(path.glob("*.mcap"))):
-        from policies.hil.dataset import read_messages
+        import struct
 
-        return read_messages(path)
+        from policies.hil.dataset import LogError, read_messages
+
+        try:
+            return read_messages(path)
+        except LogError as e:
+            raise CalibrationError(str(e)) from None
+        except (struct.error, EOFError) as e:  # a file shorter than the MCAP magic
+            raise CalibrationError(f"{path}: truncated or corrupt MCAP ({type(e).__name__}: {e}); record the flight "
+                                   "again or give the bag folder") from None
     from rosbags.highlevel import AnyReader  # sqlite3 bags
 
     out: dict[str, list[tuple[int, object]]] = {}
@@ -181,12 +189,7 @@ def read_bag(path: str | Path, preset_for, odom_topic: str | None = None, cmd_to
     """FlightLog of a bag (see the module doc). ``preset_for(contract)`` returns the vehicle geometry
     (the --preset, or the contract's); it is called once the contract, if any, is known."""
     path = Path(path)
-    from policies.hil.dataset import LogError
-
-    try:
-        msgs = bag_messages(path)
-    except LogError as e:
-        raise CalibrationError(str(e)) from None
+    msgs = bag_messages(path)
     odom = _pick(msgs, odom_topic, ODOM_TOPICS, "odom", path)
     deploy_log = cmd_topic is None and any(msgs.get(t) for t in DEPLOY_CMD_TOPICS)
     if cmd_topic is None:

@@ -331,8 +331,8 @@ def _run_quadrotor(args: argparse.Namespace) -> None:
         if args.policy is not None or args.odom_topic or args.cmd_topic:
             raise CalibrationError("--policy, --odom-topic and --cmd-topic are for bags; a CSV log holds rotor "
                                    "commands directly")
-        log, source = read_csv(args.log), None
         preset = preset_for(None)
+        log, source = read_csv(args.log), None
     else:
         from calibration.baglog import read_bag
 

@@ -86,7 +86,8 @@ def log_from_columns(cols: dict[str, np.ndarray], where: str = "flight log") -> 
     if n_rotors == 0:
         missing.append("u0..u{R-1}")
     if missing:
-        raise CalibrationError(f"{where}: missing column(s) {missing}")
+        raise CalibrationError(f"{where}: missing column(s) {missing}; a flight log has the columns t, u0..u{{R-1}}, "
+                               "pos_w_x/y/z, quat_w/x/y/z, lin_vel_w_x/y/z, ang_vel_b_x/y/z")
 
     def block(names) -> np.ndarray:
         return np.stack([np.asarray(cols[c], np.float64) for c in names], axis=1)
