@@ -452,7 +452,7 @@ def cmd_status(args) -> int:
         print(f"  mode:          {report['mode'] or '-'}")
         print(f"  policy:        {report['active_policy'] or '-'}")
         if d is None:
-            print("  diagnostics:   - (published periodically only while active)")
+            print("  diagnostics:   - (none received; the runner sends them periodically only while active)")
         else:
             print(f"  diagnostics:   {d['level']}: {d['message']}")
             print("                 " + ", ".join(f"{k}={v}" for k, v in d["values"].items() if v != ""))
