@@ -619,6 +619,7 @@ class TickScheduler:
         self.tokens = burst
         self._accrued_s: float | None = None
         self.last_tick_s: float | None = None
+        self.prev_tick_s: float | None = None  # the tick before the last one (the swap-gap figure)
         self.ticks = 0
         self.missed = 0
 
@@ -656,5 +657,5 @@ class TickScheduler:
             gap = now_s - self.last_tick_s
             if gap > 1.5 * self.period_s:
                 self.missed += int(round(gap / self.period_s)) - 1
-        self.last_tick_s = now_s
+        self.prev_tick_s, self.last_tick_s = self.last_tick_s, now_s
         self.ticks += 1
