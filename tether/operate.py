@@ -206,8 +206,8 @@ class RosClient:
         r = self.call(GetState, f"{self.node_name}/get_state", GetState.Request(), grace_s)
         return None if r is None else r.current_state.label
 
-    def no_answer(self, what: str) -> CommandFailed:
-        """The one-line failure when ``what`` did not answer; says whether the runner is there at all."""
+    def no_answer(self, what: str, verb: str = "answer") -> CommandFailed:
+        """The one-line failure when ``what`` did not answer (or appear); says whether the runner is there."""
         where = f"domain {self.domain}" + ("" if self.namespace == "/" else f", namespace {self.namespace}")
         present = any(n == self.node_name and ns == self.namespace
                       for n, ns in self.node.get_node_names_and_namespaces())
@@ -216,9 +216,10 @@ class RosClient:
             hint = ("configure it first: `tether lifecycle configure`" if state == "unconfigured"
                     else "see `tether status` and its log")
             return CommandFailed(f"{self.node_name} is on {where} (lifecycle state {state or 'unknown'}) but "
-                                 f"{what} did not answer within {self.timeout_s:g} s; {hint}")
+                                 f"{what} did not {verb} within {self.timeout_s:g} s; {hint}")
         local = os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "") == "LOCALHOST"
-        return CommandFailed(f"no {self.node_name} answered on {where} within {self.timeout_s:g} s ({what}); is "
+        return CommandFailed(f"no {self.node_name} answered on {where} within {self.timeout_s:g} s (waited for "
+                             f"{what}); is "
                              f"`tether deploy` running? same ROS_DOMAIN_ID?"
                              + (" (discovery is limited to this machine: ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST)"
                                 if local else ""))
@@ -298,7 +299,7 @@ def cmd_estop_trigger(args) -> int:
         diag = _Latest(ros, DiagnosticArray, qos.DIAGNOSTICS, qos.DIAGNOSTICS_QOS, keep=_diag_of(args.node))
         topic = ros.node.resolve_topic_name(qos.ESTOP)
         if not ros.spin_until(lambda: ros.has_endpoint(qos.ESTOP, "sub")):
-            raise ros.no_answer(f"no subscription of {args.node} to {topic}")
+            raise ros.no_answer(f"its subscription to {topic}", verb="appear")
         n_mode, n_diag = len(mode.msgs), len(diag.msgs)
         pub.publish(Bool(data=True))
         if not pub.wait_for_all_acked(Duration(seconds=max(ros.remaining(), 0.5))):
@@ -355,7 +356,7 @@ def cmd_policy_load(args) -> int:
         topic = ros.node.resolve_topic_name(qos.LOAD_POLICY)
         # a configured runner subscribes to load_policy and has published its active policy (latched)
         if not ros.spin_until(lambda: ros.has_endpoint(qos.LOAD_POLICY, "sub") and status.msgs):
-            raise ros.no_answer(f"no subscription of {args.node} to {topic}")
+            raise ros.no_answer(f"its subscription to {topic} and its latched {qos.ACTIVE_POLICY}", verb="appear")
         before, n = status.last.data, len(status.msgs)
         pub.publish(String(data=str(path)))
 

@@ -236,7 +236,8 @@ def test_keyboard_node_takes_over_estops_and_resets_through_the_runner(launcher,
     probe = Probe(rclpy_context)
     kb = _Pty(launcher.env)
     try:
-        assert probe.spin_until(lambda: probe.mode_now() == "policy", 30.0), f"runner never flew: {probe.modes}\n{runner.output()}"
+        assert probe.spin_until(lambda: probe.mode_now() == "policy", 30.0), \
+            f"runner never flew: {probe.modes}\n{runner.output()}"
         kb.type(" ")
         assert probe.spin_until(lambda: probe.mode_now() == "human", 5.0), \
             f"SPACE did not take over: {probe.modes[-3:]}\n{kb.read()}"
