@@ -163,18 +163,19 @@ def _clear_run(run_dir: Path) -> None:
 
 
 def cmd_train(args) -> int:
-    import torch
-
-    from policies.checkpoint import CheckpointError, load_checkpoint
-    from policies.ppo import PPOCfg, train
-    from sim.tasks import make_env
-    from tether.config import config_from_dict, config_to_dict
     from tether.errors import UserError
 
     _at_least("--num-envs", args.num_envs, 1)
     _at_least("--iterations", args.iterations, 1)
     _at_least("--threads", args.threads, 1)
     _finite_positive("--calibration-k", args.calibration_k)
+    import torch
+
+    from policies.checkpoint import CheckpointError, load_checkpoint
+    from policies.ppo import PPOCfg, train
+    from sim.tasks import make_env
+    from tether.config import config_from_dict, config_to_dict
+
     torch.set_num_threads(args.threads)
     overrides = _parse_overrides(args.set)
     ppo_over = {k[4:]: overrides.pop(k) for k in list(overrides) if k.startswith("ppo.")}
@@ -248,8 +249,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from policies.checkpoint import CheckpointError, load_checkpoint, read_run_id
-    from policies.export import export_policy
     from tether.errors import CommandFailed, UserError
 
     out = Path(args.out)
@@ -258,6 +257,9 @@ def cmd_export(args) -> int:
     if _is_non_empty_dir(out) and not args.force:
         raise UserError(f"--out {out} is not empty ({_listing(out)}); pass --force to replace the policy in it, "
                         "or give another folder")
+    from policies.checkpoint import CheckpointError, load_checkpoint, read_run_id
+    from policies.export import export_policy
+
     skipped: list[Path] = []
     ckpt = _resolve_checkpoint(args.checkpoint, "checkpoint", skipped)
     try:
@@ -297,13 +299,7 @@ def cmd_eval(args) -> int:
     import dataclasses
     import json
 
-    from policies.evaluation import (ACCEPTANCE, evaluate_policy, plot_evaluation, report_for_json, summary_line,
-                                     task_cfg_from_contract)
-    from sim.pybullet_ref.evaluate import iqm_ci
-    from sim.tasks import task_name_of
-    from tether.contract import ContractError
     from tether.errors import EXIT_ACCEPTANCE, UserError
-    from tether.runtime import OnnxPolicy
 
     _at_least("--starts", args.starts, 1)
     for p in args.policy:
@@ -315,6 +311,13 @@ def cmd_eval(args) -> int:
     if _is_non_empty_dir(out) and not args.force:
         raise UserError(f"--out {out} is not empty ({_listing(out)}); pass --force to replace the evaluation in "
                         "it, or give another --out")
+    from policies.evaluation import (ACCEPTANCE, evaluate_policy, plot_evaluation, report_for_json, summary_line,
+                                     task_cfg_from_contract)
+    from sim.pybullet_ref.evaluate import iqm_ci
+    from sim.tasks import task_name_of
+    from tether.contract import ContractError
+    from tether.runtime import OnnxPolicy
+
     cfgs = []
     for p in args.policy:
         try:
