@@ -83,7 +83,7 @@ def test_board_less_images_are_rejected_with_the_reason():
     for kind in ("charuco", "chessboard"):
         r = detect_board(scene, BoardCfg(kind=kind), "room.png")
         assert isinstance(r, Rejection)
-        assert f"no {kind} board found" in r.reason
+        assert r.reason.startswith(f"no {kind} board found") and "blurred" not in r.reason, r.reason
     flat = detect_board(np.full((480, 640), 128, np.uint8), BoardCfg(), "grey.png")
     assert isinstance(flat, Rejection) and "contrast" in flat.reason
 
@@ -91,8 +91,9 @@ def test_board_less_images_are_rejected_with_the_reason():
 def test_too_few_views_is_a_clear_error(charuco_views):
     named, _ = charuco_views
     views, _ = detect_views(named[:3], BoardCfg())
-    with pytest.raises(CalibrationError, match=r"only 3 usable view\(s\); need at least 8"):
+    with pytest.raises(CalibrationError, match=r"only 3 usable view\(s\) \(1 rejected, listed above\); need at least 8") as e:
         calibrate_camera(views, BoardCfg(), rejected=[Rejection("x.png", "no charuco board found")])
+    assert e.value.details == ("rejected x.png: no charuco board found",)
 
 
 def test_outlier_view_is_rejected(chessboard_views):
