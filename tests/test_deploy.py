@@ -225,3 +225,34 @@ def test_a_crash_of_the_twin_is_logged_recorded_and_exits_1(tmp_path):
             if channel.topic.endswith("twin/crashed"):
                 crashed.append(msg.data)
     assert len(crashed) == 1 and crashed[0].startswith("hit the ground at"), crashed
+
+
+def _run_node(module: str, *params: str, domain: int) -> subprocess.CompletedProcess:
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain), PYTHONPATH=os.pathsep.join([str(REPO), str(PKG)]))
+    argv = [sys.executable, "-m", f"tether_deploy.{module}", "--ros-args"]
+    for p in params:
+        argv += ["-p", p]
+    return subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+
+
+def test_an_invalid_parameter_ends_the_node_with_one_fatal_line():
+    r = _run_node("runner_node", "safe_behaviour:=hover", domain=75)
+    assert r.returncode == 2, r.stderr
+    fatal = [ln for ln in (r.stdout + r.stderr).splitlines() if "[FATAL]" in ln]
+    assert len(fatal) == 1 and "policy_runner: safe_behaviour must be one of" in fatal[0], r.stderr
+    assert "Traceback" not in r.stdout + r.stderr and "refused" not in r.stderr  # not a policy refusal
+
+
+def test_the_twin_node_refuses_another_vehicle_with_the_deploy_message():
+    from hardware.robot import check_vehicle
+    from hardware.twin_config import TwinConfig, twin_vehicle
+    from tether.contract import ContractError, load_policy_dir
+
+    _, contract = load_policy_dir(FIXTURE)
+    with pytest.raises(ContractError) as expected:
+        check_vehicle(contract, twin_vehicle(TwinConfig(preset="px4_1kg")), "the twin")
+    r = _run_node("twin_node", f"policy_dir:={FIXTURE}", "preset:=px4_1kg", domain=76)
+    assert r.returncode == 2, r.stderr
+    fatal = [ln for ln in (r.stdout + r.stderr).splitlines() if "[FATAL]" in ln]
+    assert len(fatal) == 1 and str(expected.value) in fatal[0], r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
