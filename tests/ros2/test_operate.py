@@ -55,6 +55,8 @@ def test_lifecycle_estop_and_status(launcher, linear_policy_dir):
     # an unconfigured runner has no e-stop service yet: the error says so, not "nothing running"
     r = tether(env, "estop", "reset", "--timeout", "3")
     assert r.returncode == 1 and "unconfigured" in r.stderr and "tether lifecycle configure" in r.stderr, r.stderr
+    r = tether(env, "policy", "load", str(linear_policy_dir), "--timeout", "3")
+    assert r.returncode == 1 and "unconfigured" in r.stderr and "did not appear" in r.stderr, r.stderr
     r = tether(env, "lifecycle", "activate", "--timeout", TIMEOUT)
     assert r.returncode == 2 and "not possible" in r.stderr and "configure" in r.stderr, r.stderr
 
@@ -62,6 +64,11 @@ def test_lifecycle_estop_and_status(launcher, linear_policy_dir):
     assert (r.returncode, r.stdout.strip()) == (0, "policy_runner: unconfigured -> inactive"), r.stderr
     s = status(env)
     assert s["lifecycle"] == "inactive" and s["active_policy"].startswith(f"active {sha}"), s
+    # inactive: the e-stop latches all the same, though no tick (mode) can confirm it
+    r = tether(env, "estop", "trigger", "--timeout", TIMEOUT)
+    assert r.returncode == 0 and "not ticking" in r.stdout, r.stdout + r.stderr
+    r = tether(env, "estop", "reset", "--timeout", TIMEOUT)
+    assert (r.returncode, r.stdout.strip()) == (0, "policy_runner: e-stop reset"), r.stderr
     r = tether(env, "lifecycle", "activate", "--timeout", TIMEOUT)
     assert (r.returncode, r.stdout.strip()) == (0, "policy_runner: inactive -> active"), r.stderr
     s = status_until(env, lambda s: s["mode"] == "policy" and s["diagnostics"] is not None)
