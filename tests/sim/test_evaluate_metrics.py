@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from sim.pybullet_ref.evaluate import bootstrap_ci, fly, hover_metrics, iqm, iqm_ci
+from sim.pybullet_ref.evaluate import (bootstrap_ci, fly, hover_metrics, iqm, iqm_ci, reach_metrics,
+                                      tracking_metrics)
 from sim.quadrotor.presets import CRAZYFLIE_2X, GRAVITY
 from tether.contract import ActionSpec, PolicyContract, make_slices
 
@@ -48,6 +49,36 @@ def test_a_crash_fails_even_with_a_small_error():
     nan_err = decay(t).copy()
     nan_err[-10:] = np.nan
     assert not hover_metrics(run([nan_err]))["success"][0]
+
+
+def test_reach_is_the_first_time_near_and_slow_and_must_come_before_a_crash():
+    t = np.arange(301) * DT  # 3 s
+    err = decay(t)  # within 5 cm from ~0.90 s
+    fast = np.where(t < 1.5, 0.5, 0.05)  # too fast at the goal until 1.5 s
+    m = len(t)
+    res = {"t_s": t, "pos_err": np.stack([err, err, err, np.full(m, 0.2)], 1),
+           "lin_vel_w": np.stack([np.zeros((m, 3)), np.stack([fast, 0 * t, 0 * t], -1), np.zeros((m, 3)),
+                                  np.zeros((m, 3))], 1),
+           "crashed": np.array([False, False, True, False]), "crash_time_s": np.array([np.nan, np.nan, 0.5, np.nan])}
+    met = reach_metrics(res, tol_m=0.05, speed_m_s=0.1)
+    assert met["success"].tolist() == [True, True, False, False]
+    assert met["reach_time_s"][0] == pytest.approx(t[np.argmax(err < 0.05)])
+    assert met["reach_time_s"][1] == pytest.approx(1.5)  # near from 0.9 s, slow only from 1.5 s
+    assert math.isnan(met["reach_time_s"][3])
+    res["crash_time_s"][2] = 2.0  # a crash after the goal was reached: the task had ended with success
+    assert reach_metrics(res, 0.05, 0.1)["success"][2]
+
+
+def test_tracking_counts_from_settle_time_and_fails_a_crash():
+    t = np.arange(501) * DT  # 5 s
+    steady = np.where(t < 2.0, 1.0, 0.04)  # far off at the start, then 4 cm
+    wobble = np.where(t < 2.0, 1.0, 0.04 + 0.08 * (np.sin(10 * t) > 0))
+    m = tracking_metrics(run([steady, wobble, steady], crashed=[False, False, True]), tol_m=0.05, settle_s=2.0)
+    assert m["rms_err_m"][0] == pytest.approx(0.04)
+    window = t >= 2.0 - 1e-9
+    assert m["rms_err_m"][1] == pytest.approx(np.sqrt(np.mean(wobble[window] ** 2)))
+    assert m["max_err_m"][1] == pytest.approx(0.12)
+    assert m["success"].tolist() == [True, False, False]
 
 
 def test_bootstrap_interval_contains_the_mean_and_shrinks_with_samples():
