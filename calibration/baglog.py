@@ -3,8 +3,9 @@
 Two kinds of bag are read into one :class:`calibration.flightlog.FlightLog`:
 
 * a deploy log (the recorder's MCAP): ``state/odom`` (nav_msgs/Odometry) and ``cmd/executed``, the
-  normalized action the robot was sent each tick. Its meaning comes from the policy contract, the
-  ``policy.json`` recorded beside the log or the one passed with ``--policy``: rotor actions map to
+  normalized action the robot was sent each tick. Its meaning comes from the policy contract: the one
+  passed with ``--policy``, else a ``policy.json`` in the bag folder, else the policy folder the log's
+  ``runner/active_policy`` names (checked by its sha256): rotor actions map to
   rotor commands by (a + 1) / 2, matched to the vehicle's motors by position and spin; CTBR actions
   (collective thrust, body rates) go through the firmware rate loop the contract names (its
   ``rate_kp`` on the vehicle preset), evaluated with the measured body rates, as the robot does. A log
@@ -97,32 +98,39 @@ def _pick(msgs: dict, wanted: str | None, candidates: tuple[str, ...], what: str
                            f"messages: {topics} (name one with --{what}-topic)")
 
 
-def find_contract(bag: Path, policy: Path | None):
+def find_contract(bag: Path, policy: Path | None, active: list[tuple[str, str]] = ()):
     """The contract giving the executed actions their meaning: --policy (a folder with policy.json, or
-    the file), else a policy.json recorded with the log. Returns (contract, where) or (None, None)."""
+    the file), else a policy.json recorded with the log (in the bag folder), else the policy folder the
+    log's runner/active_policy names, if it is still there with the same sha256. Returns (contract,
+    where) or (None, None)."""
     from tether.contract import ContractError, load_contract
 
     if policy is not None:
-        file = policy / "policy.json" if policy.is_dir() else policy
-        where = f"--policy {policy}"
+        candidates = [(policy / "policy.json" if policy.is_dir() else policy, f"--policy {policy}", None)]
     else:
         folder = bag if bag.is_dir() else bag.parent
-        found = [p for p in (folder / "policy.json", folder / "policy" / "policy.json") if p.is_file()]
-        if not found:
-            return None, None
-        file, where = found[0], f"{found[0]} (recorded with the log)"
-    try:
-        return load_contract(file), where
-    except ContractError as e:
-        raise CalibrationError(f"{where}: {e}") from None
+        candidates = [(p, f"{p} (recorded with the log)", None)
+                      for p in (folder / "policy.json", folder / "policy" / "policy.json")]
+        candidates += [(Path(d) / "policy.json", f"{d} (the policy the log names)", sha) for sha, d in active]
+    for file, where, sha in candidates:
+        if policy is None and not file.is_file():
+            continue
+        try:
+            contract = load_contract(file)
+        except ContractError as e:
+            raise CalibrationError(f"{where}: {e}") from None
+        if sha is None or contract.provenance.get("onnx_sha256") == sha:
+            return contract, where
+    return None, None
 
 
-def _active_shas(msgs: dict) -> list[str]:
+def _active_policies(msgs: dict) -> list[tuple[str, str]]:
+    """(sha256, policy folder) of every policy the runner reported active, in order, without repeats."""
     for t in ACTIVE_POLICY_TOPICS:
-        words = [m.data.split() for _, m in msgs.get(t, [])]
-        shas = [w[1] for w in words if len(w) > 1 and w[0] == "active"]
-        if shas:
-            return list(dict.fromkeys(shas))
+        words = [m.data.split(maxsplit=2) for _, m in msgs.get(t, [])]
+        found = [(w[1], w[2] if len(w) > 2 else "") for w in words if len(w) > 1 and w[0] == "active"]
+        if found:
+            return list(dict.fromkeys(found))
     return []
 
 
@@ -197,11 +205,13 @@ def read_bag(path: str | Path, preset_for, odom_topic: str | None = None, cmd_to
     else:
         _pick(msgs, cmd_topic, (), "cmd", path)
         deploy_log = cmd_topic.lstrip("/").startswith("cmd/")
-    contract, where = (find_contract(path, policy) if deploy_log or policy is not None else (None, None))
-    shas = _active_shas(msgs)
+    active = _active_policies(msgs)
+    shas = list(dict.fromkeys(sha for sha, _ in active))
+    contract, where = (find_contract(path, policy, active) if deploy_log or policy is not None else (None, None))
     if deploy_log and contract is None:
         raise CalibrationError(f"{path}: {cmd_topic} holds normalized actions, and no policy.json was recorded "
-                               "with the log; pass --policy DIR (the policy that flew) to give them a meaning")
+                               "with the log (nor is the policy folder it names still there); pass --policy DIR (the "
+                               "policy that flew) to give them a meaning")
     if contract is not None and shas:
         sha = contract.provenance.get("onnx_sha256", "")
         if sha not in shas:

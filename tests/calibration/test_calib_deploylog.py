@@ -52,7 +52,8 @@ def _ctbr_actions(log, contract) -> np.ndarray:
                           axis=1)
 
 
-def write_deploy_bag(bag_dir, log, actions, command_type: str = "JointState", names=None) -> None:
+def write_deploy_bag(bag_dir, log, actions, command_type: str = "JointState", names=None,
+                     policy_dir: str = "/policies/p") -> None:
     """The recorder's topics, written with tether_deploy.bag.BagWriter as the recorder writes them."""
     from rclpy.serialization import serialize_message
     from nav_msgs.msg import Odometry
@@ -67,7 +68,7 @@ def write_deploy_bag(bag_dir, log, actions, command_type: str = "JointState", na
     for topic, cls in (("/state/odom", Odometry), ("/cmd/executed", cmd_cls), ("/runner/active_policy", String)):
         w.add_topic(topic, cls)
     t0 = 1_700_000_000 * 10**9
-    w.write("/runner/active_policy", t0 - 10**6, serialize_message(String(data=f"active {SHA} /policies/p")))
+    w.write("/runner/active_policy", t0 - 10**6, serialize_message(String(data=f"active {SHA} {policy_dir}")))
     for k, t in enumerate(log.t):
         ns = t0 + int(round(t * 1e9))
         odom = Odometry()
@@ -133,15 +134,17 @@ def test_ctbr_actions_go_through_the_contract_rate_loop(flight_columns, tmp_path
     actions = _ctbr_actions(log, contract)
     inside = np.all(np.abs(actions) <= 1.0, axis=1)  # outside, the robot clipped: not reproducible
     assert inside.mean() > 0.95  # the yaw limit is wide for this test: the flight excites yaw hard
-    bag = tmp_path / "ctbr"
-    write_deploy_bag(bag, log, np.clip(actions, -1, 1), names=command_names(contract.action))
-    policy = tmp_path / "policy"
+    bag, policy = tmp_path / "ctbr", tmp_path / "policy"
+    write_deploy_bag(bag, log, np.clip(actions, -1, 1), names=command_names(contract.action), policy_dir=str(policy))
+    with pytest.raises(CalibrationError, match="no policy.json was recorded with the log.*pass --policy"):
+        read_bag(bag, lambda contract: CRAZYFLIE_2X)
     policy.mkdir()
     save_contract(contract, policy / "policy.json")
-    with pytest.raises(CalibrationError, match="no policy.json was recorded with the log; pass --policy"):
-        read_bag(bag, lambda contract: CRAZYFLIE_2X)
+    # the folder the log's runner/active_policy names, now there with the same sha256
+    back, source = read_bag(bag, lambda contract: CRAZYFLIE_2X)
+    assert "normalized ctbr actions" in source.meaning and "the policy the log names" in source.meaning
     back, source = read_bag(bag, lambda contract: CRAZYFLIE_2X, policy=policy)
-    assert "normalized ctbr actions" in source.meaning
+    assert f"--policy {policy}" in source.meaning
     ok = inside[:-1]
     assert np.allclose(back.u[:-1][ok], log.u[:-1][ok], atol=1e-6)
 
