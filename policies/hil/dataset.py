@@ -143,6 +143,14 @@ def read_messages(log: str | Path) -> dict[str, list[tuple[int, object]]]:
     return out
 
 
+def _stamps(msgs, topic: str) -> np.ndarray | None:
+    """header.stamp [ns] of every message on ``topic``; None if its messages have no header."""
+    items = msgs.get(topic, [])
+    if not items or not hasattr(items[0][1], "header"):
+        return None
+    return np.array([m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for _, m in items], dtype=np.int64)
+
+
 def _nearest(times: np.ndarray, query: np.ndarray, tol_ns: int) -> np.ndarray:
     """Index into ``times`` (sorted) nearest each query, -1 where none within tol_ns."""
     if len(times) == 0:
@@ -203,7 +211,17 @@ def load_log(log: str | Path, contract: PolicyContract, accepted_shas: set[str],
     t_flag = np.array([t for t, _ in msgs["/intervention"]], dtype=np.int64)
     flags = np.array([bool(m.data) for _, m in msgs["/intervention"]])
     tol = period_ns // 2
-    i_pol, i_hum, i_flag = _nearest(t_pol, t_exec, tol), _nearest(t_hum, t_exec, tol), _nearest(t_flag, t_exec, tol)
+    i_flag = _nearest(t_flag, t_exec, tol)  # the flag has no stamp: by the recorder's log time
+    s_exec, s_odom = _stamps(msgs, "/cmd/executed"), _stamps(msgs, "/state/odom")
+    by_stamp = s_exec is not None and s_odom is not None and np.all(s_odom > 0)
+    if by_stamp:
+        # Stamped commands: a tick's policy, human and executed commands carry the same stamp, and the
+        # state it acted on is the newest stamped before it. The recorder's arrival times jitter under
+        # load (bursts of a few messages 1 ms apart); the stamps do not.
+        i_pol = _nearest(_stamps(msgs, "/cmd/policy"), s_exec, 0) if len(pol) else np.full(len(t_exec), -1)
+        i_hum = _nearest(_stamps(msgs, "/cmd/human"), s_exec, 0) if len(hum) else np.full(len(t_exec), -1)
+    else:  # logs recorded before commands were stamped
+        i_pol, i_hum = _nearest(t_pol, t_exec, tol), _nearest(t_hum, t_exec, tol)
     policy_action = np.where((i_pol >= 0)[:, None], pol[np.maximum(i_pol, 0)], np.nan) if len(pol) else \
         np.full((len(t_exec), a_dim), np.nan)
     human_action = np.where((i_hum >= 0)[:, None], hum[np.maximum(i_hum, 0)], np.nan) if len(hum) else \
@@ -219,8 +237,15 @@ def load_log(log: str | Path, contract: PolicyContract, accepted_shas: set[str],
     human_action[no_human] = executed[no_human]
 
     odom = msgs["/state/odom"]
-    t_odom = np.array([t for t, _ in odom], dtype=np.int64)
-    i_odom = np.searchsorted(t_odom, t_exec, side="right") - 1
+    if by_stamp:
+        order = np.argsort(s_odom, kind="stable")
+        odom = [odom[k] for k in order]
+        i_odom = np.searchsorted(s_odom[order], s_exec, side="right") - 1
+        t_tick = s_exec  # tick times on the runner's clock
+    else:
+        t_odom = np.array([t for t, _ in odom], dtype=np.int64)
+        i_odom = np.searchsorted(t_odom, t_exec, side="right") - 1
+        t_tick = t_exec
     pos, quat, vel_b, ang = (np.zeros((len(odom), n)) for n in (3, 4, 3, 3))
     for k, (_, m) in enumerate(odom):
         p, o, v, w = m.pose.pose.position, m.pose.pose.orientation, m.twist.twist.linear, m.twist.twist.angular
@@ -233,7 +258,7 @@ def load_log(log: str | Path, contract: PolicyContract, accepted_shas: set[str],
     prev = np.stack([padded[k:k + len(executed)] for k in range(hist)], axis=1)  # [N, H, A]
 
     # A tick belongs to a continuous stretch when the previous tick is one period before it
-    gap = np.diff(t_exec, prepend=t_exec[0] - period_ns) > EPISODE_GAP_S * 1e9
+    gap = np.diff(t_tick, prepend=t_tick[0] - period_ns) > EPISODE_GAP_S * 1e9
     p_step = pos[np.maximum(i_odom, 0)]
     jump = np.linalg.norm(np.diff(p_step, axis=0, prepend=p_step[:1]), axis=1) > EPISODE_JUMP_M
     episode = np.cumsum(gap | jump)
@@ -250,7 +275,7 @@ def load_log(log: str | Path, contract: PolicyContract, accepted_shas: set[str],
     else:
         goal_per_tick = np.tile(np.asarray(goal_w, dtype=np.float64), (len(t_exec), 1))
     step = StepLog(
-        t_s=t_exec * 1e-9, pos_w=pos[i_odom], quat_wxyz=quat[i_odom], lin_vel_w=vel_w[i_odom], ang_vel_b=ang[i_odom],
+        t_s=t_tick * 1e-9, pos_w=pos[i_odom], quat_wxyz=quat[i_odom], lin_vel_w=vel_w[i_odom], ang_vel_b=ang[i_odom],
         goal_w=goal_per_tick, policy_action=policy_action,
         human_action=human_action, executed=executed, prev_executed=prev, intervention=intervention,
         episode=episode, policy_sha=np.array([active[i][1][1] for i in sha_idx], dtype=object),

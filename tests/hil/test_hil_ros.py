@@ -52,4 +52,5 @@ def test_recorder_log_of_a_corrected_flight_becomes_steps(launcher, hover_parent
     assert len(step) > 200
     assert step.intervention.any(), "the operator never took over from the parent on the weak-motor twin"
     assert np.isfinite(step.human_action[step.intervention]).all()
-    assert match > 0.9, "observations rebuilt from the log do not reproduce the policy's logged actions"
+    faults = [ln for ln in runner.output().splitlines() if "state" in ln and "WARN" in ln]
+    assert match > 0.9, f"observations rebuilt from the log do not reproduce the policy's logged actions; {faults}"

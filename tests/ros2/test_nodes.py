@@ -246,6 +246,49 @@ def test_nan_and_out_of_range_states_rejected(launcher, probe, linear_policy_dir
     assert int(probe.diagnostics[-1][1]["rejected_states"]) >= 4
 
 
+def test_frames_and_stamps_checked_said_once_diagnostics_recover(launcher, probe, linear_policy_dir):
+    """Wrong frame, zero quaternion, stale and future stamps: each is unusable and named; a stream with
+    one broken message in three keeps the safe behaviour (no chatter) and is logged once; after 5 good
+    messages in a row the policy flies and /diagnostics is back at OK, the counts kept."""
+    runner = launcher.start("runner_node", _runner_params(linear_policy_dir, max_state_age_periods=20.0,
+                                                          good_states_to_recover=5))
+    pos = [0.0, 0.0, 1.0]
+    good = lambda: probe.publish_state(pos)  # noqa: E731
+    assert probe.spin_until(lambda: probe.mode_now() == "policy", 15.0, every=good, period_s=0.01), probe.modes
+    cases = ((dict(frame_id="map"), "frame_id 'map'"), (dict(child_frame_id="imu"), "child_frame_id 'imu'"),
+             (dict(quat_wxyz=(0.0, 0.0, 0.0, 0.0)), "quat_wxyz"), (dict(stamp_offset_s=-1.0), "ms old"),
+             (dict(stamp_offset_s=+1.0), "ahead of the node clock"))
+    for kw, why in cases:
+        n = len(probe.modes)
+        probe.publish_state(pos, **kw)
+        assert probe.spin_until(lambda: any(why in m for _, m in probe.modes[n:]), 2.0), \
+            (kw, probe.modes[-2:], runner.output()[-2000:])
+        assert "lin_vel_w" not in probe.modes[-1][1], probe.modes[-1]
+        assert probe.spin_until(lambda: probe.mode_now() == "policy", 2.0, every=good, period_s=0.01)
+
+    # intermittent: every third message broken for 1 s
+    k = [0]
+
+    def flaky():
+        k[0] += 1
+        probe.publish_state(pos, frame_id="map" if k[0] % 3 == 0 else "world")
+
+    n_modes, n_out = len(probe.modes), len(runner.output())
+    probe.spin_for(1.0, every=flaky, period_s=0.01)
+    modes = [m for _, m in probe.modes[n_modes:]]
+    assert len(modes) == 1 and modes[0].startswith("safe"), f"chatter between policy and safe: {modes}"
+    log = runner.output()[n_out:]
+    assert log.count("state fault:") == 1 and log.count("state rejected") <= 2, log
+    assert probe.spin_until(lambda: probe.mode_now() == "policy", 2.0, every=good, period_s=0.01)
+    assert "usable again after 5 good messages" in runner.output()
+    n_diag = len(probe.diagnostics)
+    probe.spin_for(0.8, every=good, period_s=0.01)
+    last = probe.diagnostics[-1][1]
+    assert len(probe.diagnostics) > n_diag and last["level"] == 0, last  # OK again
+    assert int(last["rejected_frame"]) >= 2 + 10 and int(last["rejected_quaternion"]) == 1, last
+    assert int(last["rejected_stamp_stale"]) == 1 and int(last["rejected_stamp_future"]) == 1, last
+
+
 def test_recording_survives_sigkill(launcher, probe, linear_policy_dir, tmp_path):
     bag = tmp_path / "killed"
     rec = launcher.start("recorder_node", {"output": str(bag), "chunk_interval_s": 0.5})
