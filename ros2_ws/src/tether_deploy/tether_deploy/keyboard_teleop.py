@@ -19,7 +19,7 @@ import termios
 import time
 import tty
 
-from tether_deploy.keyboard_core import KEYS_HELP, KeyboardCfg, KeyboardTeleopCore
+from tether_deploy.keyboard_core import KEYS_HELP, KeyboardTeleopCore
 
 __doc__ += "\n" + KEYS_HELP + "\n"
 
@@ -38,15 +38,13 @@ def _make_node_class():
     class KeyboardTeleop(Node):
         def __init__(self, **kwargs):
             super().__init__("keyboard_teleop", **kwargs)
-            self.declare_parameter("rate_hz", 20.0)
-            self.declare_parameter("hold_timeout_s", 0.7)
-            self.declare_parameter("stick_value", 0.6)
-            self.core = KeyboardTeleopCore(KeyboardCfg(
-                hold_timeout_s=float(self.get_parameter("hold_timeout_s").value),
-                stick_value=float(self.get_parameter("stick_value").value)))
+            from tether_deploy.params import declare_node_params
+
+            self.params = declare_node_params(self, "keyboard_teleop")  # every parameter, from params.py
+            self.core = KeyboardTeleopCore(self.params.cfg)
             self._pub = self.create_publisher(Joy, qos.JOY, qos.SENSOR_DATA)
             self._reset = self.create_client(Trigger, qos.RESET_ESTOP)
-            self.create_timer(1.0 / float(self.get_parameter("rate_hz").value), self._on_timer)
+            self.create_timer(1.0 / self.params.rate_hz, self._on_timer)
 
         @property
         def quit(self) -> bool:
