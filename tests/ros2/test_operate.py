@@ -136,3 +136,11 @@ def test_configure_refusal_names_the_cause(launcher, linear_policy_dir, tmp_path
     assert r.returncode == 1 and "failed to configure" in r.stderr and "contract version" in r.stderr, r.stderr
     got = tether(launcher.env, "lifecycle", "get", "--timeout", TIMEOUT)
     assert got.stdout.strip() == "policy_runner: unconfigured"
+
+
+def test_the_command_line_loads_without_rclpy():
+    """`tether --help` and every parser are built without importing rclpy (it loads when a command runs)."""
+    code = ("import sys, tether.cli; tether.cli.build_parser(); "
+            "assert 'rclpy' not in sys.modules and 'tether_deploy.qos' not in sys.modules, 'rclpy imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
