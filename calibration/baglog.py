@@ -53,6 +53,8 @@ class BagSource:
     """'rotor fractions' or the contract's action type and where the contract came from"""
     policy_sha: str | None
     """sha256 of the ONNX policy that flew (deploy logs)"""
+    notes: tuple[str, ...] = ()
+    """what the reader noticed and the user may want to change (irregular stamps, ...)"""
 
 
 def bag_messages(path: Path) -> dict[str, list[tuple[int, object]]]:
@@ -193,9 +195,14 @@ def _to_rotor_fractions(actions: np.ndarray, ang_vel_b: np.ndarray, contract, pr
 
 
 def read_bag(path: str | Path, preset_for, odom_topic: str | None = None, cmd_topic: str | None = None,
-             policy: Path | None = None) -> tuple[FlightLog, BagSource]:
+             policy: Path | None = None, sample_rate_hz: float | None = None) -> tuple[FlightLog, BagSource]:
     """FlightLog of a bag (see the module doc). ``preset_for(contract)`` returns the vehicle geometry
-    (the --preset, or the contract's); it is called once the contract, if any, is known."""
+    (the --preset, or the contract's); it is called once the contract, if any, is known.
+
+    sample_rate_hz: the state samples come at this fixed rate, whatever their stamps say: a simulator
+    that steps one period per message (the digital twin, at its rate_hz) stamps them with a wall clock
+    that jitters under load while its physics does not [Hz]. None: the stamps are the time axis.
+    """
     path = Path(path)
     msgs = bag_messages(path)
     odom = _pick(msgs, odom_topic, ODOM_TOPICS, "odom", path)
@@ -238,8 +245,19 @@ def read_bag(path: str | Path, preset_for, odom_topic: str | None = None, cmd_to
         raise CalibrationError(f"{path}: {int(keep.sum())} state samples after the first command on {cmd_topic}; "
                                "need a flight")
     stamp, pos, quat, vel_w, ang, idx = (a[keep] for a in (stamp, pos, quat, vel_w, ang, idx))
-    t_ns = stamp if np.all(np.diff(stamp) > 0) else recv[order][keep]  # robot stamps, else arrival
-    t = (t_ns - t_ns[0]) * 1e-9
+    notes = []
+    if sample_rate_hz is not None:
+        t = np.arange(len(stamp)) / sample_rate_hz
+    else:
+        t_ns = stamp if np.all(np.diff(stamp) > 0) else recv[order][keep]  # robot stamps, else arrival
+        t = (t_ns - t_ns[0]) * 1e-9
+        step = np.diff(t)
+        irregular = float(np.mean(step > 1.5 * np.median(step))) if len(step) else 0.0
+        if irregular > 0.02:
+            lo, hi = np.percentile(step, [5, 95]) * 1e3
+            notes.append(f"{100 * irregular:.0f}% of the state steps are gaps (5-95% of the steps: {lo:.1f}-{hi:.1f} "
+                         "ms); a simulator stamping with a wall clock (the digital twin) steps evenly: pass "
+                         "--sample-rate-hz with its rate")
     actions = values[idx]
     if contract is None:
         u = actions
@@ -254,4 +272,4 @@ def read_bag(path: str | Path, preset_for, odom_topic: str | None = None, cmd_to
     ok = np.concatenate([[True], ~jump])
     t, u, pos, quat, vel_w, ang = (a[ok] for a in (t, u, pos, quat, vel_w, ang))
     return (FlightLog(t, u, pos, quat, vel_w, ang),
-            BagSource(odom, cmd_topic, meaning, shas[0] if shas else None))
+            BagSource(odom, cmd_topic, meaning, shas[0] if shas else None, tuple(notes)))

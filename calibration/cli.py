@@ -308,6 +308,10 @@ def _run_quadrotor(args: argparse.Namespace) -> None:
         raise CalibrationError(f"--inertia must be three positive moments [kg m^2], got {args.inertia}")
     if not (np.isfinite(args.lowpass_hz) and args.lowpass_hz > 0):
         raise CalibrationError(f"--lowpass-hz must be positive, got {args.lowpass_hz}")
+    if args.sample_rate_hz is not None and not (np.isfinite(args.sample_rate_hz) and args.sample_rate_hz > 0):
+        raise CalibrationError(f"--sample-rate-hz must be positive [Hz], got {args.sample_rate_hz}")
+    if args.sample_rate_hz is not None and args.log.suffix.lower() == ".csv":
+        raise CalibrationError("--sample-rate-hz is for bags; a CSV log has its own time column t")
     if args.sim_substeps is not None and args.sim_substeps < 1:
         raise CalibrationError(f"--sim-substeps must be at least 1, got {args.sim_substeps}")
     if args.start is not None and args.end is not None and args.end <= args.start:
@@ -342,13 +346,17 @@ def _run_quadrotor(args: argparse.Namespace) -> None:
             chosen["preset"] = preset_for(contract)
             return chosen["preset"]
 
-        log, source = read_bag(args.log, remember, args.odom_topic, args.cmd_topic, args.policy)
+        log, source = read_bag(args.log, remember, args.odom_topic, args.cmd_topic, args.policy, args.sample_rate_hz)
         preset = chosen["preset"]
     log = log.slice_time(args.start, args.end)
     inertia = None if args.inertia_unknown else (tuple(args.inertia) if args.inertia else preset.inertia_kg_m2)
     cfg = SysIdCfg(mass_kg=args.mass, inertia_kg_m2=inertia, lowpass_hz=args.lowpass_hz,
                    model_substeps=args.sim_substeps)
-    res = identify_quadrotor(log, preset, cfg)
+    notes = source.notes if source is not None else ()
+    try:
+        res = identify_quadrotor(log, preset, cfg)
+    except CalibrationError as e:  # what the reader noticed often explains it
+        raise CalibrationError(str(e), details=[*e.details, *(f"note: {n}" for n in notes)]) from None
     section = QuadrotorSection(base_preset=preset.name,
                                params={k: Param(e.value, e.sigma, e.unit) for k, e in res.params.items()},
                                residuals=res.residuals, flight_s=res.duration_s)
@@ -357,6 +365,8 @@ def _run_quadrotor(args: argparse.Namespace) -> None:
           f"mass {'given' if args.mass else 'unknown (values per kg)'}")
     if source is not None:
         print(f"  read {source.odom_topic} and {source.cmd_topic}: {source.meaning}")
+    for n in notes:
+        print(f"  note: {n}")
     for name, e in res.params.items():
         rel = e.sigma / abs(e.value) if e.value else float("inf")
         flag = "  <- poorly excited: fly more aggressively" if rel > 0.1 else ""
@@ -462,6 +472,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     quad.add_argument("--cmd-topic",
                       help="command topic (default: /cmd/executed, normalized actions; else /rotor_cmd, fractions "
                            "of max rpm)")
+    quad.add_argument("--sample-rate-hz", type=float,
+                      help="the state samples come at this fixed rate whatever their stamps say: a simulator that "
+                           "steps one period per message, e.g. the digital twin at its rate_hz (100) [Hz]")
     quad.add_argument("--start", type=float, help="ignore the log before this time after its start [s]")
     quad.add_argument("--end", type=float, help="ignore the log after this time after its start [s]")
     quad.add_argument("--lowpass-hz", type=float, default=12.0, help="equation filter cut-off [Hz]")

@@ -184,10 +184,16 @@ def _build_problem(log: FlightLog, geometry: QuadrotorPreset, cfg: SysIdCfg) -> 
         raise CalibrationError(f"lowpass_hz {cfg.lowpass_hz} must be below the log's Nyquist rate {nyquist:.1f} Hz")
     sos = signal.butter(cfg.filter_order, cfg.lowpass_hz / nyquist, output="sos")
     settle = int(math.ceil(cfg.settle_s / step))
-    segments = [(a + settle, b) for a, b in segments if b - a - settle > 3 * 2 * sos.shape[0]]
+    padlen = 3 * (2 * sos.shape[0] + 1)  # sosfiltfilt's edge padding needs a longer stretch than this
+    segments = [(a + settle, b) for a, b in segments if b - a - settle > padlen]
     if not segments:
         raise CalibrationError(f"no stretch of the log is longer than {cfg.settle_s} s plus the filter length "
                                "without a time gap")
+    usable_s = float(sum(dt[a:b].sum() for a, b in segments))
+    if usable_s < cfg.min_duration_s:
+        raise CalibrationError(f"only {usable_s:.1f} s of the {flight_s:.1f} s of flight lie in stretches without a "
+                               f"time gap ({len(starts) - 1} gaps longer than {cfg.max_gap_factor} x the median step), "
+                               f"after {cfg.settle_s} s of settling each; need at least {cfg.min_duration_s} s")
     common = dict(cmd_rpm=log.u * geometry.max_rpm, dt=dt, starts=starts,
                   thrust_dir_w=rot[:, :, 2], arm=np.stack([pos[:, 1], -pos[:, 0], -spin]), segments=segments,
                   sos=sos, substeps=cfg.model_substeps)
