@@ -53,6 +53,14 @@ class StateLimits:
     quat_norm_tol: float = 0.05
     """| |quat_wxyz| - 1 | above this means a malformed quaternion [1]"""
 
+    def __post_init__(self):
+        for name in ("max_abs_pos_m", "max_speed_m_s", "max_ang_vel_rad_s"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and v > 0 and not math.isnan(v)):
+                raise ValueError(f"{name} must be > 0, got {v!r}")
+        if not (isinstance(self.quat_norm_tol, (int, float)) and 0 < self.quat_norm_tol < 1):
+            raise ValueError(f"quat_norm_tol must be in (0, 1) [1], got {self.quat_norm_tol!r}")
+
 
 @dataclasses.dataclass(frozen=True)
 class RunnerConfig:
@@ -118,9 +126,10 @@ class RunnerConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a finite number > 0 [s], got {v!r}")
-        for name in ("world_frame", "body_frame"):
+        for name, default in (("world_frame", "world"), ("body_frame", "base_link")):
             if not getattr(self, name):
-                raise ValueError(f"{name} must name a frame, got {getattr(self, name)!r}")
+                raise ValueError(f"{name} must name the frame the state messages use (e.g. {default!r}), "
+                                 f"got {getattr(self, name)!r}")
 
 
 # ----------------------------------------------------------------------------------- validation
