@@ -253,6 +253,10 @@ CASES = [
     BadInput("quadrotor-csv-missing-columns", quad("--preset", "crazyflie2x", log="flight.csv"), exit_code=2,
              words=("missing column(s)", "pos_w_x", "a flight log has the columns"),
              setup=_files(**{"flight.csv": "t,u0\n0,0\n"})),
+    BadInput("quadrotor-zero-sample-rate", quad("--sample-rate-hz", "0"), exit_code=2,
+             words=("--sample-rate-hz", "positive"), setup=deploy_bag(with_contract=True)),
+    BadInput("quadrotor-too-little-flight", quad(), exit_code=2, words=("need at least 10", "s of flight"),
+             setup=deploy_bag(with_contract=True)),
     BadInput("quadrotor-force-over-another-unit", quad("--force"), exit_code=2, words=("will not replace", "'cf2x-009'"),
              setup=lambda d: (deploy_bag(with_contract=True)(d), (d / "cf.yaml").write_text(_unit_file("cf2x-009")))),
 ]

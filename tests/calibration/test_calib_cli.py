@@ -171,3 +171,42 @@ def test_handeye_cli_from_rendered_station_images(tmp_path, capsys):
     assert "camera_matrix.data" in _fails(["handeye", "--poses", str(tmp_path / "poses.csv"), "--images", str(images),
                                            "--camera-info", str(info), "--unit-id", "arm-1",
                                            "--out", str(tmp_path / "arm2.yaml")], capsys)
+
+
+def test_handeye_cli_json_poses_xyzw_and_a_board_file(tmp_path, capsys):
+    import json
+
+    from calibration.handeye import R_from_quat_wxyz
+
+    camera, board = CameraModel(), BoardCfg()
+    data = synthetic_hand_eye(camera, board, 10, mode="eye_in_hand", seed=3)
+    images = tmp_path / "stations"
+    images.mkdir()
+    rng = np.random.default_rng(1)
+    poses = []
+    for i, (T, (rvec, tvec)) in enumerate(zip(data.T_base_gripper, data.board_poses)):
+        cv2.imwrite(str(images / f"s{i:02d}.png"), render_board(camera, board, rvec, tvec, rng))
+        w, x, y, z = quat_wxyz_from_R(T[:3, :3])
+        poses.append({"image": f"s{i:02d}.png", "translation_m": T[:3, 3].tolist(), "quaternion": [x, y, z, w]})
+    (tmp_path / "poses.json").write_text(json.dumps({"quaternion_order": "xyzw", "poses": poses}))
+    # the default board, as a file: inner corners counted as OpenCV counts them (9 x 6 squares)
+    (tmp_path / "board.yaml").write_text("kind: charuco\ninner_corners: [8, 5]\nsquare_m: 0.03\nmarker_m: 0.022\n"
+                                         "dictionary: DICT_5X5_100\n")
+    K = camera.K
+    (tmp_path / "camera.yaml").write_text(yaml.safe_dump({
+        "image_width": 640, "image_height": 480, "camera_name": "wrist",
+        "camera_matrix": {"rows": 3, "cols": 3, "data": K.ravel().tolist()}, "distortion_model": "plumb_bob",
+        "distortion_coefficients": {"rows": 1, "cols": 5, "data": list(camera.dist)},
+        "rectification_matrix": {"rows": 3, "cols": 3, "data": np.eye(3).ravel().tolist()},
+        "projection_matrix": {"rows": 3, "cols": 4, "data": np.hstack([K, np.zeros((3, 1))]).ravel().tolist()}}))
+    out = tmp_path / "arm.yaml"
+    argv = ["handeye", "--poses", str(tmp_path / "poses.json"), "--images", str(images), "--board-file",
+            str(tmp_path / "board.yaml"), "--camera-info", str(tmp_path / "camera.yaml"), "--unit-id", "arm-2",
+            "--out", str(out)]
+    # the wrong mode is refused with its cause, and nothing is written
+    line = _fails([*argv, "--mode", "eye_to_hand"], capsys, code=1)
+    assert "refused, nothing written" in line and "--mode eye_in_hand" in line and not out.exists()
+    _run(argv)
+    he = load_calibration(out).hand_eye
+    assert np.linalg.norm(np.array(he.translation_m) - data.X[:3, 3]) < 0.002
+    assert rotation_angle_deg(R_from_quat_wxyz(he.rotation_wxyz).T @ data.X[:3, :3]) < 0.2

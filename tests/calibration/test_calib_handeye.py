@@ -77,3 +77,33 @@ def test_quaternion_helpers_round_trip():
     T[:3, :3] = R_from_quat_wxyz([0.9, 0.1, -0.3, 0.2])
     T[:3, 3] = [1.0, 2.0, 3.0]
     assert np.allclose(inv_T(T) @ T, np.eye(4))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_bounds_pass_good_stations_and_refuse_the_usual_mistakes(mode):
+    """Good stations (also noisy ones) are within HandEyeBounds; a wrong mode, x,y,z,w quaternions read as
+    w,x,y,z and a duplicated pose row are outside, and diagnose() finds the reading that closes the chain."""
+    from calibration.handeye import HandEyeBounds, diagnose, exceeded_bounds, make_T
+    from calibration.synthetic import HandEyeNoiseCfg
+
+    for seed, noise in ((5, HandEyeNoiseCfg()), (6, HandEyeNoiseCfg(0.002, 0.2, 0.5))):
+        data = synthetic_hand_eye(CameraModel(), BoardCfg(), 12, mode=mode, seed=seed, noise=noise)
+        res = calibrate_hand_eye(data.T_base_gripper, data.T_camera_target, HandEyeCfg(mode=mode))
+        assert exceeded_bounds(res) == [], (seed, res.residual_translation_m, res.spread_translation_m)
+    other = MODES[1 - MODES.index(mode)]
+    wrong = calibrate_hand_eye(data.T_base_gripper, data.T_camera_target, HandEyeCfg(mode=other))
+    assert any("chain residual" in p for p in exceeded_bounds(wrong))
+    fixes = diagnose({"other mode": (data.T_base_gripper, mode)}, data.T_camera_target)
+    assert [label for label, _ in fixes] == ["other mode"]
+
+    def xyzw_read_as_wxyz(T):
+        q = quat_wxyz_from_R(T[:3, :3])
+        return make_T(R_from_quat_wxyz([q[1], q[2], q[3], q[0]]), T[:3, 3])
+
+    swapped = [xyzw_read_as_wxyz(T) for T in data.T_base_gripper]
+    res = calibrate_hand_eye(swapped, data.T_camera_target, HandEyeCfg(mode=mode))
+    assert exceeded_bounds(res)
+    dup = list(data.T_base_gripper)
+    dup[3] = dup[2]
+    res = calibrate_hand_eye(dup, data.T_camera_target, HandEyeCfg(mode=mode))
+    assert exceeded_bounds(res, HandEyeBounds())
