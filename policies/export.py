@@ -12,9 +12,11 @@ import torch
 
 from policies.checkpoint import load_checkpoint
 from policies.models import ActorCritic, DeployedActor
+from sim.quadrotor.presets import GRAVITY
 from sim.randomization import latency_step_range
 from tether.config import config_from_dict
-from tether.contract import PolicyContract, save_contract, sha256_file
+from tether.contract import (ControllerSpec, FramesSpec, LatencySpec, PolicyContract, VehicleSpec, save_contract,
+                             sha256_file)
 from tether.runtime import OnnxPolicy
 
 OPSET = 17
@@ -27,6 +29,26 @@ def _source_revision() -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def contract_sections(cfg) -> dict:
+    """The contract's 2.0 sections (vehicle, latency, controller, frames) from a quadrotor task config,
+    stating what sim/tasks/quadrotor_env.py and sim/randomization.py do (tests/contract checks each
+    claim against the environment). The vehicle is every field of the preset and of the randomization
+    config, so a parameter or range added there is written without an edit here."""
+    lat_lo, lat_hi = latency_step_range(cfg.randomization, cfg.control_dt)
+    loop_hz = cfg.control_rate_hz * cfg.substeps  # the rate loop and the motor model run every substep
+    if cfg.action_space == "ctbr":
+        controller = ControllerSpec(type="rate_p_gyro_ff", loop_rate_hz=loop_hz, rate_kp=tuple(cfg.rate_kp),
+                                    inertia_kg_m2=tuple(cfg.vehicle.inertia_kg_m2),
+                                    feedforward=("gyroscopic: w_b x (J w_b)",))
+    else:
+        controller = ControllerSpec(type="direct", loop_rate_hz=loop_hz)
+    return dict(vehicle=VehicleSpec.from_preset(cfg.vehicle, cfg.randomization, gravity_m_s2=GRAVITY),
+                latency=LatencySpec(min_steps=lat_lo, max_steps=lat_hi, step_s=cfg.control_dt),
+                # the env fills prev_actions and the delay queue with its hover action at every reset
+                frames=FramesSpec(initial_action_history="hover", hold="zero_order"),
+                controller=controller)
 
 
 def env_from_checkpoint(ckpt: dict, num_envs: int = 1, **overrides):
@@ -77,10 +99,10 @@ def export_policy(checkpoint: str | Path, out_dir: str | Path, parent: dict | No
     random_obs = rng.normal(size=(512, ckpt["obs_dim"])).astype(np.float32) * 2.0
     test_obs = np.concatenate([random_obs, recorded_obs.astype(np.float32)])
 
-    lat_lo, lat_hi = latency_step_range(env.cfg.randomization, env.cfg.control_dt)
+    sections = contract_sections(env.cfg)
     contract = PolicyContract(
         task=ckpt["task"], control_rate_hz=env.cfg.control_rate_hz,
-        action_latency_s=0.5 * (lat_lo + lat_hi) * env.cfg.control_dt,  # mean of the delays trained with
+        action_latency_s=sections["latency"].mean_s, **sections,
         observation=env.slices, action=env.action_spec(),
         normalization={"in_graph": True, "formula": "(obs - mean) / (std + eps)", "eps": model.obs_normalizer.eps,
                        "mean": model.obs_normalizer.mean.tolist(), "std": model.obs_normalizer.var.sqrt().tolist()},

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
 import hashlib
+import inspect
 import json
 import math
+import textwrap
 import types
 import typing
 from pathlib import Path
@@ -57,6 +61,12 @@ def config_from_dict(cls: type[T], d: dict[str, Any], where: str = "config") -> 
         return cls(**kwargs)
     except (ValueError, TypeError) as e:
         raise ValueError(f"{where}: {e}") from e
+
+
+def check_value(hint, value, path: str):
+    """``value`` checked against the annotation ``hint`` (type, finite floats, tuple lengths) and
+    converted (lists -> tuples); ValueError naming ``path`` otherwise."""
+    return _checked(hint, value, path)
 
 
 def _tuples(value):
@@ -124,6 +134,27 @@ def _check_scalar(hint, value, path: str) -> None:
         raise ValueError(f"{path}: expected {hint.__name__}, got {value!r}{hint_text}")
     if hint is float and not math.isfinite(value):
         raise ValueError(f"{path}: {value!r} is not a finite number; give a finite value")
+
+
+@functools.lru_cache(maxsize=None)
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a dataclass (read from its source), whitespace folded: the
+    one-line doc with its unit that every config field carries. {} where the source is unavailable."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for node, nxt in zip(body, body[1:] + [None]):
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and \
+                    isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant) and \
+                    isinstance(nxt.value.value, str):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
 
 
 def load_yaml_config(cls: type[T], path: str | Path, overrides: dict[str, Any] | None = None) -> T:

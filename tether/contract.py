@@ -2,13 +2,20 @@
 
 This module is the single source of truth for what an exported policy consumes and produces. It is
 torch-free on purpose: policies/ writes contracts with it and the robot side (ros2_ws/, hardware/)
-reads them with it, so the observation layout and action scaling are never re-typed by hand.
+reads them with it, so the observation layout and action scaling are never re-typed by hand. The
+executable meaning of the actions (normalized <-> physical, thrust allocation, the rate loop) is
+:mod:`tether.actions`.
 
 Conventions (stated once, here):
   * SI units everywhere.
   * Quaternions are ordered ``wxyz`` and rotate body-frame vectors into the world frame.
   * ``rotmat_bw`` is the same rotation as a 3x3 matrix (body -> world), flattened row-major.
-  * World frame is ENU-like: z up, gravity along -z.
+  * Body axes FLU (x forward, y left, z up); world axes ENU (z up, gravity along -z).
+
+Versions: 2.0 adds the sections ``vehicle`` (what it was trained on, with the randomization ranges),
+``latency`` (the delay distribution and where it acts), ``controller`` (what the outputs drive) and
+``frames`` (axes, initial action history, hold rule). 1.0 files still load; ``contract.missing``
+names the sections they lack and :func:`compat_note` says what that limits.
 """
 
 from __future__ import annotations
@@ -16,10 +23,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import typing
 from pathlib import Path
 from typing import Any
 
-CONTRACT_VERSION = "1.0"
+from tether.config import check_value, config_to_dict, field_docs
+
+CONTRACT_VERSION = "2.0"
+SUPPORTED_MAJOR_VERSIONS = ("1", "2")
+V2_SECTIONS = ("vehicle", "latency", "controller", "frames")
 QUATERNION_ORDER = "wxyz"
 
 
@@ -53,6 +66,9 @@ VOCABULARY: dict[str, Quantity] = {
     "goal_vel_b": Quantity("m/s", "body", 3, "goal (reference) velocity rotated into the body frame"),
     "ang_vel_b": Quantity("rad/s", "body", 3, "angular velocity in the body frame"),
     "prev_actions": Quantity("1", "action", None, "the last k actions sent, oldest first, normalized"),
+    "pos_err_int_b": Quantity("m s", "body", 3, "integral of pos_err_w over the flight's control ticks (each tick "
+                              "adds control_dt * pos_err_w before the observation, components clipped to "
+                              "+-1 m s: tether.observation.PositionErrorIntegral), rotated into the body frame"),
     "depth_c": Quantity("m", "camera", None, "depth image in the camera frame"),
 }
 
@@ -121,20 +137,239 @@ class ActionSpec:
             raise ContractError(f"action.rotors has {len(self.rotors)} entries for {self.dim} outputs")
 
 
+# ------------------------------------------------------------------------------ 2.0 sections
+
+CONTROLLER_TYPES = ("rate_p_gyro_ff", "direct")
+ROTOR_COMMANDS = ("fraction_of_vehicle_max_rpm", "absolute_rpm")
+INITIAL_ACTION_HISTORIES = ("hover", "zeros")
+HOLD_RULES = ("zero_order",)
+LATENCY_DISTRIBUTIONS = ("uniform_steps",)
+
+
+@dataclasses.dataclass(frozen=True)
+class VehicleSpec:
+    """The nominal vehicle a policy was trained on, and the randomization around it (SI)."""
+
+    name: str
+    """preset or calibrated unit name, e.g. crazyflie2x"""
+    mass_kg: float
+    """total mass [kg]"""
+    inertia_kg_m2: tuple[float, float, float]
+    """principal moments of inertia about x_b, y_b, z_b [kg m^2]"""
+    rotors: tuple[Rotor, ...]
+    """rotor layout in motor order: hub position in the body frame [m] and spin"""
+    kf_n_per_rpm2: float
+    """thrust coefficient: rotor thrust [N] = kf * rpm^2"""
+    km_nm_per_rpm2: float
+    """torque coefficient: reaction torque [N m] = -spin * km * rpm^2 about z_b"""
+    max_rpm: float
+    """rotor speed at full command [rpm]"""
+    tau_up_s: float
+    """first-order motor time constant when speeding up [s]"""
+    tau_down_s: float
+    """first-order motor time constant when slowing down [s]"""
+    drag_n_s_per_m: tuple[float, float, float]
+    """linear drag along x_b, y_b, z_b: F_b = -drag * v_b [N s/m]"""
+    rotor_gain: tuple[float, ...] | None = None
+    """thrust and reaction-torque multiplier per rotor, motor order [1]; None: all 1"""
+    gravity_m_s2: float = 9.81
+    """gravity along -z_w [m/s^2]"""
+    randomization: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """the training ranges, field -> value as the task config holds them ([low, high] sampled uniformly
+    and independently per env at every episode start, unless its doc says otherwise)"""
+    randomization_doc: dict[str, str] = dataclasses.field(default_factory=dict)
+    """field -> what it multiplies or sets, with its unit (the training config's own field docs)"""
+    source: str = ""
+    """where the nominal values come from"""
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """further nominal parameters of the preset, by their preset names (units in the names)"""
+
+    @property
+    def max_thrust_n(self) -> float:
+        """sum of all rotors' thrust at full command [N] (rotor gain not applied)"""
+        return len(self.rotors) * self.kf_n_per_rpm2 * self.max_rpm ** 2
+
+    @property
+    def thrust_to_weight(self) -> float:
+        return self.max_thrust_n / (self.mass_kg * self.gravity_m_s2)
+
+    @property
+    def hover_rpm(self) -> float:
+        """rotor speed at which equal rotors carry the weight [rpm]"""
+        return math.sqrt(self.mass_kg * self.gravity_m_s2 / (len(self.rotors) * self.kf_n_per_rpm2))
+
+    DERIVED = ("max_thrust_n", "thrust_to_weight", "hover_rpm")  # written for readers, checked on load
+
+    def __post_init__(self):
+        for name in ("mass_kg", "kf_n_per_rpm2", "max_rpm", "tau_up_s", "tau_down_s", "gravity_m_s2"):
+            if not getattr(self, name) > 0:
+                raise ContractError(f"vehicle.{name} must be positive, got {getattr(self, name)!r}")
+        if not self.rotors or min(self.inertia_kg_m2) <= 0:
+            raise ContractError("vehicle needs rotors and three positive inertia_kg_m2")
+        if self.rotor_gain is not None and len(self.rotor_gain) != len(self.rotors):
+            raise ContractError(f"vehicle.rotor_gain has {len(self.rotor_gain)} values for {len(self.rotors)} rotors")
+
+    @classmethod
+    def from_preset(cls, preset: Any, randomization: Any = None, gravity_m_s2: float = 9.81) -> "VehicleSpec":
+        """From any preset dataclass holding these fields by name (sim.quadrotor.presets.QuadrotorPreset)
+        with ``rotor_pos_b`` + ``rotor_spin``, and a randomization config dataclass: every field of both
+        is written, so a parameter or range added there appears here without an edit."""
+        nominal = config_to_dict(preset)
+        rotors = tuple(Rotor(tuple(float(x) for x in p), int(s))
+                       for p, s in zip(nominal.pop("rotor_pos_b"), nominal.pop("rotor_spin")))
+        own = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: _tuples(v) for k, v in nominal.items() if k in own}
+        extra = {k: v for k, v in nominal.items() if k not in own}
+        ranges = config_to_dict(randomization) if randomization is not None else {}
+        docs = field_docs(type(randomization)) if randomization is not None else {}
+        return cls(rotors=rotors, gravity_m_s2=gravity_m_s2, randomization=ranges, randomization_doc=docs,
+                   extra=extra, **kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencySpec:
+    """The action delay training sampled, and where it acts."""
+
+    min_steps: int
+    """fewest whole control periods of delay [1]"""
+    max_steps: int
+    """most whole control periods of delay [1]"""
+    step_s: float
+    """one control period, 1 / control_rate_hz [s]"""
+    distribution: str = "uniform_steps"
+    """'uniform_steps': k control periods, k uniform over {min_steps, ..., max_steps}, drawn per env at
+    every episode start and fixed for the episode"""
+    acts_on: str = ("the normalized action, before the action mapping and the rate controller (which "
+                    "sees the measured body rates undelayed); prev_actions in the observation hold the "
+                    "undelayed actions")
+    """what the delay applies to"""
+
+    def __post_init__(self):
+        if self.distribution not in LATENCY_DISTRIBUTIONS:
+            raise ContractError(f"latency.distribution must be one of {LATENCY_DISTRIBUTIONS}, got {self.distribution!r}")
+        if not 0 <= self.min_steps <= self.max_steps or not self.step_s > 0:
+            raise ContractError(f"latency needs 0 <= min_steps <= max_steps and step_s > 0, got "
+                                f"{self.min_steps}, {self.max_steps}, {self.step_s}")
+
+    @property
+    def values_s(self) -> tuple[float, ...]:
+        """every delay training used [s]"""
+        return tuple(k * self.step_s for k in range(self.min_steps, self.max_steps + 1))
+
+    @property
+    def mean_s(self) -> float:
+        return 0.5 * (self.min_steps + self.max_steps) * self.step_s
+
+
+@dataclasses.dataclass(frozen=True)
+class ControllerSpec:
+    """What the outputs drive in training (the robot's own inner loop should match it)."""
+
+    type: str
+    """'rate_p_gyro_ff' (ctbr): torque_b = J * rate_kp * (rates_des_b - w_b) + w_b x (J w_b), then
+    least-squares allocation to rotor thrusts (negative ones clipped to 0), then each rotor's command
+    sqrt(f / kf) / max_rpm clipped to [0, 1]; J, allocation, kf and max_rpm of the NOMINAL vehicle
+    (tether.actions.RateController). 'direct' (rotor): each output is its rotor's command, no loop"""
+    loop_rate_hz: float
+    """how often the loop (ctbr) or the motor command (rotor) is evaluated: control_rate_hz * substeps [Hz]"""
+    rotor_command: str = "fraction_of_vehicle_max_rpm"
+    """what a rotor command means: 'fraction_of_vehicle_max_rpm' (rpm = command * the flown vehicle's own
+    max rpm, for each randomized vehicle its own) or 'absolute_rpm'"""
+    rate_kp: tuple[float, ...] = ()
+    """ctbr: rate-error gain about x_b, y_b, z_b [1/s]"""
+    inertia_kg_m2: tuple[float, ...] = ()
+    """ctbr: the nominal principal inertia the loop multiplies by [kg m^2]"""
+    feedforward: tuple[str, ...] = ()
+    """ctbr: feed-forward terms, e.g. 'gyroscopic: w_b x (J w_b)'"""
+
+    def __post_init__(self):
+        if self.type not in CONTROLLER_TYPES:
+            raise ContractError(f"controller.type must be one of {CONTROLLER_TYPES}, got {self.type!r}")
+        if self.rotor_command not in ROTOR_COMMANDS:
+            raise ContractError(f"controller.rotor_command must be one of {ROTOR_COMMANDS}, got {self.rotor_command!r}")
+        if not self.loop_rate_hz > 0:
+            raise ContractError(f"controller.loop_rate_hz must be positive [Hz], got {self.loop_rate_hz!r}")
+        if self.type == "rate_p_gyro_ff" and (len(self.rate_kp) != 3 or len(self.inertia_kg_m2) != 3
+                                              or min(self.rate_kp) <= 0 or min(self.inertia_kg_m2) <= 0):
+            raise ContractError("a rate_p_gyro_ff controller needs three positive rate_kp [1/s] and inertia_kg_m2")
+
+
+@dataclasses.dataclass(frozen=True)
+class FramesSpec:
+    """Axes and the timing rules of the action stream."""
+
+    body: str = "FLU"
+    """body axes: x forward, y left, z up"""
+    world: str = "ENU"
+    """world axes: x east, y north, z up; gravity along -z"""
+    initial_action_history: str = "hover"
+    """what prev_actions and the delay queue hold at an episode start: 'hover' (action.hover_action in
+    every slot) or 'zeros'"""
+    hold: str = "zero_order"
+    """'zero_order': an action holds unchanged from the tick it takes effect until the next one"""
+
+    def __post_init__(self):
+        if self.body != "FLU" or self.world != "ENU":
+            raise ContractError(f"frames: this runtime reads body FLU and world ENU, got {self.body}, {self.world}")
+        if self.initial_action_history not in INITIAL_ACTION_HISTORIES:
+            raise ContractError(f"frames.initial_action_history must be one of {INITIAL_ACTION_HISTORIES}, "
+                                f"got {self.initial_action_history!r}")
+        if self.hold not in HOLD_RULES:
+            raise ContractError(f"frames.hold must be one of {HOLD_RULES}, got {self.hold!r}")
+
+    def initial_actions(self, action: "ActionSpec", history: int) -> list[tuple[float, ...]]:
+        """The action history at an episode start, oldest first."""
+        first = action.hover_action if self.initial_action_history == "hover" else (0.0,) * action.dim
+        return [tuple(first)] * history
+
+
+def _tuples(value):
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
 @dataclasses.dataclass(frozen=True)
 class PolicyContract:
     task: str
     control_rate_hz: float
     action_latency_s: float
+    """mean of the latency distribution [s] (1.0 field; 2.0 states the distribution in ``latency``)"""
     observation: tuple[ObsSlice, ...]
     action: ActionSpec
     provenance: dict[str, Any]
     normalization: dict[str, Any] = dataclasses.field(default_factory=dict)
     recurrent_state: dict[str, Any] | None = None
-    version: str = CONTRACT_VERSION
+    version: str | None = None
+    """None: the version these fields make (2.0 with every 2.0 section, else 1.0)"""
     quaternion_order: str = QUATERNION_ORDER
     input_name: str = "obs"
     output_name: str = "actions"
+    vehicle: VehicleSpec | None = None
+    """2.0: the nominal vehicle trained on and the randomization ranges"""
+    latency: LatencySpec | None = None
+    """2.0: the action delay distribution and where it acts"""
+    controller: ControllerSpec | None = None
+    """2.0: what the outputs drive"""
+    frames: FramesSpec | None = None
+    """2.0: axes, initial action history, hold rule"""
+
+    def __post_init__(self):
+        if self.version is None:
+            object.__setattr__(self, "version", "1.0" if self.missing else CONTRACT_VERSION)
+        if str(self.version).split(".")[0] not in SUPPORTED_MAJOR_VERSIONS:
+            raise ContractError(f"contract version {self.version!r} is not supported (this runtime reads "
+                                f"{', '.join(v + '.x' for v in SUPPORTED_MAJOR_VERSIONS)})")
+        if self.major_version >= 2 and self.missing:
+            raise ContractError(f"contract {self.version} is missing its section(s) {list(self.missing)}")
+        _check_sections(self)
+
+    @property
+    def major_version(self) -> int:
+        return int(str(self.version).split(".")[0])
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """The 2.0 sections this contract lacks (a 1.0 file lacks all of them)."""
+        return tuple(name for name in V2_SECTIONS if getattr(self, name) is None)
 
     @property
     def obs_dim(self) -> int:
@@ -149,7 +384,61 @@ class PolicyContract:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["obs_dim"] = self.obs_dim
+        for name in V2_SECTIONS:
+            if d[name] is None:
+                del d[name]
+        if self.vehicle is not None:
+            d["vehicle"].update({k: getattr(self.vehicle, k) for k in VehicleSpec.DERIVED})
+        if self.latency is not None:
+            d["latency"].update(values_s=list(self.latency.values_s), mean_s=self.latency.mean_s)
         return d
+
+
+def compat_note(contract: PolicyContract) -> str | None:
+    """One line saying what an older contract lacks and what that limits; None for a complete one."""
+    if not contract.missing:
+        return None
+    return (f"policy.json {contract.version}: no {', '.join(contract.missing)} section"
+            f"{'s' if len(contract.missing) > 1 else ''}; vehicle check limited to the action spec")
+
+
+def _rel(a: float, b: float) -> float:
+    return abs(a - b) / max(abs(b), 1e-12)
+
+
+def _check_sections(c: PolicyContract) -> None:
+    """The 2.0 sections agree with the action spec and each other (they are written from one config;
+    a disagreement is a hand edit or a bug, and the robot side would act on one of the two)."""
+    a, v, ctl = c.action, c.vehicle, c.controller
+    if v is not None:
+        if a.rotors and (len(a.rotors) != len(v.rotors) or any(
+                ra.spin != rv.spin or max(abs(x - y) for x, y in zip(ra.pos_b, rv.pos_b)) > 1e-9
+                for ra, rv in zip(a.rotors, v.rotors))):
+            raise ContractError("action.rotors and vehicle.rotors differ: one rotor layout, written twice, must agree")
+        for name in ("max_rpm", "kf_n_per_rpm2", "km_nm_per_rpm2"):
+            if getattr(a, name) > 0 and _rel(getattr(a, name), getattr(v, name)) > 1e-9:
+                raise ContractError(f"action.{name} {getattr(a, name)!r} != vehicle.{name} {getattr(v, name)!r}")
+        if a.type == "ctbr" and _rel(a.max_thrust_n, v.max_thrust_n) > 1e-6:
+            raise ContractError(f"action.max_thrust_n {a.max_thrust_n!r} is not the vehicle's maximum thrust "
+                                f"{v.max_thrust_n!r} N")
+    if ctl is not None:
+        want = "rate_p_gyro_ff" if a.type == "ctbr" else "direct"
+        if ctl.type != want:
+            raise ContractError(f"controller.type {ctl.type!r} does not drive {a.type} actions (expected {want!r})")
+        if a.type == "ctbr" and any(k > 0 for k in a.rate_kp) and tuple(a.rate_kp) != tuple(ctl.rate_kp):
+            raise ContractError(f"action.rate_kp {list(a.rate_kp)} != controller.rate_kp {list(ctl.rate_kp)}")
+        if ctl.loop_rate_hz < c.control_rate_hz:
+            raise ContractError(f"controller.loop_rate_hz {ctl.loop_rate_hz} is below control_rate_hz "
+                                f"{c.control_rate_hz}")
+    if c.latency is not None:
+        if _rel(c.latency.step_s, 1.0 / c.control_rate_hz) > 1e-6:
+            raise ContractError(f"latency.step_s {c.latency.step_s} is not one control period "
+                                f"(1 / {c.control_rate_hz} Hz)")
+        if abs(c.latency.mean_s - c.action_latency_s) > 1e-9:
+            raise ContractError(f"action_latency_s {c.action_latency_s} is not the mean of the latency "
+                                f"distribution {c.latency.mean_s}")
+    if c.frames is not None and c.frames.initial_action_history == "hover" and len(a.hover_action) != a.dim:
+        raise ContractError("frames.initial_action_history is 'hover' but action.hover_action is not recorded")
 
 
 def make_slices(entries: list[tuple[str, int] | tuple[str, int, float]]) -> tuple[ObsSlice, ...]:
@@ -192,9 +481,13 @@ def contract_from_dict(d: dict[str, Any], where: str = "policy.json") -> PolicyC
     for key in _REQUIRED:
         if key not in d:
             raise ContractError(f"{where}: missing required field {key!r}")
-    if str(d["version"]).split(".")[0] != CONTRACT_VERSION.split(".")[0]:
+    if str(d["version"]).split(".")[0] not in SUPPORTED_MAJOR_VERSIONS:
         raise ContractError(f"{where}: contract version {d['version']!r} is not supported "
-                            f"(this runtime reads {CONTRACT_VERSION})")
+                            f"(this runtime reads {', '.join(v + '.x' for v in SUPPORTED_MAJOR_VERSIONS)})")
+    if int(str(d["version"]).split(".")[0]) >= 2:
+        for key in V2_SECTIONS:
+            if key not in d:
+                raise ContractError(f"{where}: missing required field {key!r} (contract {d['version']})")
     if d["quaternion_order"] != QUATERNION_ORDER:
         raise ContractError(f"{where}: quaternion_order {d['quaternion_order']!r}, expected 'wxyz'")
     for key in _REQUIRED_PROVENANCE:
@@ -222,7 +515,7 @@ def contract_from_dict(d: dict[str, Any], where: str = "policy.json") -> PolicyC
     for key in ("type", "dim"):
         if key not in a:
             raise ContractError(f"{where}: missing required field 'action.{key}'")
-    a["rotors"] = tuple(Rotor(tuple(r["pos_b"]), int(r["spin"])) for r in a.get("rotors", ()))
+    a["rotors"] = _rotors(a.get("rotors", ()), f"{where}: action.rotors")
     a["body_rate_limits_rad_s"] = tuple(a.get("body_rate_limits_rad_s", (0.0, 0.0, 0.0)))
     a["hover_action"] = tuple(a.get("hover_action", ()))
     a["rate_kp"] = tuple(a.get("rate_kp", (0.0, 0.0, 0.0)))
@@ -231,12 +524,63 @@ def contract_from_dict(d: dict[str, Any], where: str = "policy.json") -> PolicyC
     if unknown:
         raise ContractError(f"{where}: unknown field(s) in action: {sorted(unknown)}")
     action = ActionSpec(**a)
-    return PolicyContract(
-        task=d["task"], control_rate_hz=float(rate), action_latency_s=float(d["action_latency_s"]),
-        observation=tuple(slices), action=action, provenance=dict(d["provenance"]),
-        normalization=dict(d.get("normalization", {})), recurrent_state=d.get("recurrent_state"),
-        version=str(d["version"]), quaternion_order=d["quaternion_order"],
-        input_name=d["input_name"], output_name=d["output_name"])
+    sections = {name: _section(cls, d[name], f"{where}: {name}") for name, cls in _SECTION_TYPES.items()
+                if d.get(name) is not None}
+    try:
+        return PolicyContract(
+            task=d["task"], control_rate_hz=float(rate), action_latency_s=float(d["action_latency_s"]),
+            observation=tuple(slices), action=action, provenance=dict(d["provenance"]),
+            normalization=dict(d.get("normalization", {})), recurrent_state=d.get("recurrent_state"),
+            version=str(d["version"]), quaternion_order=d["quaternion_order"],
+            input_name=d["input_name"], output_name=d["output_name"], **sections)
+    except ContractError as e:
+        raise ContractError(f"{where}: {e}") from e
+
+
+_SECTION_TYPES = {"vehicle": VehicleSpec, "latency": LatencySpec, "controller": ControllerSpec, "frames": FramesSpec}
+_SECTION_DERIVED = {VehicleSpec: VehicleSpec.DERIVED, LatencySpec: ("values_s", "mean_s")}
+
+
+def _rotors(entries, where: str) -> tuple[Rotor, ...]:
+    out = []
+    for i, r in enumerate(entries):
+        if not isinstance(r, dict) or "pos_b" not in r or "spin" not in r or len(r["pos_b"]) != 3:
+            raise ContractError(f"{where}[{i}] needs pos_b [x, y, z] m and spin +1/-1, got {r!r}")
+        out.append(Rotor(tuple(float(x) for x in r["pos_b"]), int(r["spin"])))
+    return tuple(out)
+
+
+def _section(cls: type, d: Any, where: str):
+    """One 2.0 section: known fields only, every required one present, types as annotated; derived
+    values (written for readers) must equal what the fields give."""
+    if not isinstance(d, dict):
+        raise ContractError(f"{where} must be an object, got {type(d).__name__}")
+    d = dict(d)
+    derived = {k: d.pop(k) for k in _SECTION_DERIVED.get(cls, ()) if k in d}
+    for f in dataclasses.fields(cls):
+        if f.name not in d and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ContractError(f"{where}: missing required field {f.name!r}")
+    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ContractError(f"{where}: unknown field(s) {unknown}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    try:
+        for name, value in d.items():
+            kwargs[name] = _rotors(value, f"{where}.rotors") if name == "rotors" else \
+                check_value(hints[name], value, f"{where}.{name}")
+    except ValueError as e:
+        raise ContractError(str(e)) from e
+    obj = cls(**kwargs)
+    for k, v in derived.items():
+        want = getattr(obj, k)
+        if isinstance(want, tuple):
+            ok = len(v) == len(want) and all(math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-12) for x, y in zip(v, want))
+        else:
+            ok = isinstance(v, (int, float)) and math.isclose(v, want, rel_tol=1e-6, abs_tol=1e-12)
+        if not ok:
+            raise ContractError(f"{where}.{k} {v!r} is not what the section's fields give ({want!r})")
+    return obj
 
 
 def save_contract(contract: PolicyContract, path: str | Path) -> None:
