@@ -148,6 +148,25 @@ def test_changed_onnx_with_stale_hash_is_refused(policy_copy):
         OnnxPolicy(policy_copy)
 
 
+def test_export_writes_contract_2_0_from_the_training_config(trained_hover):
+    """The exported file is 2.0 and its sections are the training config's (tests/contract checks each
+    claim against the simulator itself)."""
+    from policies.export import contract_sections
+    from sim.randomization import latency_step_range
+
+    contract = load_contract(trained_hover.policy_dir / "policy.json")
+    cfg = make_env("hover", trained_hover.env_cfg, num_envs=1).cfg
+    assert contract.version == "2.0" and contract.missing == ()
+    assert {k: getattr(contract, k) for k in ("vehicle", "latency", "controller", "frames")} == \
+        contract_sections(cfg)
+    assert contract.vehicle.name == cfg.vehicle.name and contract.vehicle.mass_kg == cfg.vehicle.mass_kg
+    assert (contract.latency.min_steps, contract.latency.max_steps) == latency_step_range(cfg.randomization,
+                                                                                          cfg.control_dt)
+    assert contract.action_latency_s == pytest.approx(contract.latency.mean_s)
+    assert contract.controller.rate_kp == cfg.rate_kp and contract.controller.inertia_kg_m2 == \
+        cfg.vehicle.inertia_kg_m2
+
+
 def _delete(path: str):
     def edit(d):
         *parents, leaf = path.replace("[", ".").replace("]", "").split(".")
@@ -211,6 +230,12 @@ def test_calibrated_vehicle_round_trips_through_the_contract(calibrated_export):
     rebuilt = task_cfg_from_contract(policy_dir)
     assert rebuilt.vehicle == vehicle, "the contract's task_cfg does not rebuild the calibrated vehicle"
     assert rebuilt == env.cfg
+
+
+def test_contract_vehicle_is_the_calibrated_unit(calibrated_export):
+    vehicle, _, _, contract, _ = calibrated_export
+    v = contract.vehicle
+    assert (v.name, v.mass_kg, v.tau_up_s, v.tau_down_s) == ("cf_unit7", 0.031, 0.04, vehicle.tau_down_s)
 
 
 def test_provenance_names_the_calibrated_vehicle(calibrated_export):
