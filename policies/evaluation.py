@@ -165,6 +165,7 @@ def fly_tether(policy: OnnxPolicy, env, starts: dict[str, np.ndarray], duration_
                                    _tq(starts["ang_vel_b"]), torch.full_like(s.rotor_rpm, preset.hover_rpm))
     env.episode_step[:] = 0
     env._update_goal()
+    env.restart_pos_err_int()
     steps = int(round(duration_s * env.cfg.control_rate_hz))
     dt = env.cfg.control_dt
     out = {key: np.zeros((steps + 1, m, 3)) for key in ("pos_w", "lin_vel_w", "goal_w", "goal_vel_w")}

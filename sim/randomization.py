@@ -49,6 +49,18 @@ class RandomizationCfg:
     rotor_gain_scale: Range = (1.0, 1.0)
     """multiplies each rotor's thrust and reaction torque independently (motor and propeller spread
     around the vehicle's rotor_gain) [1]"""
+    tau_up_s: Range | None = None
+    """motor time constant when speeding up [s], absolute, drawn independently of tau_down_s;
+    None: the preset's times tau_scale"""
+    tau_down_s: Range | None = None
+    """motor time constant when slowing down [s], absolute, drawn independently of tau_up_s;
+    None: the preset's times tau_scale"""
+    drag_off_prob: float = 0.0
+    """probability that an env has no linear drag at all (a vehicle class with and without drag) [1]"""
+    rate_loop_hz: Range | None = None
+    """CTBR rate-loop frequency [Hz]: the rate controller runs every d-th physics substep (restarted at
+    every control tick) and holds its rotor commands in between, d drawn uniformly among the whole
+    numbers whose rate physics_hz / d lies in the range; None: every substep"""
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -65,11 +77,17 @@ class RandomizationCfg:
                     raise ValueError(f"randomization.{f.name}: values must be positive, got {v!r}")
                 if f.name == "thrust_to_weight" and lo <= 1.0:
                     raise ValueError(f"randomization.thrust_to_weight low {lo} <= 1: the vehicle cannot hover")
+                if f.name in ("tau_up_s", "tau_down_s") and lo <= 0:
+                    raise ValueError(f"randomization.{f.name}: motor time constants must be > 0 s, got {v!r}")
+                if f.name == "rate_loop_hz" and lo <= 0:
+                    raise ValueError(f"randomization.rate_loop_hz must be > 0 Hz, got {v!r}")
                 if f.name == "latency_s" and hi > 0.5:
                     raise ValueError(f"randomization.latency_s high {hi} s is out of range (> 0.5 s); "
                                      "latency is in seconds, not milliseconds")
             elif not isinstance(v, (int, float)) or v < 0:
                 raise ValueError(f"randomization.{f.name} must be a non-negative number, got {v!r}")
+        if self.drag_off_prob > 1.0:
+            raise ValueError(f"randomization.drag_off_prob is a probability in [0, 1], got {self.drag_off_prob}")
 
     @classmethod
     def nominal(cls) -> "RandomizationCfg":
@@ -102,7 +120,7 @@ def sample_params(preset: QuadrotorPreset, cfg: RandomizationCfg, n: int, gen: t
         twr = _uniform(cfg.thrust_to_weight, n, gen, device)
         max_rpm = torch.sqrt(twr * mass * GRAVITY / (len(preset.rotor_spin) * kf))
     tau = _uniform(cfg.tau_scale, n, gen, device)
-    return p._replace(
+    out = p._replace(
         mass=mass,
         inertia=p.inertia * _uniform(cfg.inertia_scale, n, gen, device),
         kf=kf,
@@ -113,6 +131,16 @@ def sample_params(preset: QuadrotorPreset, cfg: RandomizationCfg, n: int, gen: t
         drag=p.drag * _uniform(cfg.drag_scale, n, gen, device),
         rotor_gain=p.rotor_gain * _uniform_rotors(cfg.rotor_gain_scale, p.rotor_gain.shape, gen, device),
     )
+    # Drawn after everything above, and only when asked for: a config without these keeps the random
+    # stream (and so every figure) of the configs that predate them.
+    if cfg.tau_up_s is not None:
+        out = out._replace(tau_up=_uniform(cfg.tau_up_s, n, gen, device))
+    if cfg.tau_down_s is not None:
+        out = out._replace(tau_down=_uniform(cfg.tau_down_s, n, gen, device))
+    if cfg.drag_off_prob > 0.0:
+        keep = (torch.rand(n, 1, generator=gen, device=device) >= cfg.drag_off_prob).to(out.drag.dtype)
+        out = out._replace(drag=out.drag * keep)
+    return out
 
 
 def _uniform_rotors(rng: Range, shape, gen: torch.Generator | None, device) -> torch.Tensor:
@@ -134,3 +162,84 @@ def sample_latency_steps(cfg: RandomizationCfg, n: int, control_dt: float, gen: 
     """Integer action delay per env [n] in control steps, uniform over latency_step_range."""
     lo, hi = latency_step_range(cfg, control_dt)
     return torch.randint(lo, hi + 1, (n,), generator=gen, device=device)
+
+
+def rate_loop_divisors(cfg: RandomizationCfg, physics_hz: float) -> tuple[int, ...]:
+    """Whole numbers d of physics substeps per rate-loop tick whose rate physics_hz / d [Hz] lies in
+    cfg.rate_loop_hz, in increasing order; (1,) without a range. Raises if none fits."""
+    if cfg.rate_loop_hz is None:
+        return (1,)
+    lo, hi = cfg.rate_loop_hz
+    divs = tuple(d for d in range(1, int(physics_hz // max(lo, 1e-9)) + 2)
+                 if lo - 1e-6 <= physics_hz / d <= hi + 1e-6)
+    if not divs:
+        raise ValueError(f"randomization.rate_loop_hz {list(cfg.rate_loop_hz)} Hz: no whole number of physics "
+                         f"substeps at {physics_hz:g} Hz fits; raise substeps so the physics runs at least "
+                         f"at {hi:g} Hz")
+    return divs
+
+
+def sample_rate_divisors(cfg: RandomizationCfg, n: int, physics_hz: float, gen: torch.Generator | None,
+                         device: torch.device | str = "cpu") -> torch.Tensor | None:
+    """Physics substeps per rate-loop tick [n, 1] (long), uniform over :func:`rate_loop_divisors`;
+    None without a rate-loop range (the rate loop runs every substep, no draw)."""
+    if cfg.rate_loop_hz is None:
+        return None
+    divs = torch.tensor(rate_loop_divisors(cfg, physics_hz), device=device)
+    return divs[torch.randint(0, len(divs), (n, 1), generator=gen, device=device)]
+
+
+# ------------------------------------------------------------------ vehicle classes
+#
+# A policy that meets a vehicle other than its training preset (another battery, other motors, a
+# payload) must fly it: these ranges span a class of vehicles, not one unit (issue 10). Scales multiply
+# the preset; motor time constants are absolute and rise and fall are drawn apart (real ESCs brake
+# slower than they spin up, e.g. 55 ms up / 249 ms down on a Crazyflie-class simulator).
+
+CRAZYFLIE_CLASS = RandomizationCfg(
+    mass_scale=(0.7, 1.3),
+    inertia_scale=(0.7, 1.3),
+    kf_scale=(0.76, 1.05),
+    km_scale=(0.2, 2.0),  # yaw torque per newton of thrust over a 10x range
+    tau_scale=(1.0, 1.0),  # replaced by the absolute ranges below
+    drag_scale=(0.5, 1.5),
+    thrust_to_weight=(1.4, 3.0),
+    latency_s=(0.0, 0.03),
+    tau_up_s=(0.02, 0.25),
+    tau_down_s=(0.02, 0.25),
+    drag_off_prob=0.3,
+    rate_loop_hz=(100.0, 500.0),
+)
+"""Crazyflie-class quadrotors: mass and inertia +-30 %, thrust-to-weight 1.4-3.0, motors 20-250 ms up and
+down apart, yaw torque coefficient 0.2-2x, drag 0.5-1.5x or none (30 %), latency 0-30 ms, rate loop
+100-500 Hz"""
+
+PX4_CLASS = RandomizationCfg(
+    mass_scale=(0.7, 1.3),
+    inertia_scale=(0.7, 1.3),
+    kf_scale=(0.8, 1.2),
+    km_scale=(0.3, 3.0),
+    tau_scale=(1.0, 1.0),
+    drag_scale=(0.5, 1.5),
+    thrust_to_weight=(1.6, 3.5),
+    latency_s=(0.0, 0.03),
+    tau_up_s=(0.01, 0.08),
+    tau_down_s=(0.01, 0.12),
+    drag_off_prob=0.3,
+    rate_loop_hz=(100.0, 500.0),
+)
+"""PX4-class 1 kg quadrotors: mass and inertia +-30 %, thrust-to-weight 1.6-3.5 (PX4 airframes rarely
+fly below 1.6), motors 10-80 ms up and 10-120 ms down apart (larger ESC-driven props, cf. iris 12.5 /
+25 ms), yaw torque coefficient over a 10x range, drag on and off, latency 0-30 ms, rate loop 100-500 Hz
+(PX4's rate loop runs at 250-1000 Hz; 100 Hz covers slow companion links)"""
+
+RANDOMIZATIONS: dict[str, RandomizationCfg] = {
+    "default": RandomizationCfg(),
+    "nominal": RandomizationCfg.nominal(),
+    "crazyflie_class": CRAZYFLIE_CLASS,
+    "px4_class": PX4_CLASS,
+}
+"""Named randomization configs; ``default`` is what every task trains with unless it says otherwise"""
+
+VEHICLE_CLASSES: dict[str, str] = {"crazyflie2x": "crazyflie_class", "px4_1kg": "px4_class"}
+"""preset name -> the name of its vehicle class in RANDOMIZATIONS"""

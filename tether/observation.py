@@ -1,7 +1,9 @@
 """Build a policy's observation vector from named quantities, by the contract's slices (numpy only).
 
 The deploy side (ROS 2 runner, pybullet evaluation, digital twin) calls :func:`build_observation`; the
-batched simulator computes the same quantities in torch, and tests/contract/ checks they agree.
+batched simulator computes the same quantities in torch, and tests/contract/ checks they agree. The one
+quantity with memory, ``pos_err_int_b``, is derived from ``pos_err_int_w``, which the caller keeps with a
+:class:`PositionErrorIntegral` (one per flight) and passes in the state.
 A single state (1-D arrays) takes a scalar fast path, since the runner calls this every tick at up to
 500 Hz and numpy's per-call overhead on 3-vectors dominates there; batches ([M, n]) are vectorized.
 """
@@ -13,7 +15,39 @@ import numpy as np
 from tether.contract import ContractError, PolicyContract
 
 # world-frame quantity -> its body-frame twin in the vocabulary
-_TO_BODY = {"lin_vel_b": "lin_vel_w", "pos_err_b": "pos_err_w", "goal_vel_b": "goal_vel_w"}
+_TO_BODY = {"lin_vel_b": "lin_vel_w", "pos_err_b": "pos_err_w", "goal_vel_b": "goal_vel_w",
+            "pos_err_int_b": "pos_err_int_w"}
+
+POS_ERR_INT_LIMIT_M_S = 1.0
+"""anti-windup bound of each world-frame component of the position-error integral [m s]
+(the vocabulary's ``pos_err_int_b``)"""
+
+
+class PositionErrorIntegral:
+    """The running integral behind the vocabulary's ``pos_err_int_b`` (the policy's integral action).
+
+    Every control tick, before the observation is built: I_w <- clip(I_w + control_dt * (goal_w - pos_w),
+    -POS_ERR_INT_LIMIT_M_S, +POS_ERR_INT_LIMIT_M_S) per world component, starting from zero at the
+    episode's (the flight's) first tick, which already adds its own error; ``pos_err_int_b`` is I_w
+    rotated into the body frame. The training simulator does exactly this (QuadrotorEnv._integrate_pos_err).
+    Works on one state ([3]) or a batch ([M, 3]).
+    """
+
+    def __init__(self, control_dt: float, limit_m_s: float = POS_ERR_INT_LIMIT_M_S):
+        if not control_dt > 0:
+            raise ValueError(f"control_dt must be > 0 s, got {control_dt}")
+        self.control_dt, self.limit = float(control_dt), float(limit_m_s)
+        self.value_w: np.ndarray | None = None  # [3] or [M, 3] m s; None: before the first tick
+
+    def reset(self) -> None:
+        self.value_w = None
+
+    def update(self, goal_w: np.ndarray, pos_w: np.ndarray) -> np.ndarray:
+        """Add this tick's error; returns the integral in the world frame, ``pos_err_int_w`` [m s] (a copy)."""
+        err = np.asarray(goal_w, dtype=np.float64) - np.asarray(pos_w, dtype=np.float64)
+        prev = np.zeros_like(err) if self.value_w is None else self.value_w
+        self.value_w = np.clip(prev + self.control_dt * err, -self.limit, self.limit)
+        return self.value_w.copy()
 
 
 def quat_wxyz_to_rotmat(q: np.ndarray) -> np.ndarray:

@@ -10,7 +10,6 @@ Precipice", NeurIPS 2021 (rliable): interquartile mean with stratified bootstrap
 
 from __future__ import annotations
 
-import collections
 from typing import Callable
 
 import numpy as np
@@ -19,7 +18,7 @@ from sim.pybullet_ref.quadrotor import PhysicsOverrides, PybulletQuadrotors
 from sim.pybullet_ref.rate_control import actions_to_rotor_cmd, check_action_spec, make_rate_controller
 from sim.quadrotor.presets import QuadrotorPreset
 from tether.contract import PolicyContract
-from tether.observation import build_observation
+from tether.observation import PositionErrorIntegral, build_observation
 
 Policy = Callable[[np.ndarray], np.ndarray]
 Reference = np.ndarray | Callable[[float], np.ndarray]
@@ -43,9 +42,9 @@ def initial_action(contract: PolicyContract) -> np.ndarray:
 
 def fly(policy: Policy, contract: PolicyContract, preset: QuadrotorPreset, init: dict[str, np.ndarray],
         goal_w: Reference, duration_s: float, goal_vel_w: Reference | None = None,
-        rate_kp: tuple[float, float, float] | None = None, latency_steps: int = 0,
+        rate_kp: tuple[float, float, float] | None = None, latency_steps: int | np.ndarray = 0,
         overrides: PhysicsOverrides | None = None, substeps: int = 4,
-        crash_distance_m: float = 3.0) -> dict[str, np.ndarray]:
+        crash_distance_m: float = 3.0, rate_div: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Fly M drones under ``policy`` for ``duration_s`` seconds at the contract's control rate.
 
     policy: obs [M, obs_dim] float32 -> actions [M, A] (e.g. tether.runtime.OnnxPolicy).
@@ -53,8 +52,10 @@ def fly(policy: Policy, contract: PolicyContract, preset: QuadrotorPreset, init:
         rotor_rpm [M, R] rpm (default: nominal hover speed).
     goal_w: [M, 3] m or a function t [s] -> [M, 3]; goal_vel_w likewise in m/s (default zeros).
     rate_kp: CTBR rate-controller gains [1/s]; default the contract's ``action.rate_kp`` if set (non-zero).
-    latency_steps: whole control steps between the policy's output and its effect.
+    latency_steps: whole control steps between the policy's output and its effect, one for all or [M].
     overrides: per-drone physics deviations from ``preset``.
+    rate_div: [M] physics substeps per CTBR rate-loop tick (the loop restarts at every control tick and
+        holds its rotor commands in between, as the training simulator's); None: every substep.
     A drone crashes when it goes below z = 0 m, farther than crash_distance_m from its goal, or NaN;
     from then on it is parked and its recorded series stay at their values at the crash.
 
@@ -76,13 +77,19 @@ def fly(policy: Policy, contract: PolicyContract, preset: QuadrotorPreset, init:
             raise ValueError("a ctbr policy needs rate-controller gains: pass rate_kp [1/s] (the contract's "
                              "action.rate_kp is unset)")
         rate_ctrl = make_rate_controller(preset, rate_kp)
-    if latency_steps < 0:
+    lat = np.broadcast_to(np.asarray(latency_steps, dtype=np.int64), (m,))
+    if np.any(lat < 0):
         raise ValueError(f"latency_steps must be >= 0, got {latency_steps}")
+    div = None if rate_div is None else np.broadcast_to(np.asarray(rate_div, dtype=np.int64), (m,))
+    if div is not None and np.any(div < 1):
+        raise ValueError(f"rate_div must be >= 1 substeps, got {rate_div}")
     names = {s.name for s in contract.observation}
     k_hist = contract.slice("prev_actions").length // spec.dim if "prev_actions" in names else 0
+    integral = PositionErrorIntegral(dt) if "pos_err_int_b" in names else None
     a0 = initial_action(contract)
     history = np.tile(a0, (m, k_hist, 1))  # [M, k, A], oldest first
-    delay = collections.deque([np.tile(a0, (m, 1))] * latency_steps)
+    depth = int(lat.max()) + 1
+    queue = np.tile(a0, (depth, m, 1))  # [D+1, M, A], newest last
 
     t_s = np.arange(n_steps + 1) * dt
     out = {key: np.zeros((n_steps + 1, m, n)) for key, n in (("pos_w", 3), ("quat_wxyz", 4), ("lin_vel_w", 3),
@@ -109,6 +116,8 @@ def fly(policy: Policy, contract: PolicyContract, preset: QuadrotorPreset, init:
             quantities["goal_vel_w"] = _reference(goal_vel_w, t, m, "goal_vel_w")
             if k_hist:
                 quantities["prev_actions"] = history.reshape(m, k_hist * spec.dim)
+            if integral is not None:
+                quantities["pos_err_int_w"] = integral.update(quantities["goal_w"], quantities["pos_w"])
             obs = build_observation(contract, quantities)
             actions = np.asarray(policy(obs), dtype=np.float64)
             if actions.shape != (m, spec.dim):
@@ -119,11 +128,18 @@ def fly(policy: Policy, contract: PolicyContract, preset: QuadrotorPreset, init:
             out["actions"][k] = actions
             if k_hist:
                 history = np.concatenate([history[:, 1:], actions[:, None]], axis=1)
-            delay.append(actions)
-            applied = delay.popleft()
-            def rotor_cmd(ang_vel_b: np.ndarray, applied=applied) -> np.ndarray:
+            queue = np.concatenate([queue[1:], actions[None]], axis=0)
+            applied = queue[depth - 1 - lat, np.arange(m)]
+            tick = {"i": 0, "held": None}
+
+            def rotor_cmd(ang_vel_b: np.ndarray, applied=applied, tick=tick) -> np.ndarray:
                 # evaluated every physics substep: the rate controller runs faster than the policy
                 cmd = actions_to_rotor_cmd(spec, applied, ang_vel_b, rate_ctrl)
+                if div is not None and tick["held"] is not None:
+                    cmd = np.where((tick["i"] % div == 0)[:, None], cmd, tick["held"])
+                tick["i"] += 1
+                tick["held"] = cmd
+                cmd = cmd.copy()
                 cmd[crashed] = 0.0
                 return cmd
 

@@ -98,6 +98,12 @@ class PhysicsOverrides:
     """[num, R] thrust and torque multiplier per rotor (1 nominal, 0.7 a weakened motor) [1]"""
     com_offset_b: np.ndarray | None = None
     """[num, 3] centre of mass in the body frame [m] (0 nominal)"""
+    max_rpm_scale: np.ndarray | float | None = None
+    """[num] multiplies the rotor speed at full command (sets the thrust-to-weight ratio) [1]"""
+    tau_up_scale: np.ndarray | float | None = None
+    """[num] multiplies the rising motor time constant, on top of tau_scale [1]"""
+    tau_down_scale: np.ndarray | float | None = None
+    """[num] multiplies the falling motor time constant, on top of tau_scale [1]"""
 
 
 def _per_drone(value, default: float, shape: tuple[int, ...], name: str) -> np.ndarray:
@@ -158,15 +164,17 @@ class PybulletQuadrotors:
         self.kf = preset.kf_n_per_rpm2 * _per_drone(o.kf_scale, 1.0, (num,), "kf_scale")[:, None]  # [num, 1]
         self.km = preset.km_nm_per_rpm2 * _per_drone(o.km_scale, 1.0, (num,), "km_scale")[:, None]
         tau = _per_drone(o.tau_scale, 1.0, (num,), "tau_scale")[:, None]
-        self.tau_up, self.tau_down = preset.tau_up_s * tau, preset.tau_down_s * tau  # [num, 1] s
+        self.tau_up = preset.tau_up_s * tau * _per_drone(o.tau_up_scale, 1.0, (num,), "tau_up_scale")[:, None]
+        self.tau_down = preset.tau_down_s * tau * _per_drone(o.tau_down_scale, 1.0, (num,), "tau_down_scale")[:, None]
         self.drag = np.asarray(preset.drag_n_s_per_m) * _per_drone(o.drag_scale, 1.0, (num, 3), "drag_scale")
         self.rotor_gain = _per_drone(o.rotor_gain, 1.0, (num, n_rotors), "rotor_gain")  # [num, R]
         if preset.rotor_gain is not None:  # the unit's own rotors, times any override
             self.rotor_gain = self.rotor_gain * np.asarray(preset.rotor_gain)
         self.com_b = _per_drone(o.com_offset_b, 0.0, (num, 3), "com_offset_b")  # [num, 3] m
-        if np.any(self.mass <= 0) or np.any(self.inertia <= 0) or np.any(self.tau_up <= 0):
-            raise ValueError("mass, inertia and motor time constants must stay positive after overrides")
-        self.max_rpm = preset.max_rpm
+        self.max_rpm = preset.max_rpm * _per_drone(o.max_rpm_scale, 1.0, (num,), "max_rpm_scale")[:, None]
+        if np.any(self.mass <= 0) or np.any(self.inertia <= 0) or np.any(self.tau_up <= 0) \
+                or np.any(self.tau_down <= 0) or np.any(self.max_rpm <= 0):
+            raise ValueError("mass, inertia, motor time constants and max rpm must stay positive after overrides")
         self.rotor_pos_b = np.asarray(preset.rotor_pos_b, dtype=np.float64)  # [R, 3] m
         self.rotor_spin = np.asarray(preset.rotor_spin, dtype=np.float64)  # [R]
         self.rotor_rpm = np.full((num, n_rotors), preset.hover_rpm)  # [num, R] rpm

@@ -106,14 +106,19 @@ def step(state: QuadState, rotor_cmd: torch.Tensor | None, p: QuadParams, dt: fl
 
     rotor_cmd: [N, R] in [0, 1], fraction of max rpm, held for the whole ``dt``; or None with ``ctbr``:
         a collective-thrust + body-rate setpoint tracked by the on-board rate controller, which runs
-        every substep (as firmware does, at a multiple of the policy rate).
+        every substep (as firmware does, at a multiple of the policy rate), or every ``ctbr.rate_div``-th
+        substep per env.
     ext_force_w: optional [N, 3] external force in the world frame [N] (wind gusts, disturbances).
     """
     h = dt / substeps
     pos, quat, vel, omega, rpm = state
     g = torch.tensor([0.0, 0.0, -GRAVITY], device=pos.device, dtype=pos.dtype)
-    for _ in range(substeps):
-        cmd = rotor_cmd if ctbr is None else ctbr_to_rotor_cmd(ctbr.thrust_n, ctbr.rates_b, omega, ctbr.ctrl)
+    cmd = rotor_cmd
+    for i in range(substeps):
+        if ctbr is not None:
+            fresh = ctbr_to_rotor_cmd(ctbr.thrust_n, ctbr.rates_b, omega, ctbr.ctrl)
+            # a slower rate loop holds its last rotor commands between its ticks (restarted every call)
+            cmd = fresh if ctbr.rate_div is None or i == 0 else torch.where(ctbr.rate_div_tick(i), fresh, cmd)
         rpm = motor_lag(rpm, cmd.clamp(0.0, 1.0) * p.max_rpm, p.tau_up, p.tau_down, h)
         thrust, torque = rotor_wrench(rpm, p)
         vel_b = quat_rotate_inverse(quat, vel)
@@ -147,6 +152,11 @@ class CtbrSetpoint(NamedTuple):
     thrust_n: torch.Tensor  # [N, 1] collective thrust [N]
     rates_b: torch.Tensor  # [N, 3] desired body rates [rad/s]
     ctrl: RateController
+    rate_div: torch.Tensor | None = None  # [N, 1] long: physics substeps per rate-loop tick; None: every substep
+
+    def rate_div_tick(self, i: int) -> torch.Tensor:
+        """[N, 1] bool: the rate loop of each env runs at substep ``i`` of the control step."""
+        return (i % self.rate_div) == 0
 
 
 def make_rate_controller(preset: QuadrotorPreset, kp: tuple[float, float, float],

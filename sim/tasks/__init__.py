@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from sim.tasks.hover import HoverCfg, HoverEnv, RecoverCfg
+from sim.tasks.hover import HoverCfg, HoverEnv, RecoverCfg, RobustHoverCfg, RobustHoverEnv, RobustHoverPx4Cfg
 from sim.tasks.quadrotor_env import QuadrotorEnv, QuadrotorTaskCfg
 from sim.tasks.trajectory import TrajectoryCfg, TrajectoryEnv
 from sim.tasks.waypoint import WaypointCfg, WaypointEnv
@@ -12,6 +12,8 @@ from sim.tasks.waypoint import WaypointCfg, WaypointEnv
 TASKS: dict[str, tuple[type[QuadrotorTaskCfg], type[QuadrotorEnv]]] = {
     "hover": (HoverCfg, HoverEnv),
     "recover": (RecoverCfg, HoverEnv),
+    "hover_robust": (RobustHoverCfg, RobustHoverEnv),
+    "hover_robust_px4": (RobustHoverPx4Cfg, RobustHoverEnv),
     "waypoint": (WaypointCfg, WaypointEnv),
     "trajectory": (TrajectoryCfg, TrajectoryEnv),
 }

@@ -17,8 +17,10 @@ import torch
 from sim.math import quat_mul, quat_to_rotmat, random_quat_within
 from sim.quadrotor import dynamics
 from sim.quadrotor.presets import PRESETS, QuadrotorPreset
-from sim.randomization import RandomizationCfg, latency_step_range, sample_latency_steps, sample_params
+from sim.randomization import (RandomizationCfg, latency_step_range, sample_latency_steps, sample_params,
+                               sample_rate_divisors)
 from tether.contract import ActionSpec, ObsSlice, Rotor, make_slices
+from tether.observation import POS_ERR_INT_LIMIT_M_S
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +115,11 @@ class QuadrotorTaskCfg:
         return 1.0 / self.control_rate_hz
 
     @property
+    def physics_hz(self) -> float:
+        """physics substep rate [Hz]: the fastest the CTBR rate loop can run"""
+        return self.control_rate_hz * self.substeps
+
+    @property
     def max_episode_steps(self) -> int:
         return int(round(self.episode_length_s * self.control_rate_hz))
 
@@ -152,12 +159,14 @@ class QuadrotorEnv:
         self.body_rate_limits = torch.tensor(cfg.body_rate_limits_rad_s, device=self.device)  # [3] rad/s
         max_delay = latency_step_range(cfg.randomization, cfg.control_dt)[1]
         self.latency_steps = sample_latency_steps(cfg.randomization, n, cfg.control_dt, self.gen, self.device)
+        self.rate_div = sample_rate_divisors(cfg.randomization, n, cfg.physics_hz, self.gen, self.device)
         self.action_queue = self.hover_action.repeat(n, max_delay + 1, 1)  # [N, D+1, A], newest last
         self.prev_actions = self.hover_action.repeat(n, cfg.action_history, 1)  # [N, H, A], oldest first
         self.goal_w = torch.tensor(cfg.goal_w, device=self.device).repeat(n, 1)  # [N, 3]
         self.goal_vel_w = torch.zeros(n, 3, device=self.device)
         self.episode_step = torch.zeros(n, dtype=torch.long, device=self.device)
         self.ext_force_w = torch.zeros(n, 3, device=self.device)
+        self.pos_err_int_w = torch.zeros(n, 3, device=self.device)  # [N, 3] m s, see _integrate_pos_err
         self.episode_sums: dict[str, torch.Tensor] = {}
         self.slices: tuple[ObsSlice, ...] = make_slices([(name, self._quantity_length(name))
                                                         for name in self.observation_names])
@@ -225,6 +234,7 @@ class QuadrotorEnv:
             "rotmat_bw": r.reshape(-1, 9), "up_b": r[:, 2, :], "lin_vel_w": s.lin_vel_w,
             "lin_vel_b": to_body(s.lin_vel_w), "ang_vel_b": s.ang_vel_b,
             "prev_actions": self.prev_actions.reshape(self.num_envs, -1),
+            "pos_err_int_b": to_body(self.pos_err_int_w),
         }
 
     def observe(self) -> dict[str, torch.Tensor]:
@@ -269,10 +279,28 @@ class QuadrotorEnv:
         s.ang_vel_b[env_ids] = sym(c.init_ang_vel_rad_s)
         s.rotor_rpm[env_ids] = (c.vehicle.hover_rpm * torch.ones(n, s.rotor_rpm.shape[1], device=dev))
         self.latency_steps[env_ids] = sample_latency_steps(c.randomization, n, c.control_dt, g, dev)
+        if self.rate_div is not None:
+            self.rate_div[env_ids] = sample_rate_divisors(c.randomization, n, c.physics_hz, g, dev)
         self.action_queue[env_ids] = self.hover_action
         self.prev_actions[env_ids] = self.hover_action
         self.episode_step[env_ids] = 0
         self.ext_force_w[env_ids] = 0.0
+        # the first observation of an episode already holds its first tick's error (see _integrate_pos_err)
+        self.pos_err_int_w[env_ids] = (c.control_dt * (self.goal_w[env_ids] - s.pos_w[env_ids])).clamp(
+            -POS_ERR_INT_LIMIT_M_S, POS_ERR_INT_LIMIT_M_S)
+
+    def restart_pos_err_int(self) -> None:
+        """Start every env's position-error integral afresh from its current state (an evaluation that
+        places the vehicles itself calls this, as a reset does)."""
+        self.pos_err_int_w = (self.cfg.control_dt * (self.goal_w - self.state.pos_w)).clamp(
+            -POS_ERR_INT_LIMIT_M_S, POS_ERR_INT_LIMIT_M_S)
+
+    def _integrate_pos_err(self) -> None:
+        """pos_err_int_w += control_dt * (goal_w - pos_w), each component clipped to +-POS_ERR_INT_LIMIT_M_S
+        (anti-windup): the sum over the episode's control ticks up to the current one, as the deploy side's
+        tether.observation.PositionErrorIntegral computes it. Not in place: advance() stays differentiable."""
+        self.pos_err_int_w = (self.pos_err_int_w + self.cfg.control_dt * (self.goal_w - self.state.pos_w)).clamp(
+            -POS_ERR_INT_LIMIT_M_S, POS_ERR_INT_LIMIT_M_S)
 
     def _apply_actions(self, actions: torch.Tensor):
         """Queue the new actions; return the delayed ones as (rotor commands in [0, 1], None) or
@@ -290,11 +318,11 @@ class QuadrotorEnv:
             return 0.5 * (actions + 1.0), None
         thrust = 0.5 * (actions[:, :1] + 1.0) * self.cfg.vehicle.max_thrust_n
         rates = actions[:, 1:] * self.body_rate_limits
-        return None, dynamics.CtbrSetpoint(thrust, rates, self.rate_ctrl)
+        return None, dynamics.CtbrSetpoint(thrust, rates, self.rate_ctrl, self.rate_div)
 
     def advance(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The transition alone: actions (clamped to [-1, 1]) through the latency queue and the physics,
-        then the action history moves on. No rewards, resets or in-place updates, so it is differentiable
+        then the action history and the position-error integral move on. No rewards, resets or in-place updates, so it is differentiable
         end to end (analytic policy gradients through the simulator). Returns (the clamped actions, the
         previous action)."""
         c = self.cfg
@@ -304,6 +332,7 @@ class QuadrotorEnv:
                                                        self.ext_force_w, ctbr))
         last_action = self.prev_actions[:, -1]
         self.prev_actions = torch.cat([self.prev_actions[:, 1:], actions.unsqueeze(1)], dim=1)
+        self._integrate_pos_err()
         return actions, last_action
 
     def step(self, actions: torch.Tensor):
