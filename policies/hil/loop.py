@@ -26,6 +26,7 @@ from policies.hil.dataset import load_log
 from policies.hil.finetune import finetune, lineage
 from policies.hil.flight import REPO, EpisodeCfg, episode_starts, episode_success, fly_corrected_episode
 from policies.hil.sim_refine import SimRefineCfg
+from tether.actions import ActionMap
 from tether.contract import load_policy_dir
 from tether.runtime import OnnxPolicy
 
@@ -71,7 +72,10 @@ def _operator_cfg(contract, joy=None):
     from tether_deploy.teleop_map import JoyMapping
 
     joy = joy or JoyMapping()
-    lim = np.asarray(contract.action.body_rate_limits_rad_s, dtype=float) * joy.rate_fraction
+    # full stick is a normalized rate command of joy.rate_fraction on every axis, in rad/s by the contract
+    # (a rotor policy's sticks command torques, not rates: no rate to state)
+    lim = ActionMap(contract.action).to_ctbr(np.array([0.0, *([joy.rate_fraction] * 3)]))[1] \
+        if contract.action.type == "ctbr" else np.zeros(3)
     return OperatorCfg(full_stick_rate_rad_s=tuple(float(x) for x in lim), joy=joy)
 
 
