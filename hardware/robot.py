@@ -12,6 +12,7 @@ import dataclasses
 
 import numpy as np
 
+from tether.actions import ActionMap
 from tether.contract import ContractError, PolicyContract
 
 Schema = dict[str, tuple[tuple[int, ...], str]]
@@ -141,6 +142,12 @@ class VehicleFacts:
     """+1 counter-clockwise seen from above, -1 clockwise, motor order; (): not recorded"""
     action_spaces: tuple[str, ...] = ("ctbr", "rotor")
     """command interfaces the flight controller accepts (contract action types)"""
+    mass_range_kg: tuple[float, float] | None = None
+    """a policy's side: the masses it was trained on [kg] (2.0 contracts); None: only the nominal known"""
+    max_thrust_range_n: tuple[float, float] | None = None
+    """a policy's side: the maximum thrusts it was trained on [N]; None: only the nominal known"""
+    thrust_to_weight_range: tuple[float, float] | None = None
+    """a policy's side: the thrust-to-weight ratios it was trained on [1]; None: only the nominal known"""
 
     @property
     def thrust_to_weight(self) -> float | None:
@@ -162,25 +169,52 @@ class VehicleFacts:
 
 
 def contract_vehicle(contract: PolicyContract) -> VehicleFacts:
-    """The vehicle a policy was trained for, from its contract: the calibrated parameters when the task
-    config recorded them, else the preset name, the action spec's thrust model and layout, and the mass
-    that makes the recorded hover action hover (hover thrust / g)."""
+    """The vehicle a policy was trained for, from its contract: a 2.0 contract's ``vehicle`` section
+    (nominal values and the ranges its randomization spans), else (1.0) the calibrated parameters when
+    the task config recorded them, else the preset name, the action spec's thrust model and layout, and
+    the mass that makes the recorded hover action hover (hover thrust / g)."""
     a, prov = contract.action, contract.provenance
+    if contract.vehicle is not None:
+        return _v2_vehicle(contract.vehicle, (a.type,))
     cal = (prov.get("task_cfg") or {}).get("vehicle_params") or {}
     name = str(cal.get("name") or prov.get("preset") or "an unnamed vehicle")
     max_thrust = a.max_thrust_n if a.max_thrust_n > 0 else None
     if max_thrust is None and a.kf_n_per_rpm2 > 0 and a.max_rpm > 0 and a.rotors:
         max_thrust = len(a.rotors) * a.kf_n_per_rpm2 * a.max_rpm ** 2
     mass = cal.get("mass_kg")
-    if mass is None and len(a.hover_action) == a.dim and a.dim:
-        h = np.asarray(a.hover_action, dtype=np.float64)
-        if a.type == "ctbr" and a.max_thrust_n > 0:
-            mass = (h[0] + 1.0) / 2.0 * a.max_thrust_n / GRAVITY_M_S2
-        elif a.type == "rotor" and a.kf_n_per_rpm2 > 0 and a.max_rpm > 0:
-            mass = float(np.sum(a.kf_n_per_rpm2 * ((h + 1.0) / 2.0 * a.max_rpm) ** 2)) / GRAVITY_M_S2
+    if mass is None:
+        try:
+            hover = ActionMap(a).hover_thrust_n if a.type == "ctbr" or a.max_rpm > 0 else None
+        except ContractError:  # the spec lacks the thrust model: the mass stays unknown, never compared
+            hover = None
+        mass = None if hover is None else hover / GRAVITY_M_S2
     return VehicleFacts(name=name, mass_kg=None if mass is None else float(mass), max_thrust_n=max_thrust,
                         rotor_pos_b=tuple(tuple(float(x) for x in r.pos_b) for r in a.rotors),
                         rotor_spin=tuple(int(r.spin) for r in a.rotors), action_spaces=(a.type,))
+
+
+def _v2_vehicle(v, action_spaces: tuple[str, ...]) -> VehicleFacts:
+    """VehicleFacts of a 2.0 ``vehicle`` section, with the spans its randomization trained on (scales
+    multiply the nominal; thrust_to_weight, when set, fixes max rpm per vehicle from mass and kf)."""
+    r = v.randomization
+
+    def span(key: str) -> tuple[float, float]:
+        lo, hi = r.get(key) or (1.0, 1.0)
+        return float(lo), float(hi)
+
+    m_lo, m_hi = span("mass_scale")
+    mass = (v.mass_kg * m_lo, v.mass_kg * m_hi)
+    if r.get("thrust_to_weight") is not None:
+        twr = span("thrust_to_weight")
+        thrust = (twr[0] * mass[0] * v.gravity_m_s2, twr[1] * mass[1] * v.gravity_m_s2)
+    else:  # max rpm fixed: max thrust scales with kf alone
+        k_lo, k_hi = span("kf_scale")
+        thrust = (v.max_thrust_n * k_lo, v.max_thrust_n * k_hi)
+        twr = (thrust[0] / (mass[1] * v.gravity_m_s2), thrust[1] / (mass[0] * v.gravity_m_s2))
+    return VehicleFacts(name=v.name, mass_kg=v.mass_kg, max_thrust_n=v.max_thrust_n,
+                        rotor_pos_b=tuple(tuple(float(x) for x in rot.pos_b) for rot in v.rotors),
+                        rotor_spin=tuple(int(rot.spin) for rot in v.rotors), action_spaces=action_spaces,
+                        mass_range_kg=mass, max_thrust_range_n=thrust, thrust_to_weight_range=twr)
 
 
 def _rel_diff(a: float, b: float) -> float:
@@ -192,15 +226,21 @@ def vehicle_mismatches(trained: VehicleFacts, robot: VehicleFacts,
     """What differs between the vehicle a policy was trained for and the robot (empty: they agree).
     Facts one side did not record are not compared."""
     out = []
-    if trained.mass_kg is not None and robot.mass_kg is not None and \
-            _rel_diff(robot.mass_kg, trained.mass_kg) > tolerance:
-        out.append(f"mass {trained.mass_kg:.3g} vs {robot.mass_kg:.3g} kg")
-    if trained.max_thrust_n is not None and robot.max_thrust_n is not None and \
-            _rel_diff(robot.max_thrust_n, trained.max_thrust_n) > tolerance:
-        out.append(f"max thrust {trained.max_thrust_n:.3g} vs {robot.max_thrust_n:.3g} N")
-    tw_a, tw_b = trained.thrust_to_weight, robot.thrust_to_weight
-    if tw_a is not None and tw_b is not None and _rel_diff(tw_b, tw_a) > tolerance:
-        out.append(f"thrust/weight {tw_a:.2f} vs {tw_b:.2f}")
+    for what, unit, fmt, value_a, value_b, span in (
+            ("mass", " kg", ".3g", trained.mass_kg, robot.mass_kg, trained.mass_range_kg),
+            ("max thrust", " N", ".3g", trained.max_thrust_n, robot.max_thrust_n, trained.max_thrust_range_n),
+            ("thrust/weight", "", ".2f", trained.thrust_to_weight, robot.thrust_to_weight,
+             trained.thrust_to_weight_range)):
+        if value_a is None or value_b is None:
+            continue
+        if span is not None:
+            # 2.0: the policy knows the span it was trained on; the same margin the nominal check allows
+            lo, hi = span
+            if not lo / (1.0 + tolerance) <= value_b <= hi * (1.0 + tolerance):
+                out.append(f"{what} {value_b:{fmt}}{unit} outside the trained {lo:{fmt}}-{hi:{fmt}}{unit} "
+                           f"(+-{tolerance:.0%} margin)")
+        elif _rel_diff(value_b, value_a) > tolerance:
+            out.append(f"{what} {value_a:{fmt}} vs {value_b:{fmt}}{unit}")
     if trained.rotor_spin and robot.rotor_spin:
         if len(trained.rotor_spin) != len(robot.rotor_spin):
             out.append(f"{len(trained.rotor_spin)} vs {len(robot.rotor_spin)} rotors")

@@ -196,3 +196,32 @@ def test_unsupported_versions_are_refused(v2_dict):
     with pytest.raises(ContractError, match="missing its section"):
         PolicyContract(task="hover", control_rate_hz=50.0, action_latency_s=0.0, observation=env.slices,
                        action=env.action_spec(), provenance={}, version="2.0")
+
+
+# ------------------------------------------------------------------------- the robot's vehicle check
+
+
+def test_the_robot_side_checks_the_v2_vehicle_against_the_trained_span():
+    """A vehicle inside the class a policy was trained on is accepted, one outside it refused naming
+    both; the span comes from the contract's randomization (the 1.0 check knew only the nominal)."""
+    from hardware.robot import VehicleFacts, check_vehicle, contract_vehicle
+    from hardware.twin_config import TwinConfig, twin_vehicle
+
+    cf = CRAZYFLIE_2X
+    # the independent simulator's vehicle of issue 10: 30.6 g, thrust-to-weight 1.47
+    other = VehicleFacts("other_cf", 0.0306, 1.47 * 0.0306 * 9.81,
+                         tuple(tuple(p) for p in cf.rotor_pos_b), tuple(cf.rotor_spin))
+    wide = dataclasses.replace(RandomizationCfg(), mass_scale=(0.7, 1.3), thrust_to_weight=(1.4, 3.0))
+    narrow = RandomizationCfg()  # thrust-to-weight 2.0-2.5
+    c_wide = v2_contract(make_env("hover", num_envs=1, randomization=wide))
+    c_narrow = v2_contract(make_env("hover", num_envs=1, randomization=narrow))
+    assert contract_vehicle(c_wide).thrust_to_weight_range == pytest.approx((1.4, 3.0))
+    check_vehicle(c_wide, other, "the simulator")
+    check_vehicle(c_narrow, twin_vehicle(TwinConfig()), "the twin")
+    with pytest.raises(ContractError) as e:
+        check_vehicle(c_narrow, other, "the simulator")
+    msg = str(e.value)
+    assert "trained for crazyflie2x" in msg and "the simulator is other_cf" in msg
+    assert "thrust/weight 1.47 outside the trained 2.00-2.50" in msg and "\n" not in msg
+    with pytest.raises(ContractError, match=r"crazyflie2x.*px4_1kg.*mass 1 kg outside the trained"):
+        check_vehicle(c_wide, twin_vehicle(TwinConfig(preset="px4_1kg")), "the twin")
