@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from hardware.robot import Command, CtbrCommand, RotorCommand
+from tether.actions import ActionMap
 from tether.contract import ActionSpec, ContractError
 
 
@@ -32,7 +33,8 @@ def rotor_permutation(spec: ActionSpec, robot_pos_b, robot_spin, tol_m: float = 
 
 
 class ActionToCommand:
-    """Callable: normalized action [A] -> RotorCommand (robot motor order) or CtbrCommand."""
+    """Callable: normalized action [A] -> RotorCommand (robot motor order) or CtbrCommand, by
+    :class:`tether.actions.ActionMap` (the contract's mapping; width checked, NaN refused, clipped)."""
 
     def __init__(self, spec: ActionSpec, robot_pos_b=None, robot_spin=None):
         self.spec = spec
@@ -40,18 +42,14 @@ class ActionToCommand:
             if robot_pos_b is None:
                 raise ContractError("a rotor-level policy needs the robot's rotor layout to map its outputs")
             self.perm = rotor_permutation(spec, robot_pos_b, robot_spin)
-        elif spec.max_thrust_n <= 0:
-            raise ContractError("a ctbr contract needs action.max_thrust_n > 0")
-        self.low, self.high = spec.low, spec.high
-        self.rate_limits = np.asarray(spec.body_rate_limits_rad_s, dtype=np.float64)
+        self.map = ActionMap(spec)
 
     def __call__(self, action) -> Command:
         a = np.asarray(action, dtype=np.float64)
         if a.shape != (self.spec.dim,):
             raise ValueError(f"action has shape {a.shape}, the contract's action.dim is {self.spec.dim}")
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"action contains NaN or Inf: {a.tolist()}")
-        a = np.clip(a, self.low, self.high)
         if self.spec.type == "rotor":
-            return RotorCommand((a[self.perm] + 1.0) / 2.0)
-        return CtbrCommand((a[0] + 1.0) / 2.0 * self.spec.max_thrust_n, a[1:4] * self.rate_limits)
+            # a fraction of the robot's own max rotor speed, as in training (contract controller.rotor_command)
+            return RotorCommand(self.map.to_rotor_fraction(a)[self.perm])
+        thrust_n, rates = self.map.to_ctbr(a)
+        return CtbrCommand(float(thrust_n), rates)
