@@ -216,6 +216,17 @@ class ActionMap:
         return float(self.collective_thrust_n(np.asarray(self.spec.hover_action)))
 
 
+def initial_action(contract: PolicyContract) -> np.ndarray:
+    """[A] what every slot of the action history (and of the delay queue) holds before the first tick:
+    the 2.0 ``frames.initial_action_history``; for a 1.0 contract the hover action when recorded, else
+    zeros (what training did then)."""
+    a = contract.action
+    if a.hover_action and len(a.hover_action) != a.dim:
+        raise ContractError(f"action.hover_action has {len(a.hover_action)} values for action.dim {a.dim}")
+    zeros = contract.frames is not None and contract.frames.initial_action_history == "zeros"
+    return np.zeros(a.dim) if zeros or not a.hover_action else np.asarray(a.hover_action, dtype=np.float64)
+
+
 # --------------------------------------------------------------------------------- rate control
 
 

@@ -317,11 +317,6 @@ class FramesSpec:
         if self.hold not in HOLD_RULES:
             raise ContractError(f"frames.hold must be one of {HOLD_RULES}, got {self.hold!r}")
 
-    def initial_actions(self, action: "ActionSpec", history: int) -> list[tuple[float, ...]]:
-        """The action history at an episode start, oldest first."""
-        first = action.hover_action if self.initial_action_history == "hover" else (0.0,) * action.dim
-        return [tuple(first)] * history
-
 
 def _tuples(value):
     return tuple(_tuples(v) for v in value) if isinstance(value, list) else value

@@ -17,7 +17,7 @@ from sim.quadrotor import dynamics
 from sim.quadrotor.presets import CRAZYFLIE_2X, PX4_1KG
 from sim.randomization import RandomizationCfg
 from sim.tasks import make_env
-from tether.actions import ActionMap, rate_controller
+from tether.actions import ActionMap, initial_action, rate_controller
 from tether.config import config_to_dict
 from tether.contract import (CONTRACT_VERSION, ContractError, PolicyContract, compat_note, contract_from_dict,
                              load_policy_dir)
@@ -94,9 +94,9 @@ def test_initial_action_history_is_the_hover_action(preset, action_space):
     c = v2_contract(env)
     assert c.frames.initial_action_history == "hover" and c.frames.hold == "zero_order"
     assert (c.frames.body, c.frames.world) == ("FLU", "ENU")
-    want = np.asarray(c.frames.initial_actions(c.action, env.cfg.action_history))
+    want = initial_action(c)
     np.testing.assert_allclose(env.prev_actions.numpy(), np.broadcast_to(want, env.prev_actions.shape), atol=1e-7)
-    np.testing.assert_allclose(env.action_queue.numpy(), np.broadcast_to(want[:1], env.action_queue.shape), atol=1e-7)
+    np.testing.assert_allclose(env.action_queue.numpy(), np.broadcast_to(want, env.action_queue.shape), atol=1e-7)
 
 
 @pytest.mark.parametrize("preset", ["crazyflie2x", "px4_1kg"])
