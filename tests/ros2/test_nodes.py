@@ -199,16 +199,19 @@ def test_bad_policies_refused_old_keeps_running_good_one_swapped(launcher, probe
     assert probe.spin_until(lambda: len(probe.diagnostics) > n_diag, 5.0)
     t_after, after = probe.diagnostics[-1]
     # behaviour, not wall-clock: the swap happened at a tick (counted once), the tick count runs on
-    # (no reconfigure, no restart), every tick in between sent a command, and the policy flies on
+    # (no reconfigure, no restart), every tick across the swap sent a command, and the policy flies on
     assert after["policy_swaps"] == "1" and before["policy_swaps"] == "0", (before, after)
     ticks = int(after["ticks"]) - int(before["ticks"])
+    sent = int(after["commands_sent"]) - int(before["commands_sent"])
     received = sum(t_before < t <= t_after for t, _ in probe.executed)
-    # (two separate streams: a command or two may be in flight at either end of the window)
-    assert ticks > 0.5 / period and received >= 0.9 * ticks - 2, f"{ticks} ticks, {received} commands received"
+    assert ticks > 0.5 / period and sent == ticks, f"{ticks} ticks, {sent} commands sent"
+    # delivery to this process (keep-last-1 commands, a loaded machine) is not the runner's behaviour:
+    # only that the stream kept flowing
+    assert received > 0.5 * ticks, f"{ticks} ticks, {received} commands received"
     assert probe.spin_until(lambda: probe.mode_now() == "policy", 2.0), probe.modes[-3:]
     # the timing figure is the runner's own (diagnostics), printed, never a bound here (bench/ measures it)
     print(f"hot swap: the swap tick came {after.get('last_swap_tick_gap_ms')} ms after the one before "
-          f"(period {period * 1e3:.0f} ms); {ticks} ticks, {received} commands received around it")
+          f"(period {period * 1e3:.0f} ms); {ticks} ticks, {sent} commands sent, {received} received around it")
     assert "refused" in runner.output() and "sha256" in runner.output()
 
 
