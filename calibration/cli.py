@@ -72,8 +72,12 @@ def _board(args: argparse.Namespace) -> BoardCfg:
     try:
         return BoardCfg(kind=v["board"], squares_x=v["corners"][0] + 1, squares_y=v["corners"][1] + 1,
                         square_m=v["square_m"], marker_m=v["marker_m"], dictionary=v["dictionary"], legacy=args.legacy)
-    except ValueError as e:
-        raise CalibrationError(str(e).replace("board.", "--").replace("_", "-")) from None
+    except ValueError as e:  # name the flags, not the config fields
+        msg = str(e)
+        for field, flag in (("board.kind", "--board"), ("board.square_m", "--square-m"), ("board.marker_m", "--marker-m"),
+                            ("square_m=", "--square-m "), ("board.dictionary", "--dictionary")):
+            msg = msg.replace(field, flag)
+        raise CalibrationError(msg) from None
 
 
 def _add_output_args(p: argparse.ArgumentParser) -> None:
@@ -217,11 +221,12 @@ def _run_handeye(args: argparse.Namespace) -> None:
 
     old = _check_outputs_free(args)
     board = _board(args)
-    try:
-        bounds = HandEyeBounds(max_residual_m=1e-3 * args.max_residual_mm, max_residual_deg=args.max_residual_deg,
-                               max_spread_m=1e-3 * args.max_spread_mm, max_spread_deg=args.max_spread_deg)
-    except ValueError as e:
-        raise CalibrationError(str(e)) from None
+    for flag in ("max_residual_mm", "max_residual_deg", "max_spread_mm", "max_spread_deg"):
+        v = getattr(args, flag)
+        if not (np.isfinite(v) and v > 0):
+            raise CalibrationError(f"--{flag.replace('_', '-')} must be a positive number, got {v}")
+    bounds = HandEyeBounds(max_residual_m=1e-3 * args.max_residual_mm, max_residual_deg=args.max_residual_deg,
+                           max_spread_m=1e-3 * args.max_spread_mm, max_spread_deg=args.max_spread_deg)
     K, dist = _camera_model(args)
     poses = read_poses(args.poses, args.quat_order)
     by_image = {p.image: i for i, p in enumerate(poses)}

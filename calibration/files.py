@@ -1,4 +1,5 @@
-"""Calibration files: one versioned YAML per physical unit, validated on load, never silently overwritten.
+"""Calibration files: one versioned YAML per physical unit, validated on load, never silently overwritten,
+written atomically with the user's umask.
 
 Layout (schema_version 1)::
 

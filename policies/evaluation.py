@@ -178,7 +178,8 @@ def fly_tether(policy: OnnxPolicy, env, starts: dict[str, np.ndarray], duration_
         for key, value in (("pos_w", pos), ("lin_vel_w", vel)):
             out[key][k] = np.where(crashed[:, None], out[key][k - 1], value) if k else value
         out["goal_w"][k], out["goal_vel_w"][k] = env.goal_w.double().numpy(), env.goal_vel_w.double().numpy()
-        return np.linalg.norm(out["goal_w"][k] - pos, axis=-1)
+        # as pybullet's fly: a crashed drone stays where it crashed while the goal goes on
+        return np.linalg.norm(out["goal_w"][k] - out["pos_w"][k], axis=-1)
 
     err[0] = record(0)
     obs = env.observe()["policy"]
@@ -192,7 +193,7 @@ def fly_tether(policy: OnnxPolicy, env, starts: dict[str, np.ndarray], duration_
         new = ~crashed & ((out["pos_w"][k + 1][:, 2] < 0.0) | (e > 3.0) | ~np.isfinite(e))
         crashed |= new
         crash_time_s[new] = (k + 1) * dt
-        err[k + 1] = np.where(crashed, np.nan_to_num(err[k], nan=9.9), e)
+        err[k + 1] = np.where(np.isfinite(e), e, 9.9)
     out.update(t_s=np.arange(steps + 1) * dt, pos_err=err, crashed=crashed, crash_time_s=crash_time_s)
     return out
 

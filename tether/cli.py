@@ -399,7 +399,7 @@ def cmd_demo(args) -> int:
     import shutil
 
     from tether.demo import run_demo
-    from tether.errors import EXIT_ACCEPTANCE, UserError
+    from tether.errors import EXIT_ACCEPTANCE, CommandFailed, UserError
 
     for flag, value in (("--iterations", args.iterations), ("--num-envs", args.num_envs),
                         ("--hil-rounds", args.hil_rounds), ("--hil-episodes", args.hil_episodes)):
@@ -420,9 +420,12 @@ def cmd_demo(args) -> int:
     else:
         out = _fresh_demo_dir(DEMO_ROOT)
         print(f"demo folder: {out} ({DEMO_ROOT / 'latest'} points to it)")
-    summary = run_demo(out, iterations=args.iterations, num_envs=args.num_envs, seed=args.seed,
-                       hil_backend=None if args.hil == "off" else args.hil, hil_rounds=args.hil_rounds,
-                       hil_episodes=args.hil_episodes)
+    try:
+        summary = run_demo(out, iterations=args.iterations, num_envs=args.num_envs, seed=args.seed,
+                           hil_backend=None if args.hil == "off" else args.hil, hil_rounds=args.hil_rounds,
+                           hil_episodes=args.hil_episodes)
+    except RuntimeError as e:  # a node that died, a runner that refused the child: the demo ran and failed
+        raise CommandFailed(f"demo in {out}: {_one_line(e)}") from e
     return 0 if summary["pybullet"]["passed"] else EXIT_ACCEPTANCE
 
 

@@ -204,7 +204,7 @@ CASES = [
     BadInput("handeye-missing-pose-file", handeye(poses="nowhere.csv"), exit_code=2, words=("nowhere.csv", "does not exist"),
              setup=handeye_setup()),
     BadInput("handeye-empty-image-folder", handeye(), exit_code=2, words=("no image files",), setup=handeye_setup(images=0)),
-    BadInput("handeye-zero-bound", handeye("--max-residual-mm", "0"), exit_code=2, words=("max_residual_m", "positive"),
+    BadInput("handeye-zero-bound", handeye("--max-residual-mm", "0"), exit_code=2, words=("--max-residual-mm", "positive"),
              setup=handeye_setup()),
     # --force never drops another unit's file, nor one it cannot read
     BadInput("handeye-force-over-another-unit", handeye("--force"), exit_code=2,
@@ -227,6 +227,10 @@ CASES = [
              words=("either as --board-file or as flags", "--corners"), setup=handeye_setup(extra={"board.yaml": CHARUCO_FILE})),
     BadInput("board-old-squares-flag", handeye("--squares", "9", "6"), exit_code=2,
              words=("inner corners", "--corners 8 5"), setup=handeye_setup()),
+    BadInput("board-unknown-dictionary", handeye("--dictionary", "DICT_9X9_1"), exit_code=2,
+             words=("--dictionary", "DICT_9X9_1", "not an OpenCV ArUco dictionary"), setup=handeye_setup()),
+    BadInput("board-marker-larger-than-square", handeye("--marker-m", "0.04"), exit_code=2,
+             words=("--marker-m", "--square-m 0.03"), setup=handeye_setup()),
     # camera
     BadInput("camera-images-without-a-board", CAM, exit_code=2, words=("only 0 usable view(s)", "8 rejected"),
              setup=_blank_images),

@@ -100,6 +100,8 @@ CASES = [
     BadInput("deploy-params-misspelled-group-parameter", with_params(),
              setup=_params("twin:\n  ros__parameters:\n    weak_motor:\n      gian: 0.7\n"),
              words=("weak_motor.gian", "weak_motor.gain")),
+    BadInput("deploy-params-wildcard-unknown-parameter", with_params(),
+             setup=_params('"/**":\n  ros__parameters:\n    sed: 3\n'), words=("sed", "did you mean 'seed'")),
     BadInput("deploy-params-unknown-node", with_params(),
              setup=_params("runner:\n  ros__parameters:\n    safe_behaviour: land\n"), words=("runner", "policy_runner")),
     BadInput("deploy-params-invalid-value", with_params(),

@@ -54,3 +54,39 @@ def test_recorder_log_of_a_corrected_flight_becomes_steps(launcher, hover_parent
     assert np.isfinite(step.human_action[step.intervention]).all()
     faults = [ln for ln in runner.output().splitlines() if "state" in ln and "WARN" in ln]
     assert match > 0.9, f"observations rebuilt from the log do not reproduce the policy's logged actions; {faults}"
+
+
+def test_logs_recorded_before_commands_were_stamped_still_load(hover_parent, corrected_logs, tmp_path):
+    """The same flight with its commands as the old unstamped std_msgs/Float32MultiArray gives the same
+    steps (aligned by the recorder's log times instead of the stamps)."""
+    from mcap.reader import make_reader
+    from rclpy.serialization import deserialize_message, serialize_message
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float32MultiArray
+
+    from policies.hil.dataset import load_log
+    from tether_deploy.bag import BagWriter, _msg_class
+
+    src = next(corrected_logs[0].glob("*.mcap"))
+    legacy = BagWriter(tmp_path / "legacy", chunk_interval_s=1e9)
+    with open(src, "rb") as f:
+        for schema, channel, message in make_reader(f).iter_messages():
+            data = message.data
+            if channel.topic.startswith("/cmd/"):
+                cmd = deserialize_message(data, JointState)
+                data = serialize_message(Float32MultiArray(data=[float(x) for x in cmd.position]))
+                cls = Float32MultiArray
+            else:
+                cls = _msg_class(schema.name)
+            if channel.topic not in legacy._topics:
+                legacy.add_topic(channel.topic, cls, channel.metadata.get("offered_qos_profiles", ""))
+            legacy.write(channel.topic, message.log_time, data)
+    legacy.close()
+
+    policy = OnnxPolicy(hover_parent)
+    sha = {policy.contract.provenance["onnx_sha256"]}
+    new, old = (load_log(p, policy.contract, sha) for p in (corrected_logs[0], tmp_path / "legacy"))
+    assert len(new) == len(old) > 100
+    for name in ("executed", "policy_action", "human_action", "pos_w", "intervention"):
+        np.testing.assert_allclose(getattr(old, name).astype(float), getattr(new, name).astype(float),
+                                   atol=1e-6, err_msg=name)

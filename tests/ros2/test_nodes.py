@@ -100,7 +100,9 @@ def test_killing_the_twin_sends_runner_to_safe_within_one_tick(launcher, probe, 
 
 def test_deadman_takeover_and_release(launcher, probe, linear_policy_dir):
     launcher.start("twin_node", _twin_params(linear_policy_dir))
-    launcher.start("runner_node", _runner_params(linear_policy_dir))
+    # 10 periods: a stall of the twin's stream on a loaded machine (a state fault, then 5 good states to
+    # recover) is not what this test is about; test_killing_the_twin... checks the watchdog
+    launcher.start("runner_node", _runner_params(linear_policy_dir, max_state_age_periods=10.0))
     _wait_flying(probe)
     _, c = load_policy_dir(linear_policy_dir)
     period = 1.0 / c.control_rate_hz
@@ -137,7 +139,9 @@ def test_deadman_takeover_and_release(launcher, probe, linear_policy_dir):
 
 def test_teleop_loss_while_intervening_is_safe_not_frozen(launcher, probe, linear_policy_dir):
     launcher.start("twin_node", _twin_params(linear_policy_dir))
-    launcher.start("runner_node", _runner_params(linear_policy_dir))
+    # 10 periods: a stall of the twin's stream on a loaded machine (a state fault, then 5 good states to
+    # recover) is not what this test is about; test_killing_the_twin... checks the watchdog
+    launcher.start("runner_node", _runner_params(linear_policy_dir, max_state_age_periods=10.0))
     _wait_flying(probe)
     _, c = load_policy_dir(linear_policy_dir)
     axes = [0.0, 0.6, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
@@ -199,16 +203,19 @@ def test_bad_policies_refused_old_keeps_running_good_one_swapped(launcher, probe
     assert probe.spin_until(lambda: len(probe.diagnostics) > n_diag, 5.0)
     t_after, after = probe.diagnostics[-1]
     # behaviour, not wall-clock: the swap happened at a tick (counted once), the tick count runs on
-    # (no reconfigure, no restart), every tick in between sent a command, and the policy flies on
+    # (no reconfigure, no restart), every tick across the swap sent a command, and the policy flies on
     assert after["policy_swaps"] == "1" and before["policy_swaps"] == "0", (before, after)
     ticks = int(after["ticks"]) - int(before["ticks"])
+    sent = int(after["commands_sent"]) - int(before["commands_sent"])
     received = sum(t_before < t <= t_after for t, _ in probe.executed)
-    # (two separate streams: a command or two may be in flight at either end of the window)
-    assert ticks > 0.5 / period and received >= 0.9 * ticks - 2, f"{ticks} ticks, {received} commands received"
+    assert ticks > 0.5 / period and sent == ticks, f"{ticks} ticks, {sent} commands sent"
+    # delivery to this process (keep-last-1 commands, a loaded machine) is not the runner's behaviour:
+    # only that the stream kept flowing
+    assert received > 0.5 * ticks, f"{ticks} ticks, {received} commands received"
     assert probe.spin_until(lambda: probe.mode_now() == "policy", 2.0), probe.modes[-3:]
     # the timing figure is the runner's own (diagnostics), printed, never a bound here (bench/ measures it)
     print(f"hot swap: the swap tick came {after.get('last_swap_tick_gap_ms')} ms after the one before "
-          f"(period {period * 1e3:.0f} ms); {ticks} ticks, {received} commands received around it")
+          f"(period {period * 1e3:.0f} ms); {ticks} ticks, {sent} commands sent, {received} received around it")
     assert "refused" in runner.output() and "sha256" in runner.output()
 
 
@@ -278,7 +285,8 @@ def test_frames_and_stamps_checked_said_once_diagnostics_recover(launcher, probe
     modes = [m for _, m in probe.modes[n_modes:]]
     assert len(modes) == 1 and modes[0].startswith("safe"), f"chatter between policy and safe: {modes}"
     log = runner.output()[n_out:]
-    assert log.count("state fault:") == 1 and log.count("state rejected") <= 2, log
+    # one fault line and one mode line for ~30 broken messages (the line before may be the last recovery)
+    assert log.count("state fault:") == 1 and log.count("frame_id 'map'") <= 2, log
     assert probe.spin_until(lambda: probe.mode_now() == "policy", 2.0, every=good, period_s=0.01)
     assert "usable again after 5 good messages" in runner.output()
     n_diag = len(probe.diagnostics)
@@ -287,6 +295,11 @@ def test_frames_and_stamps_checked_said_once_diagnostics_recover(launcher, probe
     assert len(probe.diagnostics) > n_diag and last["level"] == 0, last  # OK again
     assert int(last["rejected_frame"]) >= 2 + 10 and int(last["rejected_quaternion"]) == 1, last
     assert int(last["rejected_stamp_stale"]) == 1 and int(last["rejected_stamp_future"]) == 1, last
+    from tether_deploy.interface import DIAGNOSTIC_VALUES
+
+    undocumented = [k for k in last if k not in ("level", "message") and k not in DIAGNOSTIC_VALUES
+                    and not (k.startswith("rejected_") and "rejected_<cause>" in DIAGNOSTIC_VALUES)]
+    assert not undocumented, f"diagnostics keys missing from interface.DIAGNOSTIC_VALUES: {undocumented}"
 
 
 def test_recording_survives_sigkill(launcher, probe, linear_policy_dir, tmp_path):

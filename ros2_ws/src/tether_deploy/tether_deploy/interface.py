@@ -117,6 +117,27 @@ LOAD_POLICY = Topic(qos.LOAD_POLICY, "std_msgs/msg/String", "COMMAND", "-", "any
 RESET_ESTOP = Topic(qos.RESET_ESTOP, "std_srvs/srv/Trigger", "", "-", "on request",
                     "clears the latched e-stop while no e-stop input is pressed")
 
+DIAGNOSTIC_VALUES = {
+    "mode": "policy | human | safe:<behaviour> | estop | waiting | active | inactive | unconfigured",
+    "reason": "why the runner is in that mode (empty for policy and human)",
+    "policy": "'active <sha256> <dir>' or 'rejected <dir>: <reason>'",
+    "estop_latched": "True while the e-stop is latched",
+    "rejected_states": "state messages rejected so far, all causes",
+    "rejected_<cause>": "state messages rejected so far for that cause (the state checks' table)",
+    "last_rejection": "the latest rejection, naming the message field",
+    "state_faults": "state faults so far (each needed good_states_to_recover good messages)",
+    "state_recovering": "True while a state fault is in force",
+    "policy_swaps": "policies hot-swapped in so far",
+    "last_swap_tick_gap_ms": "time from the tick before the last swap to the swap's tick [ms]",
+    "ticks": "control ticks so far",
+    "missed_ticks": "periods with no tick (gaps over 1.5 control periods)",
+    "commands_sent": "cmd/executed messages published",
+    "state_to_command_p50_us": "state message in -> command out inside the runner, median of the last 5000 [us]",
+    "state_to_command_p99_us": "the same, 99th percentile [us]",
+}
+"""the values of the runner's /diagnostics status 'tether/policy_runner' (level: OK flying, WARN while a
+state fault is in force or messages were rejected since the last report, ERROR in safe/estop/unconfigured)"""
+
 RUNNER = NodeInterface(
     "policy_runner", "runner_node",
     "Lifecycle node flying an exported policy (policy.onnx + policy.json); arbitration with teleop and e-stop.",

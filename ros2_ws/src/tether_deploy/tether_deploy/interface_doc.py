@@ -151,6 +151,12 @@ def generate() -> str:
             out += ["It is a lifecycle node: the standard `policy_runner/change_state`, `get_state`, ... services",
                     "and `policy_runner/transition_event` (`lifecycle_msgs`); `autostart` configures and",
                     "activates it on start.", ""]
+    out += ["## Diagnostics (policy_runner)", "",
+            "`/diagnostics` carries one status, `tether/policy_runner`: level OK while flying, WARN while a",
+            "state fault is in force or state messages were rejected since the last report, ERROR in a safe",
+            "behaviour, e-stop or unconfigured. Its values:", "",
+            "| key | meaning |", "|---|---|",
+            *[f"| `{k}` | {_cell(v)} |" for k, v in itf.DIAGNOSTIC_VALUES.items()], ""]
     out += ["## QoS profiles (qos.py)", "", *_qos_rows(), "",
             "A best-effort subscriber matches a reliable publisher, not the reverse. `cmd/executed` offers a",
             "DDS deadline of `command_deadline_periods` control periods so a robot adapter is told by DDS when",

@@ -421,6 +421,13 @@ def params_file_values(data: Any, where: str) -> dict[str, dict[str, Any]]:
                 node_params(name, values)
             except ParameterError as e:
                 raise ParameterError(f"{where}: {e}") from None
+        else:  # every node gets these; each must be a parameter of at least one node
+            every = sorted({s.name for cls in NODE_PARAMS.values() for s in param_specs(cls)})
+            for key in values:
+                if key not in every:
+                    hint = difflib.get_close_matches(key, every, n=1, cutoff=0.6)
+                    did = f" (did you mean {hint[0]!r}?)" if hint else ""
+                    raise ParameterError(f"{where}: {node!r}: no node has a parameter {key!r}{did}")
         out.setdefault(name, {}).update(values)
     return out
 

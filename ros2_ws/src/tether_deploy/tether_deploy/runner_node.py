@@ -73,6 +73,7 @@ class PolicyRunner(LifecycleNode):
         self._msg_flag = Bool()
         self._names: list[str] = []
         self._rejections_at_diag = 0  # rejections counted at the last diagnostics message
+        self._commands_sent = 0  # cmd/executed messages published (one per tick that commands)
         self._swap_gap_ms = ""
 
         if self.get_parameter("autostart").value:
@@ -264,6 +265,7 @@ class PolicyRunner(LifecycleNode):
         self._msg_exec.header.stamp = stamp
         self._msg_exec.position = r.executed.tolist()
         self._exec_pub.publish(self._msg_exec)
+        self._commands_sent += 1
         if received is not None:
             self._latency_us[self._latency_n % len(self._latency_us)] = (time.monotonic() - received) * 1e6
             self._latency_n += 1
@@ -371,7 +373,8 @@ class PolicyRunner(LifecycleNode):
         if self._swap_gap_ms:
             values.update(last_swap_tick_gap_ms=self._swap_gap_ms)
         if self.sched is not None:
-            values.update(ticks=str(self.sched.ticks), missed_ticks=str(self.sched.missed))
+            values.update(ticks=str(self.sched.ticks), missed_ticks=str(self.sched.missed),
+                          commands_sent=str(self._commands_sent))
         if self._latency_n:
             p50, p99 = np.percentile(self._latency_us[:min(self._latency_n, len(self._latency_us))], (50, 99))
             values.update(state_to_command_p50_us=f"{p50:.1f}", state_to_command_p99_us=f"{p99:.1f}")
