@@ -170,12 +170,14 @@ def rate_loop_divisors(cfg: RandomizationCfg, physics_hz: float) -> tuple[int, .
     if cfg.rate_loop_hz is None:
         return (1,)
     lo, hi = cfg.rate_loop_hz
+    if physics_hz < hi - 1e-6:
+        raise ValueError(f"randomization.rate_loop_hz reaches {hi:g} Hz but the physics runs at {physics_hz:g} Hz; "
+                         f"raise substeps so the physics runs at least at {hi:g} Hz")
     divs = tuple(d for d in range(1, int(physics_hz // max(lo, 1e-9)) + 2)
                  if lo - 1e-6 <= physics_hz / d <= hi + 1e-6)
     if not divs:
         raise ValueError(f"randomization.rate_loop_hz {list(cfg.rate_loop_hz)} Hz: no whole number of physics "
-                         f"substeps at {physics_hz:g} Hz fits; raise substeps so the physics runs at least "
-                         f"at {hi:g} Hz")
+                         f"substeps at {physics_hz:g} Hz fits; change substeps")
     return divs
 
 

@@ -1,0 +1,176 @@
+"""A policy for a vehicle class, against today's nominal-trained one (issue 10).
+
+Trains the robust hover policy (task ``hover_robust``: randomization ``crazyflie_class``, position-error
+integral observed) for each seed and records its training time; exports it; then flies it and the
+nominal-trained policy (default: the demo-like fixture, or ``--baseline DIR``) through their contracts:
+
+- on ``--starts`` vehicles drawn from the class, one start each (within 0.5 m, tilt up to 60 deg, up to
+  1 m/s, any yaw), the same starts and vehicles for both, in pybullet (and Tether's sim with
+  ``--sims pybullet tether``): success = reach 5 cm within 5 s and hold to 8 s, no crash; steady error =
+  mean error over the last second;
+- on the nominal vehicle (100 starts of the hover acceptance): steady error;
+- on the vehicle the issue reports (30.6 g, thrust-to-weight 1.47, motors 55 ms up / 249 ms down,
+  5x less yaw torque, no drag), 64 starts;
+- over the sweep grid (thrust-to-weight x motor time constant): a heat map PNG per policy.
+
+Training time is the ``train_time_s`` of the last checkpoint (training iterations only). Report the
+load average beside it: this machine is shared. Writes artifacts/bench/robust.json and prints tables.
+
+    python bench/bench_robust.py --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from policies.checkpoint import load_checkpoint  # noqa: E402
+from policies.evaluation import AcceptanceCfg, evaluate_policy, task_cfg_from_contract  # noqa: E402
+from policies.export import export_policy  # noqa: E402
+from policies.ppo import PPOCfg, train  # noqa: E402
+from policies.sweep import SweepCfg, Vehicles, fly_vehicles, plot_sweep, run_sweep  # noqa: E402
+from sim.pybullet_ref.evaluate import bootstrap_ci, hover_metrics  # noqa: E402
+from sim.quadrotor.dynamics import nominal_params  # noqa: E402
+from sim.quadrotor.presets import GRAVITY  # noqa: E402
+from sim.tasks import make_env  # noqa: E402
+from tether.runtime import OnnxPolicy  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def issue_vehicle(preset, m: int) -> Vehicles:
+    """The independent simulator's vehicle of issue 10, as per-env parameters of ``preset``."""
+    p = nominal_params(preset, m)
+    mass = torch.full_like(p.mass, 0.0306)
+    max_rpm = torch.sqrt(1.47 * mass * GRAVITY / (len(preset.rotor_spin) * p.kf))
+    p = p._replace(mass=mass, max_rpm=max_rpm, tau_up=torch.full_like(p.tau_up, 0.055),
+                   tau_down=torch.full_like(p.tau_down, 0.249), km=p.km / 5.0, drag=torch.zeros_like(p.drag))
+    return Vehicles(p, np.zeros(m, dtype=np.int64), np.ones(m, dtype=np.int64))
+
+
+def judge(flights: dict, cfg: SweepCfg) -> dict:
+    out = {}
+    for sim, result in flights.items():
+        met = hover_metrics(result, cfg.tol_m, cfg.reach_within_s)
+        ok = met["success"]
+        rate, lo, hi = bootstrap_ci(ok.astype(float))
+        steady = met["steady_state_err_m"][ok]
+        out[sim] = {"successes": int(ok.sum()), "num_starts": int(len(ok)), "success_rate": rate,
+                    "success_ci95": [lo, hi], "crashes": int(result["crashed"].sum()),
+                    "steady_err_m_median": float(np.median(steady)) if steady.size else None,
+                    "steady_err_m_p90": float(np.quantile(steady, 0.9)) if steady.size else None}
+    return out
+
+
+def evaluate(policy_dir: Path, args, out_dir: Path, label: str) -> dict:
+    task_cfg = task_cfg_from_contract(policy_dir)
+    sims = tuple(args.sims)
+    t0 = time.perf_counter()
+    cls = run_sweep(policy_dir, task_cfg, SweepCfg(starts_per_cell=0, random_draws=args.starts, seed=args.eval_seed,
+                                                   vehicle_class=args.vehicle_class), sims)
+    nominal = evaluate_policy(policy_dir, task_cfg, AcceptanceCfg(num_starts=100), sims=("pybullet",))["pybullet"]
+    cfg = SweepCfg(seed=args.eval_seed)
+    acc = cfg.acceptance(64)
+    from policies.evaluation import sample_starts
+    starts = sample_starts(acc, np.asarray(task_cfg.goal_w, dtype=np.float64))
+    foreign = judge(fly_vehicles(OnnxPolicy(policy_dir), task_cfg, issue_vehicle(task_cfg.vehicle, 64), starts,
+                                 cfg.duration_s, cfg.physics_hz, ("pybullet",)), cfg)
+    grid = None
+    if not args.no_grid:
+        grid = run_sweep(policy_dir, task_cfg, SweepCfg(random_draws=0, seed=args.eval_seed), ("pybullet",))
+        plot_sweep(grid, out_dir / f"sweep_{label}.png", title=f"{label}: {policy_dir}")
+    return {"policy": str(policy_dir), "task": task_cfg.__class__.__name__,
+            "class": {sim: cls[sim]["random"] for sim in sims},
+            "nominal_vehicle": {k: nominal[k] for k in ("successes", "num_starts", "steady_state_err_m_median",
+                                                       "settle_time_s_median", "crashes")},
+            "issue_vehicle": foreign,
+            "grid": None if grid is None else {"success_rate": grid["pybullet"]["grid"]["success_rate"],
+                                               "steady_err_m_median": grid["pybullet"]["grid"]["steady_err_m_median"],
+                                               "thrust_to_weight": grid["sweep"]["thrust_to_weight"],
+                                               "motor_tau_s": grid["sweep"]["motor_tau_s"]},
+            "eval_wall_s": time.perf_counter() - t0}
+
+
+def train_seed(task: str, seed: int, args, work: Path) -> tuple[Path, float]:
+    env = make_env(task, num_envs=args.num_envs, seed=seed)
+    ppo = PPOCfg(num_iterations=args.iterations, save_interval=args.iterations, seed=seed)
+    ckpt = train(env, task, ppo, work / f"{task}_seed{seed}", progress=False)
+    return ckpt, float(load_checkpoint(ckpt)["train_time_s"])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", default="hover_robust")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--num-envs", type=int, default=1024)
+    ap.add_argument("--iterations", type=int, default=200)
+    ap.add_argument("--starts", type=int, default=256, help="vehicles drawn from the class, one start each")
+    ap.add_argument("--vehicle-class", default="", help="RANDOMIZATIONS name (default: the preset's class)")
+    ap.add_argument("--baseline", default=str(REPO / "tests/fixtures/hover_policy"),
+                    help="today's nominal-trained policy folder (default: the demo-like fixture)")
+    ap.add_argument("--policy", default=None, help="evaluate this exported robust policy instead of training")
+    ap.add_argument("--sims", nargs="+", default=["pybullet"], choices=("pybullet", "tether"))
+    ap.add_argument("--eval-seed", type=int, default=2026)
+    ap.add_argument("--no-grid", action="store_true", help="skip the grid heat maps")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="artifacts/bench/robust.json")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    summary: dict = {"task": args.task, "num_envs": args.num_envs, "iterations": args.iterations,
+                     "threads": args.threads, "machine": {"torch": torch.__version__, "cpus": os.cpu_count()},
+                     "load_avg_start": os.getloadavg()}
+    with tempfile.TemporaryDirectory(prefix="tether-robust-") as tmp:
+        work = Path(tmp)
+        if args.policy:
+            robust_dir, times = Path(args.policy), []
+        else:
+            times, robust_dir = [], None
+            for seed in args.seeds:
+                ckpt, t = train_seed(args.task, seed, args, work)
+                times.append(t)
+                print(f"  seed {seed}: trained in {t:.1f} s (load {os.getloadavg()[0]:.1f})", flush=True)
+                if robust_dir is None:
+                    robust_dir = export_policy(ckpt, out.parent / f"robust_{args.task}_seed{seed}")[0]
+            summary["train_time_s"] = times
+            summary["train_time_s_median"] = statistics.median(times)
+        summary["load_avg_after_training"] = os.getloadavg()
+        summary["robust"] = evaluate(robust_dir, args, out.parent, "robust")
+        summary["nominal_trained"] = evaluate(Path(args.baseline), args, out.parent, "nominal_trained")
+    summary["load_avg_end"] = os.getloadavg()
+    out.write_text(json.dumps(summary, indent=2))
+
+    print(f"\n| policy | class: stay up + hold 5 cm ({args.starts} starts) | steady err median / p90 [cm] | "
+          "nominal vehicle steady err [cm] | issue's vehicle (64) |")
+    print("|---|---|---|---|---|")
+    for name in ("robust", "nominal_trained"):
+        r = summary[name]
+        for sim, c in r["class"].items():
+            f = r["issue_vehicle"]["pybullet"]
+            print(f"| {name} ({sim}) | {c['successes']}/{c['num_starts']} ({c['success_rate']:.1%}, CI "
+                  f"{c['success_ci95'][0]:.2f}-{c['success_ci95'][1]:.2f}) | {c['steady_err_m_median'] * 100:.2f} / "
+                  f"{c['steady_err_m_p90'] * 100:.2f} | {r['nominal_vehicle']['steady_state_err_m_median'] * 100:.2f} | "
+                  f"{f['successes']}/64, steady {100 * (f['steady_err_m_median'] or float('nan')):.1f} cm |")
+    if times:
+        print(f"training time: {', '.join(f'{t:.1f}' for t in times)} s, median {statistics.median(times):.1f} s "
+              f"({args.num_envs} envs x {args.iterations} iterations, {args.threads} thread(s); load average "
+              f"{summary['load_avg_start'][0]:.1f} at start)")
+    print(f"-> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
