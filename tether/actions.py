@@ -22,6 +22,7 @@ its pseudo-inverse gives the least-squares (for four rotors: exact) rotor thrust
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -225,6 +226,13 @@ def initial_action(contract: PolicyContract) -> np.ndarray:
         raise ContractError(f"action.hover_action has {len(a.hover_action)} values for action.dim {a.dim}")
     zeros = contract.frames is not None and contract.frames.initial_action_history == "zeros"
     return np.zeros(a.dim) if zeros or not a.hover_action else np.asarray(a.hover_action, dtype=np.float64)
+
+
+@functools.lru_cache(maxsize=32)
+def action_map(spec: ActionSpec) -> ActionMap:
+    """The ActionMap of ``spec``, built once (the allocation's pseudo-inverse is not free, and safe
+    behaviours of the runner ask every tick)."""
+    return ActionMap(spec)
 
 
 # --------------------------------------------------------------------------------- rate control

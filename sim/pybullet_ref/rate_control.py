@@ -8,8 +8,6 @@ twin use. tests/sim/test_pybullet_crosscheck.py checks it against the torch cont
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from sim.quadrotor.presets import QuadrotorPreset
@@ -52,9 +50,4 @@ def actions_to_rotor_cmd(action_spec: ActionSpec, actions: np.ndarray, ang_vel_b
     """Normalized policy actions [M, A] in [low, high] -> rotor commands [M, R] in [0, 1], by
     :class:`tether.actions.ActionMap` (clipped to [low, high] first; NaN refused); ctbr actions go
     through ``rate_ctrl`` with the measured body rates ang_vel_b [M, 3] rad/s."""
-    return semantics.actions_to_rotor_cmd(_action_map(action_spec), actions, ang_vel_b, rate_ctrl)
-
-
-@functools.lru_cache(maxsize=16)
-def _action_map(action_spec: ActionSpec) -> semantics.ActionMap:
-    return semantics.ActionMap(action_spec)  # built once per policy, not once per control step
+    return semantics.actions_to_rotor_cmd(semantics.action_map(action_spec), actions, ang_vel_b, rate_ctrl)

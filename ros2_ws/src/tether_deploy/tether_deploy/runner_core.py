@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tether.actions import action_map, initial_action
 from tether.contract import ContractError, PolicyContract
 from tether.observation import build_observation
 from tether_deploy.arbitration import ArbiterConfig, Decision, HumanInput, arbitrate
@@ -307,14 +308,7 @@ def motors_off_action(contract: PolicyContract) -> np.ndarray:
 
 def hover_thrust_n(contract: PolicyContract) -> float | None:
     """Collective thrust of the contract's hover action [N], None if the contract has none."""
-    a = contract.action
-    if not a.hover_action:
-        return None
-    h = np.asarray(a.hover_action, dtype=np.float64)
-    if a.type == "ctbr":
-        return float((h[0] + 1.0) / 2.0 * a.max_thrust_n)
-    rpm = (h + 1.0) / 2.0 * a.max_rpm
-    return float(np.sum(a.kf_n_per_rpm2 * rpm ** 2))
+    return action_map(contract.action).hover_thrust_n
 
 
 def open_loop_descent_action(contract: PolicyContract, thrust_scale: float) -> np.ndarray | None:
@@ -323,13 +317,12 @@ def open_loop_descent_action(contract: PolicyContract, thrust_scale: float) -> n
     a = contract.action
     if not a.hover_action:
         return None
-    h = np.asarray(a.hover_action, dtype=np.float64)
+    m, h = action_map(a), np.asarray(a.hover_action, dtype=np.float64)
     if a.type == "ctbr":
-        out = np.zeros(a.dim)
-        out[0] = 2.0 * thrust_scale * (h[0] + 1.0) / 2.0 - 1.0
+        out = m.from_ctbr(thrust_scale * m.to_ctbr(h)[0], np.zeros(3))
     else:  # thrust ~ rpm^2: scale every rotor's speed by sqrt(scale)
-        out = 2.0 * math.sqrt(thrust_scale) * (h + 1.0) / 2.0 - 1.0
-    return np.clip(out, a.low, a.high).astype(np.float32)
+        out = m.from_rotor_fraction(math.sqrt(thrust_scale) * m.to_rotor_fraction(h))
+    return out.astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------- the core
@@ -410,7 +403,7 @@ class RunnerCore:
         for s in c.observation:
             if s.name == "prev_actions":
                 k = s.length // c.action.dim
-        init = np.asarray(c.action.hover_action or np.zeros(c.action.dim), dtype=np.float32)
+        init = initial_action(c).astype(np.float32)  # as training started every episode
         old = getattr(self, "_history", None)
         self._history = np.tile(init, (max(k, 1), 1))
         if keep and old is not None and old.shape[1] == c.action.dim:

@@ -16,6 +16,7 @@ import dataclasses
 
 import numpy as np
 
+from tether.actions import action_map
 from tether.contract import ActionSpec, ContractError
 
 
@@ -72,20 +73,14 @@ class StickMapper:
         if not action.hover_action:
             raise ContractError("teleop needs the contract's action.hover_action to map the throttle stick")
         self.spec, self.m = action, mapping
-        h = np.asarray(action.hover_action, dtype=np.float64)
-        if action.type == "ctbr":
-            self.hover_thrust_n = (h[0] + 1.0) / 2.0 * action.max_thrust_n
-        else:
-            if action.kf_n_per_rpm2 <= 0 or action.max_rpm <= 0:
-                raise ContractError("a rotor contract needs kf_n_per_rpm2 and max_rpm for the teleop mixer")
+        if action.type == "rotor" and (action.kf_n_per_rpm2 <= 0 or action.max_rpm <= 0):
+            raise ContractError("a rotor contract needs kf_n_per_rpm2 and max_rpm for the teleop mixer")
+        self.map = action_map(action)  # the contract's mapping and thrust allocation (tether.actions)
+        self.hover_thrust_n = self.map.hover_thrust_n
+        if action.type == "rotor":
             pos = np.asarray([r.pos_b for r in action.rotors], dtype=np.float64)
-            spin = np.asarray([r.spin for r in action.rotors], dtype=np.float64)
-            rpm = (h + 1.0) / 2.0 * action.max_rpm
-            self.hover_thrust_n = float(np.sum(action.kf_n_per_rpm2 * rpm ** 2))
             ratio = action.km_nm_per_rpm2 / action.kf_n_per_rpm2
-            alloc = np.stack([np.ones_like(spin), pos[:, 1], -pos[:, 0], -spin * ratio])  # [4, R]
-            self.mixer_pinv = np.linalg.pinv(alloc)
-            f_rotor = self.hover_thrust_n / len(spin)
+            f_rotor = self.hover_thrust_n / len(action.rotors)
             arm = float(np.mean(np.hypot(pos[:, 0], pos[:, 1])))
             self.torque_scale = np.array([f_rotor * arm, f_rotor * arm, f_rotor * max(ratio, 1e-9)]) \
                 * mapping.torque_fraction
@@ -99,11 +94,8 @@ class StickMapper:
         thrust = self.hover_thrust_n * (1.0 + m.thrust_range * throttle)
         sticks = np.array([roll, pitch, yaw])
         if a.type == "ctbr":
-            out = np.empty(a.dim)
-            out[0] = 2.0 * thrust / a.max_thrust_n - 1.0
-            out[1:4] = sticks * m.rate_fraction
+            # body rates as normalized commands: full stick is rate_fraction of the contract's limits
+            action = self.map.from_ctbr(thrust, sticks * m.rate_fraction * self.map.rate_limits_rad_s)
         else:
-            f = np.maximum(self.mixer_pinv @ np.concatenate([[thrust], sticks * self.torque_scale]), 0.0)
-            out = 2.0 * np.sqrt(f / a.kf_n_per_rpm2) / a.max_rpm - 1.0
-        action = np.clip(out, a.low, a.high).astype(np.float32)
-        return action, _button(buttons, m.button_deadman), _button(buttons, m.button_estop)
+            action = self.map.rotor_action_for_wrench(thrust, sticks * self.torque_scale)
+        return action.astype(np.float32), _button(buttons, m.button_deadman), _button(buttons, m.button_estop)
