@@ -66,7 +66,8 @@ class TwinConfig:
     """gains of the on-board rate controller that tracks CtbrCommand, body x, y, z (a CTBR policy's
     contract replaces them with the gains it was trained against) [1/s]"""
     body_rate_limits_rad_s: tuple[float, float, float] = (10.0, 10.0, 5.0)
-    """CtbrCommand body rates are clipped to +- these [rad/s]"""
+    """CtbrCommand body rates are clipped to +- these [rad/s] (a CTBR policy's contract replaces them
+    with the limits it was trained with: with_policy_rate_gains)"""
     action_spaces: tuple[str, ...] = ACTION_SPACES
     """command interfaces the twin's flight controller accepts: ctbr and/or rotor"""
     init_pos_w: tuple[float, float, float] = (0.0, 0.0, 1.0)
@@ -205,10 +206,17 @@ class TwinParams(TwinConfig):
 
 
 def with_policy_rate_gains(cfg: TwinConfig, action) -> TwinConfig:
-    """``cfg`` with its firmware rate loop set to the gains a CTBR policy was trained against (``action``:
-    the contract's action spec), as a flight controller is configured for that policy; else unchanged."""
-    if action.type == "ctbr" and min(action.rate_kp) > 0:
-        return dataclasses.replace(cfg, rate_kp=tuple(float(k) for k in action.rate_kp))
+    """``cfg`` with its firmware rate loop configured for a CTBR policy (``action``: the contract's action
+    spec), as a flight controller is set up for the policy it flies: the rate gains it was trained
+    against and its body-rate limits, so that a full command means what it meant in training (the
+    twin's own default limits, 10/10/5 rad/s, clipped the 12/12/6 rad/s the policies command). Other
+    action types: unchanged."""
+    if action.type != "ctbr":
+        return cfg
+    if min(action.rate_kp) > 0:
+        cfg = dataclasses.replace(cfg, rate_kp=tuple(float(k) for k in action.rate_kp))
+    if min(action.body_rate_limits_rad_s) > 0:
+        cfg = dataclasses.replace(cfg, body_rate_limits_rad_s=tuple(float(x) for x in action.body_rate_limits_rad_s))
     return cfg
 
 

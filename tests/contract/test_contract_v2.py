@@ -225,3 +225,25 @@ def test_the_robot_side_checks_the_v2_vehicle_against_the_trained_span():
     assert "thrust/weight 1.47 outside the trained 2.00-2.50" in msg and "\n" not in msg
     with pytest.raises(ContractError, match=r"crazyflie2x.*px4_1kg.*mass 1 kg outside the trained"):
         check_vehicle(c_wide, twin_vehicle(TwinConfig(preset="px4_1kg")), "the twin")
+
+
+def test_the_twin_flies_full_rate_commands_as_the_contract_means_them():
+    """The twin's firmware is configured from the contract: a full rate command is the contract's
+    12/12/6 rad/s, not the twin's own default clip of 10/10/5 rad/s (the copy that disagreed)."""
+    from hardware.twin import DigitalTwin, TwinConfig, with_policy_rate_gains
+    from tether_deploy.actuation import ActionToCommand
+
+    _, c = load_policy_dir("tests/fixtures/hover_policy")
+    a = np.array([c.action.hover_action[0], 1.0, -1.0, 1.0])
+    cmd = ActionToCommand(c.action)(a)
+    np.testing.assert_allclose(cmd.body_rates_b, ActionMap(c.action).to_ctbr(a)[1])
+    np.testing.assert_allclose(cmd.body_rates_b, [12.0, -12.0, 6.0])
+    twin = DigitalTwin(with_policy_rate_gains(TwinConfig(), c.action))
+    twin.connect()
+    try:
+        sent = twin.send(cmd)
+    finally:
+        twin.disconnect()
+    np.testing.assert_allclose(sent.body_rates_b, [12.0, -12.0, 6.0])
+    assert sent.thrust_n == pytest.approx(ActionMap(c.action).hover_thrust_n)
+    assert twin.cfg.rate_kp == c.action.rate_kp
