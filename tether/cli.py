@@ -284,7 +284,7 @@ def cmd_export(args) -> int:
     return 0
 
 
-EVAL_OUTPUTS = ("report.json", "eval*.png")
+EVAL_OUTPUTS = ("report.json", "eval*.png", "sweep*.png")
 
 
 def _eval_out(args) -> Path:
@@ -328,6 +328,8 @@ def cmd_eval(args) -> int:
     tasks = sorted({task_name_of(c) for c in cfgs})
     if len(tasks) > 1:
         raise UserError(f"the policies are of different tasks ({', '.join(tasks)}); evaluate one task at a time")
+    if args.sweep:
+        return _eval_sweep(args, cfgs, tasks[0], out)
     acceptance = ACCEPTANCE[args.acceptance or tasks[0]]
     if args.starts is not None:
         acceptance = acceptance.with_starts(args.starts)
@@ -368,6 +370,62 @@ def cmd_eval(args) -> int:
     need = f"{acceptance.required_successes}/{acceptance.num_starts}"
     print(f"acceptance ({tasks[0]}, >= {need} in {' and '.join(sims)}): {'PASS' if passed else 'FAIL'}")
     print(f"report: {out / 'report.json'}   plot: {', '.join(plots)}")
+    return 0 if passed else EXIT_ACCEPTANCE
+
+
+def _eval_sweep(args, cfgs, task: str, out: Path) -> int:
+    """`tether eval --sweep`: each policy over its vehicle class (policies.sweep): a thrust-to-weight x motor
+    time constant grid and --starts random vehicles of the class; passes when >= 99 % of the random
+    vehicles hold in every simulator."""
+    import dataclasses
+    import json
+
+    from tether.errors import EXIT_ACCEPTANCE, UserError
+
+    from policies.sweep import SweepCfg, plot_sweep, run_sweep
+    from sim.tasks import TASKS
+
+    if TASKS[task][1].success_metric != "hold":
+        raise UserError(f"--sweep judges hovering (reach and hold); task {task!r} is judged by "
+                        f"{TASKS[task][1].success_metric!r}")
+    if args.acceptance is not None:
+        raise UserError("--sweep has its own starts (within 0.5 m, tilt up to 60 deg, up to 1 m/s, any yaw); "
+                        "drop --acceptance")
+    sweep = SweepCfg()
+    if args.starts is not None:
+        sweep = dataclasses.replace(sweep, random_draws=args.starts)
+    if args.seed is not None:
+        sweep = dataclasses.replace(sweep, seed=args.seed)
+    sims = ("pybullet", "tether") if args.sim == "both" else (args.sim,)
+    reports = []
+    for policy_dir, cfg in zip(args.policy, cfgs):
+        try:
+            r = run_sweep(policy_dir, cfg, sweep, sims)
+        except ValueError as e:
+            raise UserError(f"{policy_dir}: {_one_line(e)}") from e
+        reports.append(r)
+        for sim in sims:
+            g, d = r[sim]["grid_all"], r[sim]["random"]
+            print(f"{policy_dir} [{sim}] grid {g['successes']}/{g['num_starts']} hold, random vehicles of "
+                  f"{r['vehicle_class']} {d['successes']}/{d['num_starts']} (95% CI {d['success_ci95'][0]:.2f}-"
+                  f"{d['success_ci95'][1]:.2f}), steady error median {d['steady_err_m_median'] * 100:.2f} cm, "
+                  f"p90 {d['steady_err_m_p90'] * 100:.2f} cm")
+    passed = all(r[sim]["random"]["success_rate"] >= 0.99 for r in reports for sim in sims)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.force:
+        for pattern in EVAL_OUTPUTS:
+            for f in out.glob(pattern):
+                f.unlink()
+    plots = []
+    for k, (policy_dir, r) in enumerate(zip(args.policy, reports)):
+        name = "sweep.png" if len(reports) == 1 else f"sweep_{k}_{Path(policy_dir).resolve().name}.png"
+        plots.append(str(plot_sweep(r, out / name, title=f"{policy_dir} ({task})")))
+    doc = {"task": task, "sims": list(sims), "sweep": dataclasses.asdict(sweep), "passed": passed,
+           "pass_rule": ">= 99 % of the random vehicles reach and hold in every simulator",
+           "policies": [{"policy": str(p), **r} for p, r in zip(args.policy, reports)], "plots": plots}
+    (out / "report.json").write_text(json.dumps(doc, indent=2, allow_nan=True) + "\n")
+    print(f"sweep ({task}, >= 99 % of random vehicles in {' and '.join(sims)}): {'PASS' if passed else 'FAIL'}")
+    print(f"report: {out / 'report.json'}   heat map: {', '.join(plots)}")
     return 0 if passed else EXIT_ACCEPTANCE
 
 
@@ -475,6 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "12345)")
     p.add_argument("--out", help="folder for report.json and eval.png (default: <policy>_eval beside the policy)")
     p.add_argument("--force", action="store_true", help="replace the evaluation in a non-empty --out")
+    p.add_argument("--sweep", action="store_true",
+                   help="fly across the vehicle class instead: a thrust-to-weight x motor time constant grid and "
+                        "--starts (default 64) random vehicles of the class; heat map sweep.png")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("demo", help="the main job: train hover, export, evaluate in pybullet, then correct it on a "
