@@ -174,7 +174,7 @@ def _command_values(items, names: list[str] | None, topic: str, path: Path) -> t
 
 def _to_rotor_fractions(actions: np.ndarray, ang_vel_b: np.ndarray, contract, preset) -> np.ndarray:
     """Normalized actions [N, A] -> rotor commands [N, R] in the preset's motor order, by the contract."""
-    from sim.pybullet_ref.rate_control import actions_to_rotor_cmd, make_rate_controller
+    from tether.actions import RateController, action_map, actions_to_rotor_cmd
     from tether.contract import ContractError
     from tether_deploy.actuation import rotor_permutation
 
@@ -187,11 +187,14 @@ def _to_rotor_fractions(actions: np.ndarray, ang_vel_b: np.ndarray, contract, pr
             perm = rotor_permutation(spec, preset.rotor_pos_b, preset.rotor_spin)
         except ContractError as e:
             raise CalibrationError(f"--preset {preset.name}: {e}") from None
-        return actions_to_rotor_cmd(spec, actions, ang_vel_b)[:, perm]
+        return action_map(spec).to_rotor_fraction(actions)[:, perm]
     if not (len(spec.rate_kp) == 3 and min(spec.rate_kp) > 0):
         raise CalibrationError("the contract's CTBR action names no rate-controller gains (action.rate_kp), so its "
                                "rotor commands cannot be reconstructed; log rotor commands instead")
-    return actions_to_rotor_cmd(spec, actions, ang_vel_b, make_rate_controller(preset, spec.rate_kp))
+    # the robot's firmware loop: the contract's gains on the vehicle's own nominal model, as the twin runs it
+    ctrl = RateController.for_vehicle(preset.rotor_pos_b, preset.rotor_spin, preset.kf_n_per_rpm2,
+                                      preset.km_nm_per_rpm2, preset.max_rpm, preset.inertia_kg_m2, spec.rate_kp)
+    return actions_to_rotor_cmd(action_map(spec), actions, ang_vel_b, ctrl)
 
 
 def read_bag(path: str | Path, preset_for, odom_topic: str | None = None, cmd_topic: str | None = None,
