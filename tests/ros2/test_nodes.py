@@ -50,10 +50,13 @@ def test_hover_hold_and_clean_recording(launcher, probe, policy_dir, tmp_path):
     launcher.start("twin_node", _twin_params(policy_dir))
     # 10 periods: on a loaded 2-core machine the twin's state stream stalls > 30 ms now and then, and a
     # watchdog trip (open-loop descent) is not what this test measures; test 2 checks the watchdog.
-    launcher.start("runner_node", _runner_params(policy_dir, max_state_age_periods=10.0))
+    runner = launcher.start("runner_node", _runner_params(policy_dir, max_state_age_periods=10.0))
     _wait_flying(probe)
     n0 = len(probe.states)
     probe.spin_for(10.0)
+    from tether.contract import compat_note
+    note = compat_note(load_policy_dir(policy_dir)[1])  # a 1.0 contract says once what it lacks
+    assert note is None or runner.output().count(note) == 1, runner.output()[-2000:]
     pos = np.array([p for _, p in probe.states[n0:]])
     err = np.linalg.norm(pos - np.array([0.0, 0.0, 1.0]), axis=1)
     print(f"\nhover: {len(pos)} states over 10 s, max |pos - goal| {err.max() * 100:.2f} cm")

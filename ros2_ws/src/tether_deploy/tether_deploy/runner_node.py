@@ -32,7 +32,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from sensor_msgs.msg import JointState, Joy
 from std_msgs.msg import Bool, String
 
-from tether.contract import ContractError
+from tether.contract import ContractError, compat_note
 from tether_deploy import interface as itf
 from tether_deploy import qos
 from tether_deploy.arbitration import EstopLatch, HumanInput
@@ -326,6 +326,9 @@ class PolicyRunner(LifecycleNode):
         self._policy_status = f"active {sha} {policy_dir}"
         self._status_pub.publish(String(data=self._policy_status))
         self.get_logger().info(f"policy {policy_dir} (sha256 {sha[:12]}) accepted")
+        note = compat_note(policy.contract)  # an older contract: once per policy, what it cannot tell us
+        if note:
+            self.get_logger().warn(note)
 
     def _refuse(self, policy_dir: str, reason: str) -> None:
         running = self.core.contract.provenance["onnx_sha256"] if self.core is not None else None
