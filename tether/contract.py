@@ -95,12 +95,15 @@ class Rotor:
 class ActionSpec:
     """What the network's outputs mean, in order, and how they map to physical units.
 
-    Outputs are normalized to [low, high] = [-1, 1].
-      rotor: output i commands rotor i of ``rotors``: rotor speed [rpm] = (a + 1) / 2 * max_rpm,
-             thrust [N] = kf * rpm^2, reaction torque [N m] = -spin * km * rpm^2 about z_b.
+    Outputs are normalized to [low, high] = [-1, 1] (clipped there before use).
+      rotor: output i commands rotor i of ``rotors``: (a + 1) / 2 is a fraction of the flown vehicle's
+             own max rotor speed (max_rpm here is the trained nominal's: rotor speed [rpm] =
+             (a + 1) / 2 * max_rpm on it), thrust [N] = kf * rpm^2, reaction torque [N m] =
+             -spin * km * rpm^2 about z_b.
       ctbr:  output 0 is collective thrust [N] = (a + 1) / 2 * max_thrust_n; outputs 1..3 are body
-             rates [rad/s] = a * body_rate_limits_rad_s, tracked by a P rate controller with gain
-             rate_kp (the training sim's; a robot's own firmware controller replaces it).
+             rates [rad/s] = a * body_rate_limits_rad_s about x_b, y_b, z_b (FLU), tracked by the rate
+             loop the 2.0 ``controller`` section states (gains rate_kp; a robot's own firmware replaces it).
+    Executable: :class:`tether.actions.ActionMap`.
     """
 
     type: str

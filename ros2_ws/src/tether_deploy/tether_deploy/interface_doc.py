@@ -64,8 +64,9 @@ def _command_rows() -> list[str]:
     rotor = ActionSpec(type="rotor", dim=4, rotors=tuple(Rotor((0.0, 0.0, 0.0), 1) for _ in range(4)))
     mapping = {"collective_thrust": "thrust [N] = (a + 1) / 2 * action.max_thrust_n",
                "body_rate": "body rate about the named body axis [rad/s] = a * action.body_rate_limits_rad_s[axis]",
-               "rotor": "rotor i speed [rpm] = (a + 1) / 2 * action.max_rpm (rotor i of action.rotors: "
-                        "matched to motors by position and spin, never by index)"}
+               "rotor": "rotor i speed = (a + 1) / 2 of the vehicle's max rotor speed (action.max_rpm [rpm] "
+                        "on the trained vehicle; rotor i of action.rotors: matched to motors by position and "
+                        "spin, never by index)"}
     rows = ["| action type | name[i] | physical unit | meaning of position[i] = a in [-1, 1] |", "|---|---|---|---|"]
     for spec in (ctbr, rotor):
         for name, unit in zip(command_names(spec), spec.output_units):
