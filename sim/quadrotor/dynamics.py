@@ -15,6 +15,7 @@ import torch
 
 from sim.math import quat_integrate, quat_rotate, quat_rotate_inverse
 from sim.quadrotor.presets import GRAVITY, QuadrotorPreset
+from tether.actions import allocation_matrix
 
 
 class QuadState(NamedTuple):
@@ -161,10 +162,9 @@ class CtbrSetpoint(NamedTuple):
 
 def make_rate_controller(preset: QuadrotorPreset, kp: tuple[float, float, float],
                          device: torch.device | str = "cpu") -> RateController:
-    pos = torch.tensor(preset.rotor_pos_b, dtype=torch.float64)
-    spin = torch.tensor(preset.rotor_spin, dtype=torch.float64)
-    ratio = preset.km_nm_per_rpm2 / preset.kf_n_per_rpm2
-    alloc = torch.stack([torch.ones_like(spin), pos[:, 1], -pos[:, 0], -spin * ratio])  # [4, R]
+    # the allocation is the contract's (tether.actions, the one definition; issue 10), as a tensor
+    alloc = torch.from_numpy(allocation_matrix(preset.rotor_pos_b, preset.rotor_spin,
+                                               preset.km_nm_per_rpm2 / preset.kf_n_per_rpm2))  # [4, R]
     return RateController(
         kp=torch.tensor(kp, device=device),
         inertia=torch.tensor(preset.inertia_kg_m2, device=device),
