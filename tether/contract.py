@@ -67,8 +67,9 @@ VOCABULARY: dict[str, Quantity] = {
     "ang_vel_b": Quantity("rad/s", "body", 3, "angular velocity in the body frame"),
     "prev_actions": Quantity("1", "action", None, "the last k actions sent, oldest first, normalized"),
     "pos_err_int_b": Quantity("m s", "body", 3, "integral of pos_err_w over the flight's control ticks (each tick "
-                              "adds control_dt * pos_err_w before the observation, components clipped to "
-                              "+-1 m s: tether.observation.PositionErrorIntegral), rotated into the body frame"),
+                              "adds control_dt * pos_err_w, components clipped to +-0.05 m, before the "
+                              "observation; the sum clipped to +-0.5 m s: tether.observation."
+                              "PositionErrorIntegral), rotated into the body frame"),
     "depth_c": Quantity("m", "camera", None, "depth image in the camera frame"),
 }
 

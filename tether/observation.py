@@ -18,25 +18,35 @@ from tether.contract import ContractError, PolicyContract
 _TO_BODY = {"lin_vel_b": "lin_vel_w", "pos_err_b": "pos_err_w", "goal_vel_b": "goal_vel_w",
             "pos_err_int_b": "pos_err_int_w"}
 
-POS_ERR_INT_LIMIT_M_S = 1.0
-"""anti-windup bound of each world-frame component of the position-error integral [m s]
-(the vocabulary's ``pos_err_int_b``)"""
+POS_ERR_INT_LIMIT_M_S = 0.5
+"""bound of each world-frame component of the position-error integral [m s] (the vocabulary's ``pos_err_int_b``)"""
+POS_ERR_INT_BAND_M = 0.05
+"""each tick integrates the error clipped to +-this, per world component [m]: anti-windup, so that the
+approach from far away (tens of cm for a second or two) does not load the integral with an offset it must
+then fly off; near the goal, where the steady offset lives, it is a plain integral"""
+
+
+def integrate_pos_err(value_w, err_w, control_dt: float, clip):
+    """One tick of the integral behind ``pos_err_int_b``: clip(I + dt * clip(e, +-band), +-limit), per world
+    component; ``clip`` (np.clip or torch.clamp) lets the training simulator run the same formula."""
+    return clip(value_w + control_dt * clip(err_w, -POS_ERR_INT_BAND_M, POS_ERR_INT_BAND_M),
+                -POS_ERR_INT_LIMIT_M_S, POS_ERR_INT_LIMIT_M_S)
 
 
 class PositionErrorIntegral:
     """The running integral behind the vocabulary's ``pos_err_int_b`` (the policy's integral action).
 
-    Every control tick, before the observation is built: I_w <- clip(I_w + control_dt * (goal_w - pos_w),
-    -POS_ERR_INT_LIMIT_M_S, +POS_ERR_INT_LIMIT_M_S) per world component, starting from zero at the
+    Every control tick, before the observation is built: I_w <- clip(I_w + control_dt * clip(goal_w - pos_w,
+    +-POS_ERR_INT_BAND_M), +-POS_ERR_INT_LIMIT_M_S) per world component, starting from zero at the
     episode's (the flight's) first tick, which already adds its own error; ``pos_err_int_b`` is I_w
     rotated into the body frame. The training simulator does exactly this (QuadrotorEnv._integrate_pos_err).
     Works on one state ([3]) or a batch ([M, 3]).
     """
 
-    def __init__(self, control_dt: float, limit_m_s: float = POS_ERR_INT_LIMIT_M_S):
+    def __init__(self, control_dt: float):
         if not control_dt > 0:
             raise ValueError(f"control_dt must be > 0 s, got {control_dt}")
-        self.control_dt, self.limit = float(control_dt), float(limit_m_s)
+        self.control_dt = float(control_dt)
         self.value_w: np.ndarray | None = None  # [3] or [M, 3] m s; None: before the first tick
 
     def reset(self) -> None:
@@ -46,7 +56,7 @@ class PositionErrorIntegral:
         """Add this tick's error; returns the integral in the world frame, ``pos_err_int_w`` [m s] (a copy)."""
         err = np.asarray(goal_w, dtype=np.float64) - np.asarray(pos_w, dtype=np.float64)
         prev = np.zeros_like(err) if self.value_w is None else self.value_w
-        self.value_w = np.clip(prev + self.control_dt * err, -self.limit, self.limit)
+        self.value_w = integrate_pos_err(prev, err, self.control_dt, np.clip)
         return self.value_w.copy()
 
 

@@ -20,7 +20,7 @@ from sim.quadrotor.presets import PRESETS, QuadrotorPreset
 from sim.randomization import (RandomizationCfg, latency_step_range, sample_latency_steps, sample_params,
                                sample_rate_divisors)
 from tether.contract import ActionSpec, ObsSlice, Rotor, make_slices
-from tether.observation import POS_ERR_INT_LIMIT_M_S
+from tether.observation import integrate_pos_err
 
 
 @dataclasses.dataclass(frozen=True)
@@ -286,21 +286,22 @@ class QuadrotorEnv:
         self.episode_step[env_ids] = 0
         self.ext_force_w[env_ids] = 0.0
         # the first observation of an episode already holds its first tick's error (see _integrate_pos_err)
-        self.pos_err_int_w[env_ids] = (c.control_dt * (self.goal_w[env_ids] - s.pos_w[env_ids])).clamp(
-            -POS_ERR_INT_LIMIT_M_S, POS_ERR_INT_LIMIT_M_S)
+        self.pos_err_int_w[env_ids] = integrate_pos_err(torch.zeros(n, 3, device=dev),
+                                                        self.goal_w[env_ids] - s.pos_w[env_ids], c.control_dt,
+                                                        torch.clamp)
 
     def restart_pos_err_int(self) -> None:
         """Start every env's position-error integral afresh from its current state (an evaluation that
         places the vehicles itself calls this, as a reset does)."""
-        self.pos_err_int_w = (self.cfg.control_dt * (self.goal_w - self.state.pos_w)).clamp(
-            -POS_ERR_INT_LIMIT_M_S, POS_ERR_INT_LIMIT_M_S)
+        self.pos_err_int_w = integrate_pos_err(torch.zeros_like(self.goal_w), self.goal_w - self.state.pos_w,
+                                               self.cfg.control_dt, torch.clamp)
 
     def _integrate_pos_err(self) -> None:
-        """pos_err_int_w += control_dt * (goal_w - pos_w), each component clipped to +-POS_ERR_INT_LIMIT_M_S
-        (anti-windup): the sum over the episode's control ticks up to the current one, as the deploy side's
-        tether.observation.PositionErrorIntegral computes it. Not in place: advance() stays differentiable."""
-        self.pos_err_int_w = (self.pos_err_int_w + self.cfg.control_dt * (self.goal_w - self.state.pos_w)).clamp(
-            -POS_ERR_INT_LIMIT_M_S, POS_ERR_INT_LIMIT_M_S)
+        """One tick of tether.observation.integrate_pos_err (the error clipped to a band, the sum bounded:
+        anti-windup), over the episode's control ticks up to the current one, as the deploy side's
+        PositionErrorIntegral computes it. Not in place: advance() stays differentiable."""
+        self.pos_err_int_w = integrate_pos_err(self.pos_err_int_w, self.goal_w - self.state.pos_w, self.cfg.control_dt,
+                                               torch.clamp)
 
     def _apply_actions(self, actions: torch.Tensor):
         """Queue the new actions; return the delayed ones as (rotor commands in [0, 1], None) or

@@ -15,7 +15,7 @@ from sim.quadrotor.presets import CRAZYFLIE_2X, GRAVITY, PRESETS
 from sim.randomization import (CRAZYFLIE_CLASS, PX4_CLASS, RANDOMIZATIONS, VEHICLE_CLASSES, RandomizationCfg,
                                rate_loop_divisors, sample_params, sample_rate_divisors)
 from sim.tasks import make_env
-from tether.observation import POS_ERR_INT_LIMIT_M_S, PositionErrorIntegral
+from tether.observation import POS_ERR_INT_BAND_M, POS_ERR_INT_LIMIT_M_S, PositionErrorIntegral
 
 
 @pytest.mark.parametrize("name", ["crazyflie_class", "px4_class"])
@@ -133,6 +133,8 @@ def test_env_integral_is_the_deploy_side_integral():
     for _ in range(1000):
         out = big.update(np.array([0.0, 0.0, 10.0]), np.zeros(3))
     assert out[2] == POS_ERR_INT_LIMIT_M_S and out[0] == 0.0
+    one = PositionErrorIntegral(0.02).update(np.array([0.0, 0.0, 10.0]), np.zeros(3))
+    assert one[2] == pytest.approx(0.02 * POS_ERR_INT_BAND_M), "a far goal adds only the band per tick (anti-windup)"
 
 
 def test_robust_tasks_train_on_their_class():
