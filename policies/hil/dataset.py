@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from tether.actions import initial_action
 from tether.contract import PolicyContract
 from tether.observation import build_observation, quat_wxyz_to_rotmat
 from tether_deploy.conversions import command_names, command_values
@@ -253,7 +254,7 @@ def load_log(log: str | Path, contract: PolicyContract, accepted_shas: set[str],
     vel_w = np.einsum("nij,nj->ni", quat_wxyz_to_rotmat(quat), vel_b)  # REP 105: twist in the body frame
 
     hist = next((s.length // a_dim for s in contract.observation if s.name == "prev_actions"), 1)
-    hover = np.asarray(contract.action.hover_action or np.zeros(a_dim))
+    hover = initial_action(contract)  # what the runner's history held before the log's first tick
     padded = np.concatenate([np.tile(hover, (hist, 1)), executed])
     prev = np.stack([padded[k:k + len(executed)] for k in range(hist)], axis=1)  # [N, H, A]
 
