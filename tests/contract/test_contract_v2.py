@@ -14,7 +14,7 @@ import torch
 
 from policies.export import contract_sections
 from sim.quadrotor import dynamics
-from sim.quadrotor.presets import CRAZYFLIE_2X, PX4_1KG
+from sim.quadrotor.presets import CRAZYFLIE_2X
 from sim.randomization import RandomizationCfg
 from sim.tasks import make_env
 from tether.actions import ActionMap, initial_action, rate_controller
