@@ -29,7 +29,6 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
-from scipy import optimize
 
 from calibration.boards import CalibrationError
 
@@ -187,6 +186,8 @@ def _refine(A, B, X0: np.ndarray, C0: np.ndarray, rot_weight_m: float) -> tuple[
 
     x0 = np.concatenate([cv2.Rodrigues(X0[:3, :3])[0].ravel(), X0[:3, 3],
                          cv2.Rodrigues(C0[:3, :3])[0].ravel(), C0[:3, 3]])
+    from scipy import optimize  # lazy: `tether --help` builds this parser and should not load scipy
+
     sol = optimize.least_squares(residual, x0, method="lm", xtol=1e-12, ftol=1e-12)
     return unpack(sol.x)
 

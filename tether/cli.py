@@ -226,6 +226,15 @@ def cmd_train(args) -> int:
             if tuple(ckpt["ppo_cfg"][key]) != tuple(getattr(ppo, key)):
                 raise UserError(f"--resume: {resume} has ppo.{key} {list(ckpt['ppo_cfg'][key])}, this run "
                                 f"{list(getattr(ppo, key))}; a resumed run keeps its network")
+        # continuing in its own folder must not overwrite checkpoints already there (resumed from an
+        # earlier one than the latest, or a stale one of another run)
+        start = ckpt["iteration"]
+        taken = [run_dir / f"model_{i:05d}.pt" for i in range(start + 1, ppo.num_iterations + 1)
+                 if (i % ppo.save_interval == 0 or i == ppo.num_iterations) and (run_dir / f"model_{i:05d}.pt").exists()]
+        if taken:
+            raise UserError(f"--resume: continuing {resume} (iteration {start}) would overwrite "
+                            f"{', '.join(p.name for p in taken[:3])} in {run_dir}; resume the folder (its latest "
+                            "checkpoint) or give a new --run-dir")
 
     # Every check passed: from here on files are written.
     if args.force and run_dir.is_dir():

@@ -32,6 +32,11 @@ def with_run(scratch: Path) -> None:
     shutil.copytree(_trained_run(), scratch / "run")
 
 
+def with_two_checkpoints(scratch: Path) -> None:
+    with_run(scratch)
+    shutil.copy(scratch / "run" / "model_00001.pt", scratch / "run" / "model_00002.pt")
+
+
 def with_foreign_run(scratch: Path) -> None:
     """A run folder whose run.json names another run than its checkpoints carry (only stale ones left)."""
     with_run(scratch)
@@ -122,6 +127,9 @@ CASES = [
              words=("iteration", "--iterations"), setup=with_run),
     BadInput("train-resume-a-text-file", ("train", "hover", "--num-envs", "2", "--resume", "notes.pt", "--iterations", "2",
                                           "--run-dir", "new"), words=("notes.pt",), setup=with_text_file("notes.pt")),
+    BadInput("train-resume-would-overwrite-a-later-checkpoint", ("train", "hover", "--num-envs", "2", "--resume",
+                                                                 "run/model_00001.pt", "--iterations", "2"),
+             words=("overwrite", "model_00002.pt"), setup=with_two_checkpoints),
     BadInput("train-resume-with-force", ("train", "hover", "--num-envs", "2", "--resume", "run", "--iterations", "3",
                                          "--force"), words=("--force", "--resume"), setup=with_run),
     # ---- export
