@@ -39,7 +39,7 @@ import torch  # noqa: E402
 from policies.checkpoint import load_checkpoint  # noqa: E402
 from policies.evaluation import AcceptanceCfg, evaluate_policy, task_cfg_from_contract  # noqa: E402
 from policies.export import export_policy  # noqa: E402
-from policies.ppo import PPOCfg, train  # noqa: E402
+from policies.ppo import ppo_defaults, train  # noqa: E402
 from policies.sweep import SweepCfg, Vehicles, fly_vehicles, plot_sweep, run_sweep  # noqa: E402
 from sim.pybullet_ref.evaluate import bootstrap_ci, hover_metrics  # noqa: E402
 from sim.quadrotor.dynamics import nominal_params  # noqa: E402
@@ -105,7 +105,8 @@ def evaluate(policy_dir: Path, args, out_dir: Path, label: str) -> dict:
 
 def train_seed(task: str, seed: int, args, work: Path) -> tuple[Path, float]:
     env = make_env(task, num_envs=args.num_envs, seed=seed)
-    ppo = PPOCfg(num_iterations=args.iterations, save_interval=args.iterations, seed=seed)
+    base = ppo_defaults(task)
+    ppo = dataclasses.replace(base, num_iterations=args.iterations, save_interval=args.iterations, seed=seed)
     ckpt = train(env, task, ppo, work / f"{task}_seed{seed}", progress=False)
     return ckpt, float(load_checkpoint(ckpt)["train_time_s"])
 
@@ -115,7 +116,7 @@ def main(argv=None) -> int:
     ap.add_argument("--task", default="hover_robust")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--num-envs", type=int, default=1024)
-    ap.add_argument("--iterations", type=int, default=200)
+    ap.add_argument("--iterations", type=int, default=None, help="default: the task's (policies.ppo.PPO_DEFAULTS)")
     ap.add_argument("--starts", type=int, default=256, help="vehicles drawn from the class, one start each")
     ap.add_argument("--vehicle-class", default="", help="RANDOMIZATIONS name (default: the preset's class)")
     ap.add_argument("--baseline", default=str(REPO / "tests/fixtures/hover_policy"),
@@ -127,6 +128,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="artifacts/bench/robust.json")
     args = ap.parse_args(argv)
+    args.iterations = args.iterations or ppo_defaults(args.task).num_iterations
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

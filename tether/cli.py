@@ -172,7 +172,7 @@ def cmd_train(args) -> int:
     import torch
 
     from policies.checkpoint import CheckpointError, load_checkpoint
-    from policies.ppo import PPOCfg, train
+    from policies.ppo import PPOCfg, ppo_defaults, train
     from sim.tasks import make_env
     from tether.config import config_from_dict, config_to_dict
 
@@ -190,7 +190,7 @@ def cmd_train(args) -> int:
         ppo_over["num_iterations"] = args.iterations
     ppo_over.setdefault("seed", args.seed)
     try:
-        ppo = config_from_dict(PPOCfg, {**config_to_dict(PPOCfg()), **ppo_over}, where="ppo")
+        ppo = config_from_dict(PPOCfg, {**config_to_dict(ppo_defaults(args.task)), **ppo_over}, where="ppo")
     except ValueError as e:
         raise UserError(_one_line(e)) from e
     _check_device(cfg.device)

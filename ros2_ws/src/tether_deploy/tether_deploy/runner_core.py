@@ -31,14 +31,14 @@ import numpy as np
 
 from tether.actions import action_map, initial_action
 from tether.contract import ContractError, PolicyContract
-from tether.observation import build_observation
+from tether.observation import PositionErrorIntegral, build_observation
 from tether_deploy.arbitration import ArbiterConfig, Decision, HumanInput, arbitrate
 
 SAFE_BEHAVIOURS = ("hold", "land", "motors_off")
 
 # Quantities the runner can provide to a policy; anything else in a contract is refused at configure.
 PROVIDED_QUANTITIES = ("pos_w", "quat_wxyz", "lin_vel_w", "ang_vel_b", "goal_w", "goal_vel_w", "prev_actions",
-                       "pos_err_w", "pos_err_b", "rotmat_bw", "up_b", "lin_vel_b", "goal_vel_b")
+                       "pos_err_w", "pos_err_b", "rotmat_bw", "up_b", "lin_vel_b", "goal_vel_b", "pos_err_int_b")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -406,6 +406,12 @@ class RunnerCore:
         init = initial_action(c).astype(np.float32)  # as training started every episode
         old = getattr(self, "_history", None)
         self._history = np.tile(init, (max(k, 1), 1))
+        # pos_err_int_b: the integral restarts with the history (a training episode starts both afresh)
+        uses_integral = any(s.name == "pos_err_int_b" for s in c.observation)
+        if not (keep and getattr(self, "_integral", None) is not None):
+            self._integral = PositionErrorIntegral(1.0 / c.control_rate_hz) if uses_integral else None
+        elif not uses_integral:
+            self._integral = None
         if keep and old is not None and old.shape[1] == c.action.dim:
             n = min(len(old), len(self._history))
             self._history[-n:] = old[-n:]
@@ -494,6 +500,8 @@ class RunnerCore:
         q["goal_w"] = goal_w
         q["goal_vel_w"] = np.zeros(3)
         q["prev_actions"] = self._history.reshape(-1)
+        if self._integral is not None:  # every tick the state is good, whoever flies: the flight's own integral
+            q["pos_err_int_w"] = self._integral.update(goal_w, q["pos_w"])
         try:
             obs = build_observation(self.contract, q)
             out = self.policy(obs)
