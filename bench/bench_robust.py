@@ -140,15 +140,24 @@ def main(argv=None) -> int:
         if args.policy:
             robust_dir, times = Path(args.policy), []
         else:
-            times, robust_dir = [], None
+            times, robust_dir, per_seed = [], None, []
             for seed in args.seeds:
                 ckpt, t = train_seed(args.task, seed, args, work)
                 times.append(t)
-                print(f"  seed {seed}: trained in {t:.1f} s (load {os.getloadavg()[0]:.1f})", flush=True)
+                seed_dir = export_policy(ckpt, out.parent / f"robust_{args.task}_seed{seed}")[0]
+                # every seed on the class in Tether's sim (cheap); the first in full below
+                c = run_sweep(seed_dir, task_cfg_from_contract(seed_dir), SweepCfg(
+                    starts_per_cell=0, random_draws=args.starts, seed=args.eval_seed,
+                    vehicle_class=args.vehicle_class), ("tether",))["tether"]["random"]
+                per_seed.append({"seed": seed, "train_time_s": t, "load_avg": os.getloadavg(), "class_tether": c})
+                print(f"  seed {seed}: trained in {t:.1f} s (load {os.getloadavg()[0]:.1f}); class vehicles "
+                      f"{c['successes']}/{c['num_starts']} hold in Tether's sim, steady error median "
+                      f"{c['steady_err_m_median'] * 100:.2f} cm", flush=True)
                 if robust_dir is None:
-                    robust_dir = export_policy(ckpt, out.parent / f"robust_{args.task}_seed{seed}")[0]
+                    robust_dir = seed_dir
             summary["train_time_s"] = times
             summary["train_time_s_median"] = statistics.median(times)
+            summary["seeds"] = per_seed
         summary["load_avg_after_training"] = os.getloadavg()
         summary["robust"] = evaluate(robust_dir, args, out.parent, "robust")
         summary["nominal_trained"] = evaluate(Path(args.baseline), args, out.parent, "nominal_trained")

@@ -23,6 +23,9 @@ What differs is only the layout, so that ``torch.compile`` emits one vectorized 
   caller's buffers and allocates nothing (a fresh [S, N] output per call at 1 M envs is a 68 MB mmap
   whose page faults halved throughput here); it can run several control steps per call.
 
+Not modelled here: a rate loop slower than the physics (``dynamics.CtbrSetpoint.rate_div``, the vehicle
+classes' ``rate_loop_hz``); the fused kernel runs the rate loop every substep.
+
 Use :func:`compiled_rollout` for the compiled kernel (one compile per spec, step count and batch
 shape; inductor's on-disk cache makes a re-run fast). Eager calls of :func:`step` / :func:`rollout` are
 the same model but slow (hundreds of tiny ops); they are what the tests check against ``dynamics.step``.
