@@ -248,7 +248,9 @@ def plot_sweep(report: dict, path: str | Path, title: str = "") -> Path:
     sims = [s for s in ("pybullet", "tether") if s in report]
     cfg = report["sweep"]
     twr, tau = cfg["thrust_to_weight"], cfg["motor_tau_s"]
-    fig, axes = plt.subplots(len(sims), 3, figsize=(15, 4.2 * len(sims)), squeeze=False)
+    draws = bool(report["random_vehicles"]["thrust_to_weight"])
+    fig, axes = plt.subplots(len(sims), 3 if draws else 2, figsize=(15 if draws else 10, 4.2 * len(sims)),
+                             squeeze=False)
     for row, sim in zip(axes, sims):
         r = report[sim]
         for ax, key, label, cmap, vmax in ((row[0], "success_rate", "success", "RdYlGn", 1.0),
@@ -265,6 +267,8 @@ def plot_sweep(report: dict, path: str | Path, title: str = "") -> Path:
                    xlabel="motor time constant, rise = fall [ms]", ylabel="thrust-to-weight",
                    title=f"{sim}: {label}")
             fig.colorbar(im, ax=ax)
+        if not draws:
+            continue
         ax = row[2]
         rv = report["random_vehicles"]
         ok = np.asarray(r["random_per_start"]["success"], dtype=bool)
