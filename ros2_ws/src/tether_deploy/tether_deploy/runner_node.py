@@ -316,7 +316,7 @@ class PolicyRunner(LifecycleNode):
             self.core.offer_policy(policy)
         except (ContractError, ValueError, OSError) as e:
             self._loading = False
-            self._refuse(policy_dir, str(e))
+            self._refuse(policy_dir, str(e), from_loader=True)
             return
         self._loading = False
         self._accept(policy_dir, policy)
@@ -327,13 +327,18 @@ class PolicyRunner(LifecycleNode):
         self._status_pub.publish(String(data=self._policy_status))
         self.get_logger().info(f"policy {policy_dir} (sha256 {sha[:12]}) accepted")
 
-    def _refuse(self, policy_dir: str, reason: str) -> None:
+    def _refuse(self, policy_dir: str, reason: str, from_loader: bool = False) -> None:
         running = self.core.contract.provenance["onnx_sha256"] if self.core is not None else None
         self._policy_status = f"rejected {policy_dir}: {reason}"
         self._status_pub.publish(String(data=self._policy_status))
         keep = f"; keeps running {running[:12]}" if running else ""
         self.get_logger().error(f"policy {policy_dir!r} refused: {reason}{keep}")
-        self._publish_diagnostics()
+        if from_loader:
+            # the loader thread must not read the tick counters while a tick is half done (ticks counted,
+            # its command not yet): the next tick publishes them, or the diagnostics timer when idle
+            self._on_diag_timer()
+        else:
+            self._publish_diagnostics()
 
     # ---------------------------------------------------------------------------- diagnostics
 
