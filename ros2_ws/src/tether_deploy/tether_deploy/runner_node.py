@@ -81,8 +81,11 @@ class PolicyRunner(LifecycleNode):
 
     def _autostart(self) -> None:
         self.destroy_timer(self._autostart_timer)
-        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
-            self.trigger_activate()
+        ok = self.trigger_configure() == TransitionCallbackReturn.SUCCESS and \
+            self.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        if not ok and self._p("exit_on_autostart_failure"):
+            self.get_logger().fatal(f"autostart failed ({self._policy_status or self._mode}): exiting with status 1")
+            raise SystemExit(1)
 
     def _p(self, name: str):
         return self.get_parameter(name).value
