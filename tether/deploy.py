@@ -44,7 +44,8 @@ ADAPTERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "twin": ("twin", "tether_deploy.twin_node", ("twin.yaml",)),
 }
 # Parameters the launcher sets from its own options; a --ros-arg may not override them.
-OWNED = {"policy_dir": "--policy", "output": "--record", "autostart": "tether deploy (always true)"}
+OWNED = {"policy_dir": "--policy", "output": "--record", "autostart": "tether deploy (always true)",
+         "exit_on_autostart_failure": "tether deploy (always true)"}
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -187,7 +188,7 @@ def preflight(args, stdin=None) -> Plan:
     policy = args.policy.resolve()
     ours = {"recorder": {"output": str(args.record.resolve()) if args.record else ""},
             robot_node: {"policy_dir": str(policy), "exit_on_crash": True},
-            "policy_runner": {"policy_dir": str(policy), "autostart": True}}
+            "policy_runner": {"policy_dir": str(policy), "autostart": True, "exit_on_autostart_failure": True}}
     overrides: dict[str, list[str]] = {n: [] for n in started}
     for item in args.ros_arg:
         node, name, value = _parse_ros_arg(item)

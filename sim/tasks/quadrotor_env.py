@@ -109,6 +109,19 @@ class QuadrotorTaskCfg:
             raise ValueError("substeps and action_history must be >= 1")
         if not 0.0 <= self.init_tilt_rad <= math.pi + 1e-9:
             raise ValueError(f"init_tilt_rad {self.init_tilt_rad} out of range [0, pi] rad")
+        for name in ("init_pos_m", "init_yaw_rad", "init_lin_vel_m_s", "init_ang_vel_rad_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} {getattr(self, name)} must be >= 0 (a start range)")
+        # divisors and bounds: 0 would give infinite rewards or an episode that ends before it starts
+        for name in ("position_fine_scale_m", "success_tol_m", "max_distance_m"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} {getattr(self, name)} must be > 0 [m]")
+        if not self.success_tol_m < self.max_distance_m:
+            raise ValueError(f"success_tol_m {self.success_tol_m} m must be below max_distance_m "
+                             f"{self.max_distance_m} m")
+        for name in ("body_rate_limits_rad_s", "rate_kp"):
+            if min(getattr(self, name)) <= 0:
+                raise ValueError(f"{name} {list(getattr(self, name))} must be three positive values")
 
     @property
     def control_dt(self) -> float:

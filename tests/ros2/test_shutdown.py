@@ -48,3 +48,19 @@ def test_a_node_refusing_its_parameters_says_so_in_one_line(launcher, params, wo
     # one line saying why: `error: ...` (spin_node) or the node's own FATAL log line (params.py)
     errors = [ln for ln in lines if ln.startswith("error:") or "[FATAL]" in ln]
     assert len(errors) == 1 and all(w in errors[0] for w in words), lines
+
+
+def test_autostart_failure_ends_the_runner_when_asked(launcher, tmp_path):
+    """Under tether deploy a runner whose policy is refused at start must end (status 1) so that the
+    launcher fails the run, instead of idling unconfigured while the twin flies with nothing commanding it."""
+    bad = tmp_path / "not_a_policy"
+    bad.mkdir()
+    proc = launcher.start("runner_node", {"policy_dir": str(bad), "autostart": True,
+                                          "exit_on_autostart_failure": True})
+    proc.p.wait(30)
+    rc = proc.stop()
+    out = proc.output()
+    assert rc == 1, out
+    assert "Traceback" not in out
+    fatal = [ln for ln in out.splitlines() if "[FATAL]" in ln]
+    assert len(fatal) == 1 and "autostart failed" in fatal[0] and str(bad) in fatal[0], out

@@ -56,6 +56,9 @@ class RunnerParams:
     """directory with policy.onnx + policy.json; empty: configure is refused (tether deploy sets it)"""
     autostart: bool = False
     """configure + activate on start (tether deploy sets true; launch files manage it)"""
+    exit_on_autostart_failure: bool = False
+    """with autostart: a refused configure or activate ends the node (status 1) instead of leaving it
+    unconfigured, so the launcher sees it (tether deploy sets true; a lifecycle manager keeps false)"""
     tick_source: str = "state"
     """state: tick on each fresh state message, the timer as a deadline | timer: tick on the timer"""
     diagnostics_rate_hz: float = 2.0

@@ -81,8 +81,11 @@ class PolicyRunner(LifecycleNode):
 
     def _autostart(self) -> None:
         self.destroy_timer(self._autostart_timer)
-        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
-            self.trigger_activate()
+        ok = self.trigger_configure() == TransitionCallbackReturn.SUCCESS and \
+            self.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        if not ok and self._p("exit_on_autostart_failure"):
+            self.get_logger().fatal(f"autostart failed ({self._policy_status or self._mode}): exiting with status 1")
+            raise SystemExit(1)
 
     def _p(self, name: str):
         return self.get_parameter(name).value
@@ -316,7 +319,7 @@ class PolicyRunner(LifecycleNode):
             self.core.offer_policy(policy)
         except (ContractError, ValueError, OSError) as e:
             self._loading = False
-            self._refuse(policy_dir, str(e))
+            self._refuse(policy_dir, str(e), from_loader=True)
             return
         self._loading = False
         self._accept(policy_dir, policy)
@@ -330,13 +333,18 @@ class PolicyRunner(LifecycleNode):
         if note:
             self.get_logger().warn(note)
 
-    def _refuse(self, policy_dir: str, reason: str) -> None:
+    def _refuse(self, policy_dir: str, reason: str, from_loader: bool = False) -> None:
         running = self.core.contract.provenance["onnx_sha256"] if self.core is not None else None
         self._policy_status = f"rejected {policy_dir}: {reason}"
         self._status_pub.publish(String(data=self._policy_status))
         keep = f"; keeps running {running[:12]}" if running else ""
         self.get_logger().error(f"policy {policy_dir!r} refused: {reason}{keep}")
-        self._publish_diagnostics()
+        if from_loader:
+            # the loader thread must not read the tick counters while a tick is half done (ticks counted,
+            # its command not yet): the next tick publishes them, or the diagnostics timer when idle
+            self._on_diag_timer()
+        else:
+            self._publish_diagnostics()
 
     # ---------------------------------------------------------------------------- diagnostics
 
