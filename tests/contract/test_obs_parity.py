@@ -52,6 +52,9 @@ def test_sim_observation_equals_contract_observation(task, action_space):
            "ang_vel_b": env.state.ang_vel_b, "goal_w": env.goal_w, "goal_vel_w": env.goal_vel_w}
     raw = {k: v.double().numpy() for k, v in raw.items()}
     raw["prev_actions"] = env.prev_actions.reshape(env.num_envs, -1).double().numpy()
+    # pos_err_int_b: the robot side keeps the world-frame integral itself (tether.observation.PositionErrorIntegral,
+    # checked tick by tick against the sim in tests/sim/test_vehicle_class.py); here its frame and layout
+    raw["pos_err_int_w"] = env.pos_err_int_w.double().numpy()
 
     # prev_actions are the last actions sent, oldest first (the vocabulary's definition)
     expected_hist = torch.cat(sent[-hist:], dim=-1)
