@@ -17,6 +17,7 @@ import numpy as np
 from sim.pybullet_ref.quadrotor import PhysicsOverrides, PybulletQuadrotors
 from sim.pybullet_ref.rate_control import actions_to_rotor_cmd, check_action_spec, make_rate_controller
 from sim.quadrotor.presets import QuadrotorPreset
+from tether.actions import initial_action
 from tether.contract import PolicyContract
 from tether.observation import PositionErrorIntegral, build_observation
 
@@ -30,14 +31,6 @@ def _reference(ref: Reference | None, t: float, m: int, name: str) -> np.ndarray
     if not np.all(np.isfinite(value)):
         raise ValueError(f"{name} at t={t:.3f} s contains NaN or Inf")
     return value
-
-
-def initial_action(contract: PolicyContract) -> np.ndarray:
-    """[A] the action assumed before the first one: the contract's hover action, else zeros."""
-    a = contract.action
-    if a.hover_action and len(a.hover_action) != a.dim:
-        raise ValueError(f"contract action.hover_action has {len(a.hover_action)} values for dim {a.dim}")
-    return np.asarray(a.hover_action, dtype=np.float64) if a.hover_action else np.zeros(a.dim)
 
 
 def fly(policy: Policy, contract: PolicyContract, preset: QuadrotorPreset, init: dict[str, np.ndarray],

@@ -15,18 +15,16 @@ first use, so the runner on a robot never imports the simulator's vehicle preset
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import difflib
 import functools
-import inspect
 import math
-import textwrap
 import types
 import typing
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from tether.config import field_docs
 from tether_deploy.arbitration import ArbiterConfig  # noqa: F401  (resolves RunnerConfig's annotations)
 from tether_deploy.keyboard_core import KeyboardCfg
 from tether_deploy.operator_core import OperatorCfg
@@ -204,25 +202,6 @@ class ParamSpec:
 
 
 @functools.lru_cache(maxsize=None)
-def field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each field of a dataclass (read from its source), first sentence-line only."""
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if not dataclasses.is_dataclass(klass):
-            continue
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        except (OSError, TypeError, SyntaxError):
-            continue
-        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-        for node, nxt in zip(body, body[1:] + [None]):
-            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and \
-                    isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant) and \
-                    isinstance(nxt.value.value, str):
-                docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs
-
-
 def _optional_of(tp) -> Any | None:
     """X for ``X | None`` (or Optional[X]), else None."""
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
