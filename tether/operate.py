@@ -209,8 +209,11 @@ class RosClient:
     def no_answer(self, what: str, verb: str = "answer") -> CommandFailed:
         """The one-line failure when ``what`` did not answer (or appear); says whether the runner is there."""
         where = f"domain {self.domain}" + ("" if self.namespace == "/" else f", namespace {self.namespace}")
-        present = any(n == self.node_name and ns == self.namespace
-                      for n, ns in self.node.get_node_names_and_namespaces())
+        # a fresh process may still be discovering the graph when the wait ran out: give the node a
+        # moment to appear before saying nothing is there
+        present = self.spin_until(lambda: any(n == self.node_name and ns == self.namespace
+                                              for n, ns in self.node.get_node_names_and_namespaces()),
+                                  until=time.monotonic() + 2.0)
         if present:
             state = self.lifecycle_state(grace_s=1.0)
             hint = ("configure it first: `tether lifecycle configure`" if state == "unconfigured"

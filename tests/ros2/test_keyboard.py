@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from tether.contract import load_contract
+from tether_deploy import qos
 from tether_deploy.keyboard_core import KEYS_HELP, KeyboardCfg, KeyboardTeleopCore
 from tether_deploy.teleop_map import JoyMapping, StickMapper
 
@@ -238,8 +239,13 @@ def test_keyboard_node_takes_over_estops_and_resets_through_the_runner(launcher,
     try:
         assert probe.spin_until(lambda: probe.mode_now() == "policy", 30.0), \
             f"runner never flew: {probe.modes}\n{runner.output()}"
+        # the keyboard node must be on the graph before its takeover can reach the runner (discovery of a
+        # fresh process takes seconds on 2 loaded cores; the key itself waits in the terminal either way)
+        joy = probe.resolve_topic_name(qos.JOY)
+        assert probe.spin_until(lambda: any(i.node_name == "keyboard_teleop"
+                                            for i in probe.get_publishers_info_by_topic(joy)), 30.0), kb.read()
         kb.type(" ")
-        assert probe.spin_until(lambda: probe.mode_now() == "human", 5.0), \
+        assert probe.spin_until(lambda: probe.mode_now() == "human", 15.0), \
             f"SPACE did not take over: {probe.modes[-3:]}\n{kb.read()}"
         t_steer = time.monotonic()
         n_modes = len(probe.modes)

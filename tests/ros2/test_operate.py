@@ -53,9 +53,9 @@ def test_lifecycle_estop_and_status(launcher, linear_policy_dir):
     got = tether(env, "lifecycle", "get", "--timeout", TIMEOUT)
     assert (got.returncode, got.stdout.strip()) == (0, "policy_runner: unconfigured"), got.stderr
     # an unconfigured runner has no e-stop service yet: the error says so, not "nothing running"
-    r = tether(env, "estop", "reset", "--timeout", "3")
+    r = tether(env, "estop", "reset", "--timeout", "6")
     assert r.returncode == 1 and "unconfigured" in r.stderr and "tether lifecycle configure" in r.stderr, r.stderr
-    r = tether(env, "policy", "load", str(linear_policy_dir), "--timeout", "3")
+    r = tether(env, "policy", "load", str(linear_policy_dir), "--timeout", "6")
     assert r.returncode == 1 and "unconfigured" in r.stderr and "did not appear" in r.stderr, r.stderr
     r = tether(env, "lifecycle", "activate", "--timeout", TIMEOUT)
     assert r.returncode == 2 and "not possible" in r.stderr and "configure" in r.stderr, r.stderr
