@@ -169,6 +169,12 @@ def test_sigkill_of_the_launcher_takes_every_node_down(tmp_path):
         assert set(pids) == {"recorder", "twin", "policy_runner"}
         _wait_line(proc, r"first command: physics running")  # every node is up and flying
         assert all(_alive(p) for p in pids.values())
+        # the recorder has flushed at least once (its first chunk may follow the first command by a
+        # second on a loaded machine): what is recorded from here on must not be lost by the kill
+        end = time.monotonic() + 15.0
+        while time.monotonic() < end and not (tmp_path / "bag" / "metadata.yaml").is_file():
+            time.sleep(0.1)
+        time.sleep(2.0)  # a flight of a few recorder flushes
         proc.kill()
         proc.wait(10)
         end = time.monotonic() + 15.0
@@ -176,8 +182,11 @@ def test_sigkill_of_the_launcher_takes_every_node_down(tmp_path):
             time.sleep(0.2)
         left = {n: p for n, p in pids.items() if _alive(p)}
         assert not left, f"nodes outlived their launcher: {left}"
-        # the recorder shut down cleanly (SIGTERM from the kernel): the bag has its metadata
+        # the recorder shut down (SIGTERM from the kernel): the bag has its metadata and reads whole
+        from policies.hil.dataset import read_messages
+
         assert (tmp_path / "bag" / "metadata.yaml").is_file()
+        assert read_messages(tmp_path / "bag").get("/state/odom"), "the bag lost the flight"
     finally:
         proc.kill()
         for p in locals().get("pids", {}).values():
