@@ -296,6 +296,15 @@ def cmd_export(args) -> int:
 EVAL_OUTPUTS = ("report.json", "eval*.png", "sweep*.png")
 
 
+def _fresh_eval_out(out: Path, force: bool) -> None:
+    """Create the eval folder; with --force remove what an earlier eval or sweep wrote there (only that)."""
+    out.mkdir(parents=True, exist_ok=True)
+    if force:
+        for pattern in EVAL_OUTPUTS:
+            for f in out.glob(pattern):
+                f.unlink()
+
+
 def _eval_out(args) -> Path:
     """--out, or `<policy>_eval` beside the (first) policy folder."""
     if args.out:
@@ -363,11 +372,7 @@ def cmd_eval(args) -> int:
             print(f"[{sim}] across {len(reports)} seeds: IQM success {m:.3f} (95% CI {lo:.3f}-{hi:.3f})")
     passed = all(r[sim]["passed"] for r in reports for sim in sims)
 
-    out.mkdir(parents=True, exist_ok=True)
-    if args.force:
-        for pattern in EVAL_OUTPUTS:
-            for f in out.glob(pattern):
-                f.unlink()
+    _fresh_eval_out(out, args.force)
     plots = []
     for k, (policy_dir, report) in enumerate(zip(args.policy, reports)):
         name = "eval.png" if len(reports) == 1 else f"eval_{k}_{Path(policy_dir).resolve().name}.png"
@@ -420,11 +425,7 @@ def _eval_sweep(args, cfgs, task: str, out: Path) -> int:
                   f"{d['success_ci95'][1]:.2f}), steady error median {d['steady_err_m_median'] * 100:.2f} cm, "
                   f"p90 {d['steady_err_m_p90'] * 100:.2f} cm")
     passed = all(r[sim]["random"]["success_rate"] >= 0.99 for r in reports for sim in sims)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.force:
-        for pattern in EVAL_OUTPUTS:
-            for f in out.glob(pattern):
-                f.unlink()
+    _fresh_eval_out(out, args.force)
     plots = []
     for k, (policy_dir, r) in enumerate(zip(args.policy, reports)):
         name = "sweep.png" if len(reports) == 1 else f"sweep_{k}_{Path(policy_dir).resolve().name}.png"
