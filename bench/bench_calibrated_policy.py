@@ -31,7 +31,7 @@ from policies.ppo import PPOCfg, train  # noqa: E402
 from sim.pybullet_ref.evaluate import bootstrap_ci, fly, hover_metrics  # noqa: E402
 from sim.quadrotor.presets import CRAZYFLIE_2X  # noqa: E402
 from sim.tasks import HoverCfg, make_env  # noqa: E402
-from tether.cli import _calibrated, main as tether_main  # noqa: E402
+from tether_app.cli import _calibrated, main as tether_main  # noqa: E402
 from tether.runtime import OnnxPolicy  # noqa: E402
 
 TRUE_VEHICLE = dataclasses.replace(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tether.cli import main
+from tether_app.cli import main
 from tether.errors import EXIT_ACCEPTANCE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +97,7 @@ def test_export_of_a_missing_checkpoint(tmp_path, fails_with):
 def test_errors_reach_the_shell_as_one_line_and_status_2(tmp_path):
     """As a real process: exit status 2 (a user error), the message on stderr, no traceback."""
     missing = tmp_path / "missing.pt"
-    proc = subprocess.run([sys.executable, "-m", "tether.cli", "export", str(missing), "--out", str(tmp_path / "o")],
+    proc = subprocess.run([sys.executable, "-m", "tether_app.cli", "export", str(missing), "--out", str(tmp_path / "o")],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
@@ -203,7 +203,7 @@ def test_eval_exits_3_when_its_acceptance_fails(tmp_path, capsys):
 
 
 def test_each_demo_gets_a_fresh_folder_and_latest_points_to_the_last(tmp_path):
-    from tether.cli import _fresh_demo_dir
+    from tether_app.cli import _fresh_demo_dir
 
     first, second = _fresh_demo_dir(tmp_path), _fresh_demo_dir(tmp_path)
     assert first != second and first.is_dir() and second.is_dir()
@@ -211,7 +211,7 @@ def test_each_demo_gets_a_fresh_folder_and_latest_points_to_the_last(tmp_path):
 
 
 def test_help_shows_every_option_with_its_default():
-    from tether.cli import build_parser
+    from tether_app.cli import build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -219,7 +219,7 @@ def test_help_shows_every_option_with_its_default():
         for action in sub.choices[name]._actions:
             if not isinstance(action, argparse._HelpAction):
                 assert action.help, f"`tether {name}` option {action.option_strings or action.dest} has no help"
-    proc = subprocess.run([sys.executable, "-m", "tether.cli", "train", "--help"], cwd=REPO_ROOT,
+    proc = subprocess.run([sys.executable, "-m", "tether_app.cli", "train", "--help"], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=120)
     text = " ".join(proc.stdout.split())
     assert proc.returncode == 0 and "(default: 0)" in text and "(default: 1)" in text, proc.stdout

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tether.cli import build_parser
+from tether_app.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -160,6 +160,6 @@ def test_dockerignore_keeps_the_venv_artifacts_and_git_out():
                  ".git/HEAD", "policies/__pycache__/ppo.cpython-311.pyc", "tether.egg-info/PKG-INFO",
                  ".pytest_cache/v/cache/lastfailed"):
         assert _ignored(path, patterns), f"{path} would enter the build context"
-    for path in ("pyproject.toml", "tether/cli.py", "ros2_ws/src/tether_deploy/config/twin.yaml",
+    for path in ("pyproject.toml", "tether_app/cli.py", "ros2_ws/src/tether_deploy/config/twin.yaml",
                  "tests/fixtures/hover_policy/policy.onnx", "scripts/setup.sh", "README.md"):
         assert not _ignored(path, patterns), f"{path} is needed in the image but ignored"

@@ -121,7 +121,7 @@ def test_valid_overrides_pass_and_keep_their_types():
 
 def _start_deploy(tmp_path: Path, *extra: str, domain: int) -> subprocess.Popen:
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), PYTHONPATH=os.pathsep.join([str(REPO), str(PKG)]))
-    return subprocess.Popen([sys.executable, "-m", "tether.cli", "deploy", "--policy", str(FIXTURE), *extra],
+    return subprocess.Popen([sys.executable, "-m", "tether_app.cli", "deploy", "--policy", str(FIXTURE), *extra],
                             cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 

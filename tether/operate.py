@@ -466,7 +466,7 @@ def cmd_status(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tether.cli import main as tether_main
+    from tether_app.cli import main as tether_main
 
     return tether_main(argv)
 

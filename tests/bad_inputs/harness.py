@@ -52,7 +52,7 @@ def run_tether(argv: list[str], cwd: Path, timeout_s: float = 120.0,
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), full_env.get("PYTHONPATH", "")])
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "tether.cli", *argv], cwd=cwd, env=full_env,
+    return subprocess.run([sys.executable, "-m", "tether_app.cli", *argv], cwd=cwd, env=full_env,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout_s)
 
 

@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 def _tether(*argv: str, cwd: Path, timeout_s: float) -> subprocess.CompletedProcess:
     env = dict(os.environ, ROS_DOMAIN_ID="93",
                PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "ros2_ws" / "src" / "tether_deploy")]))
-    return subprocess.run([sys.executable, "-m", "tether.cli", *argv], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+    return subprocess.run([sys.executable, "-m", "tether_app.cli", *argv], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                           capture_output=True, text=True, timeout=timeout_s)
 
 

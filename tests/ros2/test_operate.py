@@ -15,7 +15,7 @@ TIMEOUT = "15"  # generous: the tests share 2 cores with node processes
 
 
 def tether(env: dict, *argv: str, timeout_s: float = 90.0) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "tether.cli", *argv], env=env, stdin=subprocess.DEVNULL,
+    proc = subprocess.run([sys.executable, "-m", "tether_app.cli", *argv], env=env, stdin=subprocess.DEVNULL,
                           capture_output=True, text=True, timeout=timeout_s)
     assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
@@ -140,7 +140,7 @@ def test_configure_refusal_names_the_cause(launcher, linear_policy_dir, tmp_path
 
 def test_the_command_line_loads_without_rclpy():
     """`tether --help` and every parser are built without importing rclpy (it loads when a command runs)."""
-    code = ("import sys, tether.cli; tether.cli.build_parser(); "
+    code = ("import sys, tether_app.cli; tether_app.cli.build_parser(); "
             "assert 'rclpy' not in sys.modules and 'tether_deploy.qos' not in sys.modules, 'rclpy imported'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -466,7 +466,7 @@ def _fresh_demo_dir(root: Path) -> Path:
 def cmd_demo(args) -> int:
     import shutil
 
-    from tether.demo import run_demo
+    from tether_app.demo import run_demo
     from tether.errors import EXIT_ACCEPTANCE, CommandFailed, UserError
 
     for flag, value in (("--iterations", args.iterations), ("--num-envs", args.num_envs),
