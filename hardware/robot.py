@@ -31,6 +31,11 @@ class RobotAlreadyConnectedError(RobotError):
     """connect called on a robot that is already connected."""
 
 
+class RobotLinkLost(RobotError):
+    """The link to the vehicle is gone or silent past the adapter's staleness deadline; the adapter has
+    already done what it can (the vehicle's own failsafe covers the rest)."""
+
+
 def _frozen_vector(value, shape: tuple[int, ...], name: str) -> np.ndarray:
     a = np.array(value, dtype=np.float64)
     if a.shape != shape:
@@ -315,6 +320,24 @@ class Robot(abc.ABC):
     @abc.abstractmethod
     def safe_stop(self) -> None:
         """Bring the vehicle to a safe state now (motors off, or land where the vehicle can)."""
+
+    def arm(self) -> None:
+        """Arm the motors (after the adapter's own pre-arm checks); raises RobotError when the vehicle
+        refuses, naming why. Vehicles without an arming step: nothing to do."""
+        self._require_connected("arm")
+
+    def disarm(self) -> None:
+        """Disarm the motors. Vehicles without an arming step: stop them."""
+        self.safe_stop()
+
+    def land(self) -> None:
+        """Land where the vehicle can (PX4/ArduPilot LAND mode, a descent setpoint); the default is
+        :meth:`safe_stop`."""
+        self.safe_stop()
+
+    def battery_v(self) -> float | None:
+        """Latest battery voltage [V]; None: the adapter does not measure it."""
+        return None
 
     def _require_connected(self, what: str) -> None:
         if not self.is_connected:
