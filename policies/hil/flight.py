@@ -11,17 +11,11 @@ the recorder's alike. The ROS backend of loop.py flies the real node processes i
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
-_PKG = REPO / "ros2_ws" / "src" / "tether_deploy"
-if str(_PKG) not in sys.path:
-    sys.path.insert(0, str(_PKG))
-
-from hardware.twin import DigitalTwin, TwinConfig  # noqa: E402
+from hardware.twin import DigitalTwin, TwinConfig
 
 
 @dataclasses.dataclass(frozen=True)

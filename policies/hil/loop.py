@@ -24,7 +24,7 @@ from hardware.twin import TwinConfig, WeakMotor, with_policy_rate_gains
 from policies.hil.algorithms import FinetuneCfg
 from policies.hil.dataset import load_log
 from policies.hil.finetune import finetune, lineage
-from policies.hil.flight import REPO, EpisodeCfg, episode_starts, episode_success, fly_corrected_episode
+from policies.hil.flight import EpisodeCfg, episode_starts, episode_success, fly_corrected_episode
 from policies.hil.sim_refine import SimRefineCfg
 from tether.actions import ActionMap
 from tether.contract import load_policy_dir
@@ -170,9 +170,7 @@ class _RosStack:
 def request_hot_swap(policy_dir: str | Path, domain_id: int | None = None, timeout_s: float = 20.0) -> str:
     """Offer ``policy_dir`` on runner/load_policy; returns the runner's answer on runner/active_policy."""
     import os
-    import sys
 
-    sys.path.insert(0, str(REPO / "ros2_ws" / "src" / "tether_deploy"))
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from std_msgs.msg import String
