@@ -37,7 +37,8 @@ def fly(policy: Policy, contract: PolicyContract, preset: QuadrotorPreset, init:
         goal_w: Reference, duration_s: float, goal_vel_w: Reference | None = None,
         rate_kp: tuple[float, float, float] | None = None, latency_steps: int | np.ndarray = 0,
         overrides: PhysicsOverrides | None = None, substeps: int = 4,
-        crash_distance_m: float = 3.0, rate_div: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        crash_distance_m: float = 3.0, rate_div: np.ndarray | None = None,
+        ext_force_w: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Fly M drones under ``policy`` for ``duration_s`` seconds at the contract's control rate.
 
     policy: obs [M, obs_dim] float32 -> actions [M, A] (e.g. tether.runtime.OnnxPolicy).
@@ -49,6 +50,7 @@ def fly(policy: Policy, contract: PolicyContract, preset: QuadrotorPreset, init:
     overrides: per-drone physics deviations from ``preset``.
     rate_div: [M] physics substeps per CTBR rate-loop tick (the loop restarts at every control tick and
         holds its rotor commands in between, as the training simulator's); None: every substep.
+    ext_force_w: [M, 3] or [3] steady world-frame force on each drone's centre of mass (a steady wind) [N].
     A drone crashes when it goes below z = 0 m, farther than crash_distance_m from its goal, or NaN;
     from then on it is parked and its recorded series stay at their values at the crash.
 
@@ -136,7 +138,7 @@ def fly(policy: Policy, contract: PolicyContract, preset: QuadrotorPreset, init:
                 cmd[crashed] = 0.0
                 return cmd
 
-            quads.step(rotor_cmd)
+            quads.step(rotor_cmd, ext_force_w)
             s = quads.state()
             goal_next = _reference(goal_w, t + dt, m, "goal_w")
             finite = np.all(np.isfinite(s["pos_w"]), -1) & np.all(np.isfinite(s["quat_wxyz"]), -1)
