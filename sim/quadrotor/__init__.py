@@ -1,1 +1,1 @@
-"""Quadrotor model. ``presets`` is torch-free (the pybullet twin reads it); ``dynamics`` is torch."""
+"""Quadrotor model. ``presets`` re-exports the torch-free tether.presets; ``dynamics`` is torch."""
