@@ -8,6 +8,8 @@ import importlib
 import sys
 from pathlib import Path
 
+from tether.command_line import ArgumentParser, run
+
 # Subcommands owned by other stages: each module provides add_parser(subparsers). Imported lazily so
 # that `tether train` does not need rclpy and `tether deploy` does not need torch.
 EXTERNAL_COMMANDS = {"calibrate": "calibration.cli", "deploy": "tether.deploy", "finetune": "policies.hil.cli",
@@ -266,6 +268,11 @@ def cmd_export(args) -> int:
     if _is_non_empty_dir(out) and not args.force:
         raise UserError(f"--out {out} is not empty ({_listing(out)}); pass --force to replace the policy in it, "
                         "or give another folder")
+    if args.onboard == "c":
+        from policies.export_c import COMPILERS, find_compiler
+        if find_compiler() is None:
+            raise UserError(f"--onboard c needs a C compiler to check the C against onnxruntime and none is on PATH "
+                            f"($CC, {', '.join(COMPILERS)}); install one (apt install gcc) or drop --onboard")
     from policies.checkpoint import CheckpointError, load_checkpoint, read_run_id
     from policies.export import export_policy
 
@@ -290,6 +297,17 @@ def cmd_export(args) -> int:
     print(f"exported -> {out_dir}/policy.onnx + policy.json (obs {contract.obs_dim}, "
           f"action {contract.action.type}x{contract.action.dim}, {contract.control_rate_hz:g} Hz); "
           f"ONNX parity max |diff| = {err:.2e}")
+    if args.onboard == "c":
+        from policies.export_c import OnboardError, export_c
+
+        try:  # out_dir was new, empty or --force: onboard/ is replaced only with --force
+            onb = export_c(out_dir, out_dir / "onboard", force=args.force)
+        except FileExistsError as e:
+            raise UserError(f"{_one_line(e)}; pass --force") from e
+        except OnboardError as e:
+            raise CommandFailed(_one_line(e)) from e
+        print(f"onboard C -> {onb.c_path} + {onb.h_path.name}; max |C - onnxruntime| = {onb.max_abs_err:.2e} "
+              f"on {onb.n_checked} observations ({onb.compiler})")
     return 0
 
 
@@ -528,6 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="checkpoint file, or run folder (the latest checkpoint of its own run)")
     p.add_argument("--out", required=True, help="output folder (new or empty, or --force)")
     p.add_argument("--force", action="store_true", help="replace the policy in a non-empty --out")
+    p.add_argument("--onboard", choices=["c"], help="also write OUT/onboard/tether_policy.c + .h for firmware, "
+                                                    "checked against onnxruntime (needs a C compiler)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("eval", help="fly exported policies from randomized starts and judge them as their task "
@@ -571,50 +591,9 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse with the front door's error shape: one ``error:`` line naming the fix, exit 2."""
-
-    def error(self, message: str):
-        from tether.errors import EXIT_USAGE
-
-        self.exit(EXIT_USAGE, f"error: {self.prog}: {message}; see `{self.prog} --help`\n")
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """--help shows every default and keeps hand-wrapped descriptions as written."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        # identity, not ==: a default of 0 equals False, and 0 is a value to show
-        if "default" in text or action.default == [] or any(action.default is d for d in (None, False, argparse.SUPPRESS)):
-            return text  # said in the help already, or nothing to show
-        return super()._get_help_string(action)
-
-
-def _defaults_in_help(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = HelpFormatter
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                _defaults_in_help(sub)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run one command; its status follows tether.errors (0 ok, 1 failed, 2 user error, 3 acceptance failed)."""
-    from tether.errors import EXIT_INTERRUPTED, CommandFailed, UserError
-
-    parser = build_parser()
-    _defaults_in_help(parser)
-    args = parser.parse_args(argv)
-    try:
-        rc = args.func(args)
-    except (UserError, CommandFailed) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return rc if isinstance(rc, int) else 0
+    return run(build_parser(), argv)
 
 
 if __name__ == "__main__":
