@@ -135,7 +135,9 @@ class SafetyMonitor:
         """``cmd`` bounded to the limits: CTBR rates to +- max_rate_cmd_rad_s and thrust to [0,
         max_thrust_frac * max_thrust_n]; rotor commands to [0, 1] and, when their collective thrust
         (mean of speed^2) exceeds max_thrust_frac, scaled down together (the torque ratios kept).
-        Non-finite commands raise ValueError."""
+        Non-finite commands raise ValueError; commands of other robots (arms) pass unchanged."""
+        if not isinstance(cmd, (CtbrCommand, RotorCommand)):
+            return cmd  # another kind of robot (an arm): its adapter enforces its own joint limits
         check_finite_command(cmd)
         if isinstance(cmd, CtbrCommand):
             hi = np.inf if self.max_thrust_n is None else self.cfg.max_thrust_frac * self.max_thrust_n
@@ -275,10 +277,10 @@ class SafeRobot(Robot):
         self.inner.disarm()
 
     def land(self) -> None:
-        self._latch(Verdict(LAND, "land requested"))
+        self.latch(Verdict(LAND, "land requested"))
 
     def safe_stop(self) -> None:
-        self._latch(Verdict(STOP, "stop requested"))
+        self.latch(Verdict(STOP, "stop requested"))
 
     # ------------------------------------------------------------------------------- decisions
 
@@ -287,13 +289,15 @@ class SafeRobot(Robot):
             state = self.inner.read()
         except RobotLinkLost as e:
             try:
-                self._latch(Verdict(STOP, f"link lost: {e}"))
+                self.latch(Verdict(STOP, f"link lost: {e}"))
             except RobotError:  # the link is gone: the vehicle's own failsafe covers the rest
                 pass
             raise
+        if not isinstance(state, RobotState):  # another kind of robot (an arm): no vehicle checks apply
+            return state
         verdict = self.monitor.check(state, self.inner.battery_v(), self._clock())
         if not verdict.ok:
-            self._latch(verdict)
+            self.latch(verdict)
         return state
 
     def send(self, cmd: Command) -> Command:
@@ -317,8 +321,9 @@ class SafeRobot(Robot):
         self.verdict = Verdict(OK)
         self.monitor.reset()
 
-    def _latch(self, verdict: Verdict) -> None:
-        """Act on the first land/stop once; a stop after a land escalates (stop is the worse)."""
+    def latch(self, verdict: Verdict) -> None:
+        """Act on a land/stop verdict once (inner.land() or inner.safe_stop()) and refuse commands until
+        reset(); a verdict no worse than the latched one changes nothing, a stop after a land escalates."""
         if ACTIONS.index(verdict.action) <= ACTIONS.index(self.verdict.action):
             return
         self.verdict = verdict
