@@ -466,9 +466,10 @@ def cmd_status(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tether_app.cli import main as tether_main
+    """``python -m tether.operate status``: the robot side's command line (no tether_app on a robot)."""
+    from tether.robot_cli import main as robot_main
 
-    return tether_main(argv)
+    return robot_main(argv)
 
 
 if __name__ == "__main__":
