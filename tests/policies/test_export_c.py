@@ -1,0 +1,194 @@
+"""Onboard export (policies/export_c.py): the generated C, compiled with the system compiler, computes what
+onnxruntime computes on the same policy.onnx, says the contract's facts, and refuses what it must."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from policies.export_c import (TOLERANCE, CPolicy, OnboardError, OnboardMismatch, compile_shared, export_c,
+                               find_compiler, flight_observations, random_observations, verify)
+from tether.actions import action_map
+from tether.contract import load_policy_dir, sha256_file
+from tether.runtime import OnnxPolicy
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "hover_policy"
+
+if find_compiler() is None:  # loud, not silent: the onboard export cannot be checked without one
+    pytest.fail("no C compiler on PATH (cc, gcc, clang): tests/policies/test_export_c.py needs one", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def fixture_export(tmp_path_factory):
+    out = tmp_path_factory.mktemp("onboard")
+    return export_c(FIXTURE, out), out
+
+
+@pytest.fixture(scope="module")
+def fixture_lib(fixture_export, tmp_path_factory):
+    exp, out = fixture_export
+    _, contract = load_policy_dir(FIXTURE)
+    lib = compile_shared(exp.c_path, tmp_path_factory.mktemp("lib") / "libtp.so", extra=(f"-I{out}",))
+    return CPolicy(lib, "tether_policy", contract.obs_dim, contract.action.dim), contract
+
+
+def test_export_verifies_against_onnxruntime(fixture_export):
+    exp, _ = fixture_export
+    assert exp.c_path.is_file() and exp.h_path.is_file()
+    assert exp.max_abs_err <= TOLERANCE
+    assert exp.n_checked > 1024  # random observations and a pybullet flight
+
+
+def test_c_matches_onnxruntime_on_a_flight(fixture_lib):
+    c_policy, contract = fixture_lib
+    obs = np.concatenate([flight_observations(FIXTURE, duration_s=1.0, num_drones=3, seed=7),
+                          random_observations(contract, 256, seed=3)])
+    want = OnnxPolicy(FIXTURE)(obs)
+    got = c_policy(obs)
+    assert np.abs(got - want).max() <= TOLERANCE
+    # not vacuous: the outputs move over the observations and most are inside the clip
+    assert want.std(axis=0).min() > 1e-3
+    assert np.mean(np.abs(want) < 1.0) > 0.5
+
+
+def test_header_states_the_contract(fixture_export, fixture_lib):
+    exp, _ = fixture_export
+    c_policy, contract = fixture_lib
+    defines = dict(re.findall(r"^#define (\w+) (\S+)", exp.h_path.read_text(), flags=re.M))
+
+    def num(key: str) -> float:
+        return float(defines[key].strip("()").rstrip("f"))
+
+    assert defines["TETHER_POLICY_ONNX_SHA256"].strip('"') == sha256_file(FIXTURE / "policy.onnx")
+    assert defines["TETHER_POLICY_CONTRACT_VERSION"].strip('"') == contract.version
+    assert int(defines["TETHER_POLICY_OBS_DIM"]) == contract.obs_dim
+    assert int(defines["TETHER_POLICY_ACTION_DIM"]) == contract.action.dim
+    assert num("TETHER_POLICY_CONTROL_RATE_HZ") == contract.control_rate_hz
+    for s in contract.observation:
+        assert int(defines[f"TETHER_POLICY_OBS_{s.name.upper()}_OFFSET"]) == s.offset
+        assert int(defines[f"TETHER_POLICY_OBS_{s.name.upper()}_LEN"]) == s.length
+    assert num("TETHER_POLICY_MAX_THRUST_N") == pytest.approx(contract.action.max_thrust_n, rel=1e-7)
+    # the C mapping to physical units is tether.actions' mapping
+    to_ctbr = c_policy.lib.tether_policy_to_ctbr
+    f_p = ctypes.POINTER(ctypes.c_float)
+    to_ctbr.argtypes = [f_p, f_p, f_p]
+    amap = action_map(contract.action)
+    for a in np.random.default_rng(0).uniform(-1, 1, (20, 4)).astype(np.float32):
+        thrust, rates = np.zeros(1, np.float32), np.zeros(3, np.float32)
+        to_ctbr(a.ctypes.data_as(f_p), thrust.ctypes.data_as(f_p), rates.ctypes.data_as(f_p))
+        want_thrust, want_rates = amap.to_ctbr(a)
+        assert thrust[0] == pytest.approx(want_thrust, rel=1e-6)
+        np.testing.assert_allclose(rates, want_rates, rtol=1e-6)
+
+
+def test_nonfinite_observation_is_refused(fixture_lib):
+    c_policy, contract = fixture_lib
+    obs = np.zeros(contract.obs_dim, np.float32)
+    obs[contract.slice("ang_vel_b").offset] = np.nan
+    action = np.full(contract.action.dim, 7.0, np.float32)
+    f_p = ctypes.POINTER(ctypes.c_float)
+    status = c_policy.step(obs.ctypes.data_as(f_p), action.ctypes.data_as(f_p))
+    assert status == -1
+    assert np.all(action == 7.0)  # untouched: the firmware keeps its safe behaviour
+    with pytest.raises(OnboardError, match="returned -1"):
+        c_policy(obs[None])
+
+
+def test_diverging_c_is_refused(fixture_export, tmp_path):
+    exp, out = fixture_export
+    shutil.copy(exp.h_path, tmp_path / exp.h_path.name)
+    source = exp.c_path.read_text()
+    # change the first weight of the first layer by 1e-3 (a float literal after the matrix declaration)
+    head, tail = source.split("actor_0_weight", 1)
+    m = re.search(r"\{\s*\{\s*\(?(-?[0-9.e-]+)f\)?", tail)
+    value = float(m.group(1))
+    tail = tail[:m.start(1)] + repr(value + 1e-3) + tail[m.end(1):]
+    bad = tmp_path / exp.c_path.name
+    bad.write_text(head + "actor_0_weight" + tail)
+    _, contract = load_policy_dir(FIXTURE)
+    with pytest.raises(OnboardMismatch, match="differs from onnxruntime"):
+        verify(bad, FIXTURE, random_observations(contract, 512))
+
+
+def test_refuses_to_overwrite_without_force(fixture_export):
+    exp, out = fixture_export
+    before = exp.c_path.read_text()
+    with pytest.raises(FileExistsError, match="pass force"):
+        export_c(FIXTURE, out)
+    assert exp.c_path.read_text() == before
+    again = export_c(FIXTURE, out, force=True, recorded_obs=random_observations(load_policy_dir(FIXTURE)[1], 8))
+    assert again.max_abs_err <= TOLERANCE
+
+
+@pytest.mark.parametrize("act", ["Tanh", "ReLU"])
+def test_other_activations_and_sizes(act, tmp_path):
+    """A fresh MLP (another activation, other widths, a non-trivial normalizer) exported as policies/export.py
+    does, then to C: the translation follows the graph, not one architecture."""
+    import torch
+    from torch import nn
+
+    from policies.models import ActorCritic, DeployedActor, mlp
+
+    torch.manual_seed(0)
+    contract = json.loads((FIXTURE / "policy.json").read_text())
+    obs_dim, action_dim = contract["obs_dim"], contract["action"]["dim"]
+    model = ActorCritic(obs_dim, action_dim)
+    model.actor = mlp(obs_dim, (48, 32, 16), action_dim, act=getattr(nn, act))
+    with torch.no_grad():
+        model.obs_normalizer.mean.copy_(torch.randn(obs_dim))
+        model.obs_normalizer.var.copy_(torch.rand(obs_dim) * 4 + 0.1)
+    policy_dir = tmp_path / "policy"
+    policy_dir.mkdir()
+    torch.onnx.export(DeployedActor(model).eval(), (torch.zeros(1, obs_dim),), str(policy_dir / "policy.onnx"),
+                      input_names=["obs"], output_names=["actions"], dynamic_axes={"obs": {0: "batch"},
+                                                                                   "actions": {0: "batch"}},
+                      opset_version=17, dynamo=False)
+    contract["provenance"]["onnx_sha256"] = sha256_file(policy_dir / "policy.onnx")
+    (policy_dir / "policy.json").write_text(json.dumps(contract))
+    exp = export_c(policy_dir, tmp_path / "onboard")
+    assert exp.max_abs_err <= TOLERANCE
+    libm = "tanhf(" if act == "Tanh" else "expf("
+    assert (libm in exp.c_path.read_text()) == (act == "Tanh")
+
+
+def test_unsupported_graph_is_refused(tmp_path):
+    import torch
+    from torch import nn
+
+    class Odd(nn.Module):
+        def forward(self, obs):
+            return torch.sin(obs[:, :4])
+
+    contract = json.loads((FIXTURE / "policy.json").read_text())
+    policy_dir = tmp_path / "policy"
+    policy_dir.mkdir()
+    torch.onnx.export(Odd(), (torch.zeros(1, contract["obs_dim"]),), str(policy_dir / "policy.onnx"),
+                      input_names=["obs"], output_names=["actions"], opset_version=17, dynamo=False)
+    contract["provenance"]["onnx_sha256"] = sha256_file(policy_dir / "policy.onnx")
+    (policy_dir / "policy.json").write_text(json.dumps(contract))
+    with pytest.raises(OnboardError, match="does not translate"):
+        export_c(policy_dir, tmp_path / "onboard", verify_outputs=False)
+    assert not (tmp_path / "onboard" / "tether_policy.c").exists()
+
+
+def test_cli_export_onboard(trained_hover, tmp_path, capsys):
+    from tether_app.cli import main
+
+    out = tmp_path / "export"
+    assert main(["export", str(trained_hover.run_dir), "--out", str(out), "--onboard", "c"]) == 0
+    c_path = out / "onboard" / "tether_policy.c"
+    assert c_path.is_file() and (out / "onboard" / "tether_policy.h").is_file()
+    assert "max |C - onnxruntime|" in capsys.readouterr().out
+    _, contract = load_policy_dir(out)
+    obs = flight_observations(out, duration_s=1.0, num_drones=2)
+    lib = compile_shared(c_path, tmp_path / "libtp.so", extra=(f"-I{c_path.parent}",))
+    got = CPolicy(lib, "tether_policy", contract.obs_dim, contract.action.dim)(obs)
+    assert np.abs(got - OnnxPolicy(out)(obs)).max() <= TOLERANCE
+    assert main(["export", str(trained_hover.run_dir), "--out", str(out), "--onboard", "c"]) == 2
+    assert main(["export", str(trained_hover.run_dir), "--out", str(out), "--onboard", "c", "--force"]) == 0
