@@ -36,7 +36,10 @@ from tether.errors import EXIT_INTERRUPTED, CommandFailed, UserError
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE_SRC = REPO / "ros2_ws" / "src" / "tether_deploy"
-CONFIG = PACKAGE_SRC / "config"
+# the ROS package's parameter files: beside its sources in a checkout (an editable install), else where a
+# wheel install puts them, share/tether_deploy/config under the prefix as colcon does (robot/: tether-robot)
+CONFIG = (PACKAGE_SRC / "config" if (PACKAGE_SRC / "config").is_dir()
+          else Path(sys.prefix) / "share" / "tether_deploy" / "config")
 
 # Robot adapters: --robot NAME -> (node name, module, default parameter files). The twin is the only one so
 # far; hardware adapters (crazyflie, mavlink) slot in here and in launch/robot.launch.py.
