@@ -72,12 +72,12 @@ def main(argv=None) -> int:
         print("[2/4] tether calibrate quadrotor")
         tether_main(["calibrate", "quadrotor", "--log", str(tmp / "flight.csv"), "--preset", "crazyflie2x",
                      "--mass", str(TRUE_VEHICLE.mass_kg), "--unit-id", "cf-bench-01", "--out", str(tmp / "unit.yaml")])
-        base = HoverCfg(action_space="rotor", num_envs=args.num_envs, seed=args.seed)
+        base = HoverCfg(action_space="rotor")
         variants = {"identified": _calibrated(base, str(tmp / "unit.yaml"), 2.0), "published_preset": base}
         for i, (name, cfg) in enumerate(variants.items()):
             print(f"[3/4] training on the {name} vehicle ({args.iterations} iterations)")
             v = cfg.vehicle
-            ckpt = train(make_env("hover", cfg), "hover", PPOCfg(num_iterations=args.iterations, seed=args.seed,
+            ckpt = train(make_env("hover", cfg, num_envs=args.num_envs, seed=args.seed), "hover", PPOCfg(num_iterations=args.iterations, seed=args.seed,
                                                                   save_interval=args.iterations), tmp / name)
             policy_dir, _, _ = export_policy(ckpt, tmp / f"{name}_policy")
             print(f"[4/4] flying the {name} policy on the true vehicle in pybullet")

@@ -28,7 +28,8 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(path: str | Path, *, model, optimizer, task: str, env, ppo_cfg, iteration: int,
                     global_step: int, train_time_s: float, learning_rate: float,
-                    logs: dict[str, float] | None = None, run_id: str | None = None) -> Path:
+                    logs: dict[str, float] | None = None, run_id: str | None = None, world_size: int = 1) -> Path:
+    """world_size: processes of a data-parallel run (each with ``env.run.num_envs`` envs)."""
     path = Path(path)
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -36,7 +37,11 @@ def save_checkpoint(path: str | Path, *, model, optimizer, task: str, env, ppo_c
         "task": task,
         "task_cfg": config_to_dict(env.cfg),
         "ppo_cfg": config_to_dict(ppo_cfg),
-        "config_hash": config_hash({"task": config_to_dict(env.cfg), "ppo": config_to_dict(ppo_cfg)}),
+        # the task alone (issue 13): the same task trained on another machine, device or env count has
+        # the same hash; the run settings are recorded beside it
+        "config_hash": task_config_hash(env.cfg),
+        "run_cfg": config_to_dict(env.run),
+        "world_size": world_size,
         "obs_dim": env.obs_dim,
         "action_dim": env.cfg.action_dim,
         "model": model.state_dict(),
@@ -53,12 +58,18 @@ def save_checkpoint(path: str | Path, *, model, optimizer, task: str, env, ppo_c
     return path
 
 
+def task_config_hash(task_cfg) -> str:
+    """The config hash of a policy: its task config alone (no run settings, no PPO settings)."""
+    return config_hash(config_to_dict(task_cfg))
+
+
 def load_checkpoint(path: str | Path, task: str | None = None, obs_dim: int | None = None,
                     action_dim: int | None = None, action_space: str | None = None) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
+        # on the CPU whatever device wrote it: the caller moves weights to its own device
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch.load raises pickle, zip and runtime errors for corrupt files
         reason = " ".join(f"{type(e).__name__}: {e}".split())

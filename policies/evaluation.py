@@ -87,16 +87,15 @@ ACCEPTANCE["recovery"] = RECOVERY  # the name `--acceptance recovery` has always
 
 def task_cfg_from_contract(policy_dir: str | Path):
     """The resolved task config a policy was trained with, from its contract's provenance."""
-    from sim.tasks import TASKS
-    from tether.config import config_from_dict
+    from sim.tasks import TASKS, task_cfg_from_dict
     from tether.contract import ContractError, load_contract
 
     contract = load_contract(Path(policy_dir) / "policy.json")
     if contract.task not in TASKS or "task_cfg" not in contract.provenance:
         raise ContractError(f"{policy_dir}: contract names task {contract.task!r} without a task_cfg in its "
                             "provenance; it was not exported by `tether export`")
-    cfg_cls, _ = TASKS[contract.task]
-    return config_from_dict(cfg_cls, contract.provenance["task_cfg"], where=f"{policy_dir}/policy.json task_cfg")
+    # contracts exported before issue 13 hold run settings (device, num_envs) in task_cfg: dropped there
+    return task_cfg_from_dict(contract.task, contract.provenance["task_cfg"], where=f"{policy_dir}/policy.json task_cfg")
 
 
 def sample_starts(cfg: AcceptanceCfg, goal_w: np.ndarray) -> dict[str, np.ndarray]:

@@ -14,7 +14,7 @@ from policies.checkpoint import load_checkpoint
 from policies.models import ActorCritic, DeployedActor
 from sim.quadrotor.presets import GRAVITY
 from sim.randomization import latency_step_range
-from tether.config import config_from_dict
+from tether.config import config_to_dict
 from tether.contract import (ControllerSpec, FramesSpec, LatencySpec, PolicyContract, VehicleSpec, save_contract,
                              sha256_file)
 from tether.runtime import OnnxPolicy
@@ -53,11 +53,11 @@ def contract_sections(cfg) -> dict:
 
 def env_from_checkpoint(ckpt: dict, num_envs: int = 1, **overrides):
     """Rebuild the training environment (same resolved config) from a checkpoint."""
-    from sim.tasks import TASKS, make_env
+    from sim.tasks import make_env, task_cfg_from_dict
 
-    cfg_cls, _ = TASKS[ckpt["task"]]
-    cfg = config_from_dict(cfg_cls, ckpt["task_cfg"], where=f"checkpoint task_cfg ({ckpt['task']})")
-    return make_env(ckpt["task"], cfg, num_envs=num_envs, device="cpu", compile=False, **overrides)
+    # old checkpoints' task_cfg holds run settings (device, num_envs, ...): task_cfg_from_dict drops them
+    cfg = task_cfg_from_dict(ckpt["task"], ckpt["task_cfg"], where=f"checkpoint task_cfg ({ckpt['task']})")
+    return make_env(ckpt["task"], cfg, **{"num_envs": num_envs, "device": "cpu", "physics": "eager", **overrides})
 
 
 def model_from_checkpoint(ckpt: dict) -> ActorCritic:
@@ -112,7 +112,9 @@ def export_policy(checkpoint: str | Path, out_dir: str | Path, parent: dict | No
             "config_hash": ckpt["config_hash"], "source_revision": _source_revision(),
             "checkpoint": str(Path(checkpoint).resolve()), "run_id": ckpt.get("run_id"), "iteration": ckpt["iteration"],
             "train_time_s": ckpt["train_time_s"], "preset": env.cfg.vehicle.name,
-            "task_cfg": ckpt["task_cfg"], "parent": parent,
+            "task_cfg": config_to_dict(env.cfg), "parent": parent,
+            # how it was trained (device, envs per process, processes), for information: never read back
+            "run_cfg": ckpt.get("run_cfg"), "world_size": ckpt.get("world_size", 1),
         })
     os.replace(tmp_onnx, out_dir / "policy.onnx")
     save_contract(contract, out_dir / "policy.json")

@@ -35,8 +35,13 @@ def _parse_overrides(items: list[str]) -> dict:
 
 
 def _task_cfg(task: str, config: str | None, overrides: dict):
+    """(task config, run-setting overrides) from --config and --set: run keys (num_envs, device, seed,
+    physics, threads; the old task key compile) go to the run, never into the task config (issue 13)."""
+    import yaml
+
     from sim.tasks import TASKS
-    from tether.config import config_from_dict, config_to_dict, load_yaml_config
+    from sim.tasks.run_cfg import split_run_keys
+    from tether.config import config_from_dict, config_to_dict
     from tether.errors import UserError
 
     if task not in TASKS:
@@ -44,12 +49,22 @@ def _task_cfg(task: str, config: str | None, overrides: dict):
     cfg_cls, _ = TASKS[task]
     if config and not Path(config).is_file():
         raise UserError(f"--config {config} does not exist (or is not a file); give a YAML file of {task} config keys")
+    data = {}
+    if config:
+        try:
+            data = yaml.safe_load(Path(config).read_text()) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"{config}: not valid YAML ({_one_line(e)})") from e
+        except (UnicodeDecodeError, OSError) as e:
+            raise UserError(f"{config}: not a readable YAML text file ({_one_line(e)})") from e
+        if not isinstance(data, dict):
+            raise UserError(f"{config}: expected a mapping of config keys, got {type(data).__name__}")
+    file_task, file_run = split_run_keys(data)
+    task_over, run_over = split_run_keys(overrides)
     try:
-        if config:
-            return load_yaml_config(cfg_cls, config, overrides)
         base = config_to_dict(cfg_cls())
-        base.update(overrides)
-        return config_from_dict(cfg_cls, base, where=f"{task} config")
+        base.update({**file_task, **task_over})
+        return config_from_dict(cfg_cls, base, where=config or f"{task} config"), {**file_run, **run_over}
     except (ValueError, OSError) as e:
         raise UserError(_one_line(e)) from e
 
@@ -164,6 +179,26 @@ def _clear_run(run_dir: Path) -> None:
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
 
 
+def _run_cfg(args, run_over: dict):
+    """The run settings of `tether train`: the task's defaults, then --config / --set run keys, then the
+    flags (--num-envs, --device, --seed, --physics, --threads)."""
+    import dataclasses
+
+    from sim.tasks.run_cfg import RunCfg, run_defaults
+    from tether.config import config_from_dict, config_to_dict
+    from tether.errors import UserError
+
+    flags = {"num_envs": args.num_envs, "device": args.device, "seed": args.seed, "physics": args.physics,
+             "threads": args.threads}
+    merged = {**config_to_dict(run_defaults(args.task)), **run_over,
+              **{k: v for k, v in flags.items() if v is not None}}
+    try:
+        run = config_from_dict(RunCfg, merged, where="run")
+    except ValueError as e:
+        raise UserError(_one_line(e)) from e
+    return run if run.threads is not None else dataclasses.replace(run, threads=1)
+
+
 def cmd_train(args) -> int:
     from tether.errors import UserError
 
@@ -178,14 +213,11 @@ def cmd_train(args) -> int:
     from sim.tasks import make_env
     from tether.config import config_from_dict, config_to_dict
 
-    torch.set_num_threads(args.threads)
     overrides = _parse_overrides(args.set)
     ppo_over = {k[4:]: overrides.pop(k) for k in list(overrides) if k.startswith("ppo.")}
-    if args.num_envs is not None:
-        overrides["num_envs"] = args.num_envs
-    if args.device is not None:
-        overrides["device"] = args.device
-    cfg = _task_cfg(args.task, args.config, overrides)
+    cfg, run_over = _task_cfg(args.task, args.config, overrides)
+    run = _run_cfg(args, run_over)
+    torch.set_num_threads(run.threads)
     if args.calibration:
         cfg = _calibrated(cfg, args.calibration, args.calibration_k)
     if args.iterations is not None:
@@ -195,7 +227,7 @@ def cmd_train(args) -> int:
         ppo = config_from_dict(PPOCfg, {**config_to_dict(ppo_defaults(args.task)), **ppo_over}, where="ppo")
     except ValueError as e:
         raise UserError(_one_line(e)) from e
-    _check_device(cfg.device)
+    _check_device(run.device)
 
     resume = _resolve_checkpoint(args.resume, "--resume") if args.resume else None
     resume_dir = None if resume is None else (Path(args.resume) if Path(args.resume).is_dir() else resume.parent)
@@ -209,7 +241,7 @@ def cmd_train(args) -> int:
         raise UserError(f"run folder {run_dir} is not empty ({_listing(run_dir)}); pass --resume {run_dir} to "
                         "continue its run, --force to replace it, or another --run-dir")
     try:
-        env = make_env(args.task, cfg)
+        env = make_env(args.task, cfg, run)
     except (ValueError, TypeError, RuntimeError) as e:
         raise UserError(f"{args.task} config: {_one_line(e)}") from e
     if env.num_envs * ppo.num_steps < ppo.num_minibatches:
@@ -246,7 +278,8 @@ def cmd_train(args) -> int:
     from torch.utils.tensorboard import SummaryWriter
 
     (run_dir / "config.yaml").write_text(yaml.safe_dump({"task": args.task, "task_cfg": config_to_dict(cfg),
-                                                         "ppo": config_to_dict(ppo)}, sort_keys=False))
+                                                         "ppo": config_to_dict(ppo), "run": config_to_dict(env.run)},
+                                                        sort_keys=False))
     (run_dir / "randomization.yaml").write_text(yaml.safe_dump(config_to_dict(cfg.randomization), sort_keys=False))
     writer = SummaryWriter(str(run_dir / "tb"))
     try:
@@ -525,12 +558,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a task config key (or ppo.KEY), e.g. --set action_space=rotor; values are "
                         "YAML (lists [1.0, 2.0]); NaN and Inf are refused")
-    p.add_argument("--num-envs", type=int, help="parallel environments (default: the task config's, 4096)")
+    p.add_argument("--num-envs", type=int, help="parallel environments per process (default: the task's run "
+                                                "default, 4096; 1024 for hover_robust)")
     p.add_argument("--iterations", type=int, help="PPO iterations (default: ppo.num_iterations, 150); with "
                                                   "--resume the total, counting the resumed ones")
-    p.add_argument("--seed", type=int, default=0, help="PPO seed (also in the name of the run folder)")
-    p.add_argument("--device", help="torch device, cpu or cuda[:N] (default: the config's, cpu)")
+    p.add_argument("--seed", type=int, default=0, help="PPO and env seed (also in the name of the run folder)")
+    p.add_argument("--device", help="torch device, cpu or cuda[:N] (default: cpu)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest at small batch)")
+    p.add_argument("--physics", choices=("auto", "fused", "eager", "compiled"), default="auto",
+                   help="simulator step: fused (one compiled kernel for physics, observation, reward, resets), "
+                        "eager (op by op), compiled (torch.compile of the eager physics); auto: fused where the "
+                        "task supports it, else eager")
     p.add_argument("--run-dir", help="run folder for checkpoints, config and TensorBoard (default: "
                                      "artifacts/runs/<task>_seed<seed>, or the --resume folder)")
     p.add_argument("--resume", help="run folder (its latest checkpoint) or checkpoint file to continue; same task, "

@@ -88,8 +88,9 @@ def refine_in_sim(model: ActorCritic, task_cfg, rotor_gains, robot_obs: torch.Te
                                obs_noise_ang_vel_rad_s=r.obs_noise_ang_vel_rad_s,
                                rotor_gain_scale=(1.0 - cfg.gain_spread, 1.0 + cfg.gain_spread))
     env = make_env(task_name_of(task_cfg), dataclasses.replace(
-        task_cfg, num_envs=cfg.num_envs, vehicle_params=vehicle, randomization=rand, compile=False, seed=cfg.seed,
-        init_pos_m=cfg.init_offset_m, init_tilt_rad=0.0, init_lin_vel_m_s=cfg.init_vel_m_s, init_ang_vel_rad_s=0.0))
+        task_cfg, vehicle_params=vehicle, randomization=rand,
+        init_pos_m=cfg.init_offset_m, init_tilt_rad=0.0, init_lin_vel_m_s=cfg.init_vel_m_s, init_ang_vel_rad_s=0.0),
+        num_envs=cfg.num_envs, seed=cfg.seed, physics="eager")
     refined = copy.deepcopy(model).train()
     anchor = copy.deepcopy(model.actor).eval()
     for p in list(refined.obs_normalizer.parameters()) + list(anchor.parameters()):

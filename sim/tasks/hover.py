@@ -36,7 +36,6 @@ class RobustHoverCfg(QuadrotorTaskCfg):
     its position error (integral action: no steady offset on a vehicle whose hover thrust it cannot know)
     and a longer action history (latency, motor lag)."""
 
-    num_envs: int = 1024
     randomization: RandomizationCfg = CRAZYFLIE_CLASS
     substeps: int = 10
     """physics substeps per control step: 500 Hz at 50 Hz, so the rate loop can run at 100-500 Hz"""

@@ -2,7 +2,7 @@
 start distributions, reward scales and success. Isaac Lab direct-env shape: a Cfg dataclass and an Env.
 
 API (Isaac Gym / rsl_rl shape): ``reset() -> obs``, ``step(actions) -> (obs, rewards, terminated,
-truncated, info)`` on tensors shaped [num_envs, ...] on ``cfg.device``. Envs reset automatically; the
+truncated, info)`` on tensors shaped [num_envs, ...] on ``run.device`` (:class:`RunCfg`). Envs reset automatically; the
 returned obs of a finished env is the first obs of its next episode. ``terminated`` is crash, out of
 bounds or success; ``truncated`` is the time limit only.
 """
@@ -17,6 +17,7 @@ import torch
 from sim.math import quat_mul, quat_to_rotmat, random_quat_within
 from sim.quadrotor import dynamics
 from sim.quadrotor.presets import PRESETS, QuadrotorPreset
+from sim.tasks.run_cfg import RunCfg
 from sim.randomization import (RandomizationCfg, latency_step_range, sample_latency_steps, sample_params,
                                sample_rate_divisors)
 from tether.contract import ActionSpec, ObsSlice, Rotor, make_slices
@@ -25,13 +26,7 @@ from tether.observation import integrate_pos_err
 
 @dataclasses.dataclass(frozen=True)
 class QuadrotorTaskCfg:
-    # sim
-    num_envs: int = 4096
-    """number of parallel environments"""
-    device: str = "cpu"
-    """torch device, e.g. 'cpu' or 'cuda'"""
-    seed: int = 0
-    """seed of the environment's own random generator"""
+    # sim (env count, device, seed and physics implementation are run settings: sim.tasks.run_cfg.RunCfg)
     control_rate_hz: float = 50.0
     """policy rate [Hz]; 50 Hz learns ~3x faster than 100 Hz in wall-clock here (a longer horizon per
     step at the same discount) and is within what PX4 offboard and the Crazyflie commander accept"""
@@ -39,8 +34,6 @@ class QuadrotorTaskCfg:
     """physics substeps per control step; the CTBR rate controller runs every substep (200 Hz at 50 Hz)"""
     episode_length_s: float = 5.0
     """time limit [s]; reaching it is truncation, never termination"""
-    compile: bool = False
-    """torch.compile the physics step (fast at large batch; costs a compile per new shape)"""
     # robot
     preset: str = "crazyflie2x"
     """name in sim.quadrotor.presets.PRESETS"""
@@ -94,8 +87,6 @@ class QuadrotorTaskCfg:
     """length scale of the exp(-|e|/scale) fine position term [m]"""
 
     def __post_init__(self):
-        if self.num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {self.num_envs}")
         if self.vehicle_params is None and self.preset not in PRESETS:
             raise ValueError(f"preset {self.preset!r} unknown; known: {sorted(PRESETS)}")
         if self.action_space not in ("rotor", "ctbr"):
@@ -157,14 +148,16 @@ class QuadrotorEnv:
     # or "track" (RMS error to a moving reference).
     success_metric: str = "hold"
 
-    def __init__(self, cfg: QuadrotorTaskCfg):
+    def __init__(self, cfg: QuadrotorTaskCfg, run: RunCfg | None = None):
         self.cfg = cfg
-        self.device = torch.device(cfg.device)
-        self.num_envs = cfg.num_envs
+        self.run = run = run if run is not None else RunCfg()
+        self.device = torch.device(run.device)
+        self.num_envs = n = run.num_envs
+        # created on the env's device from the run's seed: a checkpoint carries no generator state, so a
+        # run resumed or evaluated on another device draws from a generator of that device
         self.gen = torch.Generator(device=self.device)
-        self.gen.manual_seed(cfg.seed)
+        self.gen.manual_seed(run.seed)
         v = cfg.vehicle
-        n = cfg.num_envs
         self.params = sample_params(v, cfg.randomization, n, self.gen, self.device)
         self.state = dynamics.hover_state(n, v, self.device)
         self.rate_ctrl = dynamics.make_rate_controller(v, cfg.rate_kp, self.device)
@@ -184,7 +177,7 @@ class QuadrotorEnv:
         self.slices: tuple[ObsSlice, ...] = make_slices([(name, self._quantity_length(name))
                                                         for name in self.observation_names])
         self.obs_dim = sum(s.length for s in self.slices)
-        self._physics = torch.compile(dynamics.step, dynamic=False) if cfg.compile else dynamics.step
+        self._physics = torch.compile(dynamics.step, dynamic=False) if run.physics == "compiled" else dynamics.step
 
     # ---------------------------------------------------------------- task hooks (subclasses)
 

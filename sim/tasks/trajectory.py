@@ -11,6 +11,7 @@ import math
 import torch
 
 from sim.tasks.quadrotor_env import QuadrotorEnv, QuadrotorTaskCfg
+from sim.tasks.run_cfg import RunCfg
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,8 +29,8 @@ class TrajectoryEnv(QuadrotorEnv):
     observation_names = ("pos_err_b", "goal_vel_b", "up_b", "lin_vel_b", "ang_vel_b", "prev_actions")
     success_metric = "track"
 
-    def __init__(self, cfg: TrajectoryCfg):
-        super().__init__(cfg)
+    def __init__(self, cfg: TrajectoryCfg, run: RunCfg | None = None):
+        super().__init__(cfg, run)
         self.phase = torch.zeros(self.num_envs, device=self.device)
         self._update_goal()
 
