@@ -155,6 +155,33 @@ TWIN = NodeInterface(
                      "why the twin crashed (impact speed or tilt); motors are stopped")),
     params_key="twin")
 
+_ROBOT_SERVICES = {
+    "arm": "arm after the arming checks (level, still, inside the geofence, battery); fails naming why",
+    "disarm": "disarm (vehicles without an arming step: motors off)",
+    "land": "land now (the adapter's land(); commands refused until robot/reset_safety)",
+    "estop": "motors off now (safe_stop; commands refused until robot/reset_safety)",
+    "reset_safety": "clear the latched land/stop verdict once the vehicle is safe; disarmed afterwards",
+}
+STATE_BATTERY = Topic("state/battery", "sensor_msgs/msg/BatteryState", "SENSOR_DATA", "-",
+                      "battery_rate_hz, when the adapter measures its battery", "battery voltage [V] (percentage NaN)")
+ROBOT_SENT = Topic("robot/sent", _CMD, "COMMAND", "base_link", "one per command sent",
+                   "the command the adapter actually sent, after the safety layer's and its own clipping; "
+                   + _CMD_MEANING + " (the stamp of the cmd/executed it answers)")
+ROBOT_SAFETY = Topic("robot/safety", "std_msgs/msg/String", "LATCHED", "-", "on change",
+                     "the safety layer's latched verdict: ok | land: <reason> | stop: <reason>")
+ROBOT_ARMED = Topic("robot/armed", "std_msgs/msg/Bool", "LATCHED", "-", "on change", "true while armed")
+
+BRIDGE = NodeInterface(
+    "robot_bridge", "bridge_node",
+    "Any registered Robot adapter (parameter adapter: twin, crazyflie, px4, ardupilot, arm) behind the twin's "
+    "interface, under the shared safety layer (hardware/safety.py): geofence, tilt, rate, battery, stale state.",
+    subscribes=(dataclasses.replace(EXECUTED, deadline="", rate="the runner's ticks",
+                                    meaning="the command to execute (names checked against the contract)"),),
+    publishes=(STATE_ODOM, STATE_IMU, STATE_BATTERY, ROBOT_SENT, ROBOT_SAFETY, ROBOT_ARMED),
+    services=tuple(Topic(f"robot/{name}", "std_srvs/srv/Trigger", "", "-", "on request", meaning)
+                   for name, meaning in _ROBOT_SERVICES.items()),
+    params_key="robot_bridge")
+
 OPERATOR = NodeInterface(
     "operator", "operator_node",
     "Scripted stand-in for a person with a gamepad (tests, demo).",
@@ -177,7 +204,7 @@ def recordable() -> dict[str, tuple[Topic, str]]:
     """topic -> (the publisher's entry, the recorder's QoS profile name): every topic a node of this
     package publishes (the recorder's default ``topics``)."""
     out = {}
-    for node in (RUNNER, TWIN, OPERATOR, KEYBOARD_TELEOP):
+    for node in (RUNNER, TWIN, BRIDGE, OPERATOR, KEYBOARD_TELEOP):
         for t in node.publishes:
             out.setdefault(t.name, (t, recorder_subscription_qos(t)))
     return out
@@ -190,4 +217,4 @@ RECORDER = NodeInterface(
                      for t, sub_qos in recordable().values()),
     params_key="recorder")
 
-NODES = (RUNNER, TWIN, RECORDER, OPERATOR, KEYBOARD_TELEOP)
+NODES = (RUNNER, TWIN, BRIDGE, RECORDER, OPERATOR, KEYBOARD_TELEOP)

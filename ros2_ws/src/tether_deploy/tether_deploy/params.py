@@ -24,6 +24,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from hardware.safety import SafetyCfg
 from tether.config import field_docs
 from tether_deploy.arbitration import ArbiterConfig  # noqa: F401  (resolves RunnerConfig's annotations)
 from tether_deploy.keyboard_core import KeyboardCfg
@@ -140,6 +141,73 @@ class OperatorParams:
         _positive("new_flight_gap_s", self.new_flight_gap_s, "s")
 
 
+BRIDGE_NODE = "robot_bridge"
+BRIDGE_SELECTOR = "adapter"
+"""the robot_bridge parameter that chooses the adapter, and with it the ``robot.*`` parameters"""
+
+
+@dataclasses.dataclass(frozen=True)
+class BridgeParams:
+    """robot_bridge (bridge_node.py): any registered Robot adapter (hardware/adapters.py) behind the
+    twin's ROS interface, under the shared safety layer. Its ``robot.*`` parameters are the fields of the
+    chosen adapter's config dataclass (:func:`bridge_params_class`), ``safety.*`` those of SafetyCfg."""
+
+    adapter: str = ""
+    """registered robot adapter (hardware/adapters.py): twin, crazyflie, px4, ardupilot, arm (tether deploy
+    --robot sets it); empty: none chosen, the node refuses to start"""
+    policy_dir: str = ""
+    """directory of policy.onnx + policy.json: its action spec maps cmd/executed to robot commands"""
+    rate_hz: float = 0.0
+    """how often the robot is read and state published [Hz]; 0: the adapter config's rate_hz, else 100"""
+    cmd_timeout_s: float = 0.5
+    """after the first command, this long without one lands the vehicle (offboard-loss failsafe) [s]"""
+    auto_arm: bool = False
+    """arm at the first command (after the arming checks); false: call the robot/arm service"""
+    exit_on_link_loss: bool = False
+    """end the node (status 1) once the link is lost and the safe state is commanded (tether deploy
+    sets true)"""
+    battery_rate_hz: float = 2.0
+    """state/battery publications per second, when the adapter measures its battery [Hz]"""
+    world_frame: str = "world"
+    """frame_id of state/odom's pose"""
+    body_frame: str = "base_link"
+    """child_frame_id of state/odom and frame_id of state/imu and commands"""
+    safety: SafetyCfg = SafetyCfg()
+    """the limits every adapter flies under (hardware.safety.SafetyCfg), parameters safety.*"""
+
+    def __post_init__(self):
+        if not self.rate_hz >= 0:
+            raise ValueError(f"rate_hz must be >= 0 [Hz] (0: the adapter's own rate), got {self.rate_hz!r}")
+        _positive("cmd_timeout_s", self.cmd_timeout_s, "s")
+        _positive("battery_rate_hz", self.battery_rate_hz, "Hz")
+
+
+@functools.lru_cache(maxsize=None)
+def bridge_params_class(adapter: str) -> type:
+    """BridgeParams plus a ``robot`` group: the fields of adapter ``adapter``'s config dataclass (one
+    definition: the adapter's). Raises ParameterError for an unknown adapter (with a close match) or
+    one whose module cannot be imported here (naming the missing library)."""
+    from hardware.adapters import ADAPTERS, adapter_classes, adapter_names
+
+    if adapter not in ADAPTERS:
+        hint = difflib.get_close_matches(adapter, adapter_names(), n=1)
+        did = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ParameterError(f"{BRIDGE_NODE}: no robot adapter {adapter!r}{did}; available: {adapter_names()}")
+    try:
+        _, cfg_cls = adapter_classes(adapter)
+    except ImportError as e:
+        raise ParameterError(f"{BRIDGE_NODE}: robot adapter {adapter!r} cannot be loaded here ({e}); "
+                             f"install the library it names") from None
+    try:
+        default = cfg_cls()
+    except TypeError as e:
+        raise ParameterError(f"{BRIDGE_NODE}: {cfg_cls.__name__} needs a default for every field to be "
+                             f"ROS parameters ({e})") from None
+    return dataclasses.make_dataclass(
+        f"BridgeParams_{adapter}", [("robot", cfg_cls, dataclasses.field(default=default))],
+        bases=(BridgeParams,), frozen=True, namespace={"__module__": __name__})
+
+
 def _choice(name: str, value, allowed) -> None:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
@@ -155,8 +223,9 @@ class _NodeParams(Mapping):
     presets, which the robot side does not install)."""
 
     _eager = {"policy_runner": RunnerParams, "recorder": RecorderParams,
-              "keyboard_teleop": KeyboardTeleopParams, "operator": OperatorParams}
-    _names = ("twin", "policy_runner", "recorder", "keyboard_teleop", "operator")
+              "keyboard_teleop": KeyboardTeleopParams, "operator": OperatorParams,
+              BRIDGE_NODE: BridgeParams}
+    _names = ("twin", "policy_runner", "recorder", "keyboard_teleop", "operator", BRIDGE_NODE)
 
     def __getitem__(self, node: str) -> type:
         if node == "twin":
@@ -173,7 +242,8 @@ class _NodeParams(Mapping):
 
 
 NODE_PARAMS: Mapping[str, type] = _NodeParams()
-"""node name (as tether deploy and the launch files name it) -> its parameter dataclass"""
+"""node name (as tether deploy and the launch files name it) -> its parameter dataclass (robot_bridge:
+BridgeParams without the adapter's ``robot.*`` group, which :func:`node_class` adds for the chosen adapter)"""
 
 
 def __getattr__(name: str):
@@ -237,14 +307,62 @@ def _walk(cls: type, default, prefix: str, path: str, inline: tuple[str, ...]):
             nested_default = value if value is not None else nested()
             sub_prefix = prefix if sub_path in inline else f"{prefix}{f.name}."
             yield from _walk(nested, nested_default, sub_prefix, sub_path, inline)
-        else:
+        elif _unsupported(tp) is None:
             yield ParamSpec(prefix + f.name, tp, _to_ros(value), docs.get(f.name, "")), sub_path
+
+
+_SCALARS = (bool, int, float, str)
+
+
+def _unsupported(tp) -> str | None:
+    """Why a field type cannot be a ROS parameter (None: it can). ROS parameters are scalars and flat
+    arrays of one scalar type; a field such as a tuple of 3-vectors keeps its default (listed in the
+    interface document)."""
+    inner = _optional_of(tp) or tp
+    if inner in _SCALARS:
+        return None
+    if typing.get_origin(inner) is tuple:
+        args = [a for a in typing.get_args(inner) if a is not Ellipsis]
+        if args and all(a in _SCALARS for a in args) and len(set(args)) == 1:
+            return None
+        return f"{_type_name_safe(inner)} is not a flat array of one scalar type"
+    return f"{_type_name_safe(inner)} is not a ROS parameter type"
+
+
+def _type_name_safe(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def skipped_fields(cls: type, prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted field, why) of every field of ``cls`` that is not a ROS parameter (it keeps its default)."""
+    out = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        nested = _nested_type(hints[f.name])
+        if nested is not None:
+            out += skipped_fields(nested, f"{prefix}{f.name}.")
+        else:
+            why = _unsupported(hints[f.name])
+            if why is not None:
+                out.append((prefix + f.name, why))
+    return out
 
 
 @functools.lru_cache(maxsize=None)
 def param_specs(cls: type) -> tuple[ParamSpec, ...]:
     """Every ROS parameter of the node whose dataclass is ``cls``, in declaration order."""
     return tuple(spec for spec, _ in _walk(cls, cls(), "", "", getattr(cls, "INLINE", ())))
+
+
+def node_class(node: str, values: Mapping[str, Any] | None = None) -> type:
+    """The parameter dataclass of ``node`` given its parameter values: robot_bridge's depends on its
+    ``adapter`` value (default: BridgeParams' default)."""
+    if node == BRIDGE_NODE:
+        adapter = (values or {}).get(BRIDGE_SELECTOR, BridgeParams.adapter)
+        if not isinstance(adapter, str):
+            raise ParameterError(f"{BRIDGE_NODE}: {BRIDGE_SELECTOR} must be a string, got {adapter!r}")
+        return bridge_params_class(adapter) if adapter else BridgeParams
+    return _node_class(node)
 
 
 def _node_class(node: str) -> type:
@@ -332,7 +450,7 @@ def _build(cls: type, values: Mapping[str, Any], prefix: str, path: str, inline:
 def node_params(node: str, values: Mapping[str, Any]) -> Any:
     """The node's parameter dataclass from ``values`` (ROS name -> value, e.g. parsed YAML); missing
     names keep their defaults. Raises ParameterError naming the node, the parameter and what is allowed."""
-    cls = _node_class(node)
+    cls = node_class(node, values)
     known = [s.name for s in param_specs(cls)]
     for name in values:
         if name not in known:
@@ -417,16 +535,36 @@ def params_file_values(data: Any, where: str) -> dict[str, dict[str, Any]]:
 # ----------------------------------------------------------------------------------------- docs
 
 
+def _param_rows(node: str, specs) -> list[str]:
+    rows = []
+    for s in specs:
+        default = "" if s.default == "" else s.default
+        doc = s.doc.replace("|", "\\|")
+        rows.append(f"| {node} | `{s.name}` | {_type_name(s.type)} | `{default!r}` | {doc} |"
+                    .replace("`''`", "`\"\"`"))
+    return rows
+
+
 def parameters_markdown() -> str:
-    """A Markdown table of every node's parameters: node, parameter, type, default, meaning (unit)."""
+    """A Markdown table of every node's parameters: node, parameter, type, default, meaning (unit).
+    robot_bridge: its own and the safety parameters, then each registered adapter's ``robot.*`` group."""
+    from hardware.adapters import adapter_names
+
     rows = ["| node | parameter | type | default | meaning [unit] |", "|---|---|---|---|---|"]
     for node, cls in NODE_PARAMS.items():
-        for s in param_specs(cls):
-            default = "" if s.default == "" else s.default
-            doc = s.doc.replace("|", "\\|")
-            rows.append(f"| {node} | `{s.name}` | {_type_name(s.type)} | `{default!r}` | {doc} |"
-                        .replace("`''`", "`\"\"`"))
-    return "\n".join(rows) + "\n"
+        rows += _param_rows(node, param_specs(cls))
+    notes = []
+    for adapter in adapter_names():
+        where = f"{BRIDGE_NODE} (adapter {adapter})"
+        try:
+            cls = bridge_params_class(adapter)
+        except ParameterError as e:
+            notes.append(f"- adapter `{adapter}`: no `robot.*` parameters listed: {str(e).split(': ', 1)[-1]}")
+            continue
+        rows += _param_rows(where, [s for s in param_specs(cls) if s.name.startswith("robot.")])
+        notes += [f"- adapter `{adapter}`: `{name}` is not a parameter ({why}); it keeps its default"
+                  for name, why in skipped_fields(cls) if name.startswith("robot.")]
+    return "\n".join(rows) + "\n" + ("\n" + "\n".join(notes) + "\n" if notes else "")
 
 
 # ------------------------------------------------------------------------------- rclpy helper
@@ -441,8 +579,19 @@ def declare_node_params(node, node_name: str):
     validated the same way and refused with the reason."""
     from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 
-    specs = param_specs(NODE_PARAMS[node_name])
+    cls = NODE_PARAMS[node_name]
+    if node_name == BRIDGE_NODE:  # the adapter chooses the robot.* group: declared first, read, then the rest
+        node.declare_parameter(BRIDGE_SELECTOR, BridgeParams.adapter, ParameterDescriptor(
+            description=field_docs(BridgeParams)[BRIDGE_SELECTOR], dynamic_typing=True))
+        try:
+            cls = node_class(node_name, {BRIDGE_SELECTOR: node.get_parameter(BRIDGE_SELECTOR).value})
+        except ParameterError as e:
+            node.get_logger().fatal(f"invalid parameter: {e}")
+            raise SystemExit(2) from None
+    specs = param_specs(cls)
     for s in specs:
+        if node.has_parameter(s.name):
+            continue
         # dynamic typing: `-p goal_w:=[0,0,1]` (integers) must reach our validator, not fail in rclpy
         node.declare_parameter(s.name, s.default, ParameterDescriptor(description=s.doc, dynamic_typing=True))
     values = {s.name: node.get_parameter(s.name).value for s in specs}
