@@ -95,6 +95,7 @@ def test_the_running_nodes_have_exactly_the_declared_interface(launcher, rclpy_c
 
     launcher.start("runner_node", {"policy_dir": str(linear_policy_dir), "autostart": True})
     launcher.start("twin_node", {"policy_dir": str(linear_policy_dir)})
+    launcher.start("bridge_node", {"adapter": "twin", "policy_dir": str(linear_policy_dir)})
     launcher.start("recorder_node", {"output": str(tmp_path / "bag")})
     launcher.start("operator_node", {})
     keyboard, master = _start_keyboard_on_a_pty(launcher.env)

@@ -1,0 +1,250 @@
+"""The robot bridge (robot_bridge): its rclpy-free core on the digital twin, then the node as a real process
+over DDS with the twin adapter: a test publisher's commands come back clipped on robot/sent, a geofence
+breach lands the vehicle, the policy runner flies through it, and bad parameters end it with status 2."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from hardware.robot import RobotError, RobotLinkLost, RobotState
+from hardware.safety import LAND, STOP, SafetyCfg
+from hardware.twin import DigitalTwin, TwinConfig
+from tether.contract import load_policy_dir
+from tether_deploy.bridge_core import BridgeCore
+from tether_deploy.conversions import command_names
+
+GEOFENCE_TOP_M = 1.5
+THRUST_FRAC = 0.6
+YAW_RATE_LIMIT_RAD_S = 1.0
+
+
+def ctbr_contract(policy_dir):
+    _, contract = load_policy_dir(policy_dir)
+    assert contract.action.type == "ctbr", "these cases need a CTBR policy (the committed hover fixture)"
+    return contract
+
+
+# ----------------------------------------------------------------------------------- the core
+
+
+def make_core(contract, twin=None, **safety) -> BridgeCore:
+    clock = [0.0]
+    core = BridgeCore(twin or DigitalTwin(TwinConfig()), contract, SafetyCfg(**safety), cmd_timeout_s=0.5,
+                      clock=lambda: clock[0])
+    core.fake_now = clock  # the host clock of the command timeout, advanced by the test
+    core.connect()
+    return core
+
+
+def test_core_refuses_commands_until_armed_then_sends_them_clipped(policy_dir):
+    contract = ctbr_contract(policy_dir)
+    core = make_core(contract, max_thrust_frac=THRUST_FRAC, max_rate_cmd_rad_s=(2.0, 2.0, YAW_RATE_LIMIT_RAD_S))
+    try:
+        with pytest.raises(RobotError, match="not armed"):
+            core.on_command([1.0, 0.0, 0.0, 0.9])
+        core.arm()
+        sent = core.on_command([1.0, 0.0, 0.0, 0.9])
+        limits = np.asarray(contract.action.body_rate_limits_rad_s)
+        np.testing.assert_allclose(sent, [2 * THRUST_FRAC - 1, 0.0, 0.0, YAW_RATE_LIMIT_RAD_S / limits[2]], atol=1e-9)
+        inside = [-0.2, 0.01, -0.01, 0.05]
+        np.testing.assert_allclose(core.on_command(inside), inside, atol=1e-9)  # inside the limits: unchanged
+    finally:
+        core.disconnect()
+
+
+def test_core_lands_when_commands_stop(policy_dir):
+    core = make_core(ctbr_contract(policy_dir))
+    try:
+        core.arm()
+        core.on_command([-0.11, 0.0, 0.0, 0.0])
+        assert core.tick().state is not None and core.verdict.ok
+        core.fake_now[0] = 0.6  # past cmd_timeout_s 0.5 on the host clock
+        result = core.tick()
+        assert result.verdict_changed and core.verdict.action == LAND and "cmd_timeout_s" in core.verdict.reason
+        with pytest.raises(RobotError, match="refused after land"):
+            core.on_command([-0.11, 0.0, 0.0, 0.0])
+        core.reset_safety()
+        core.arm()
+        core.on_command([-0.11, 0.0, 0.0, 0.0])
+    finally:
+        core.disconnect()
+
+
+class LinkLossTwin(DigitalTwin):
+    """The twin whose link fails after ``good_reads`` reads, as the hardware adapters raise it."""
+
+    def __init__(self, good_reads: int):
+        super().__init__(TwinConfig())
+        self.reads_left = good_reads
+
+    def read(self) -> RobotState:
+        self.reads_left -= 1
+        if self.reads_left < 0:
+            raise RobotLinkLost("no state for 0.3 s (watchdog)")
+        return super().read()
+
+
+def test_core_reports_a_lost_link_and_stops(policy_dir):
+    core = make_core(ctbr_contract(policy_dir), twin=LinkLossTwin(good_reads=2))
+    try:
+        assert core.tick().state is not None and core.tick().state is not None
+        result = core.tick()
+        assert result.state is None and "watchdog" in result.link_lost and result.verdict_changed
+        assert core.verdict.action == STOP and not core.armed
+        assert core.tick().link_lost  # stays lost
+        with pytest.raises(RobotError, match="link is lost"):
+            core.reset_safety()
+    finally:
+        core.disconnect()
+
+
+# ------------------------------------------------------------------------------ the node, over DDS
+
+
+class BridgeProbe:
+    """A test-side node: publishes cmd/executed, watches the bridge's outputs, calls its services."""
+
+    def __init__(self, context, names: list[str]):
+        from nav_msgs.msg import Odometry
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import Bool, String
+        from std_srvs.srv import Trigger
+
+        from tether_deploy import interface as itf
+
+        self.node = Node("bridge_probe", context=context)
+        self.names = names
+        self.states: list[np.ndarray] = []
+        self.sent: list[np.ndarray] = []
+        self.safety: list[str] = []
+        self.armed: list[bool] = []
+        sub = self.node.create_subscription
+        sub(Odometry, itf.STATE_ODOM.name, self._on_state, itf.STATE_ODOM.profile)
+        sub(JointState, itf.ROBOT_SENT.name, self._on_sent, itf.ROBOT_SENT.profile)
+        sub(String, itf.ROBOT_SAFETY.name, lambda m: self.safety.append(m.data), itf.ROBOT_SAFETY.profile)
+        sub(Bool, itf.ROBOT_ARMED.name, lambda m: self.armed.append(m.data), itf.ROBOT_ARMED.profile)
+        self.cmd_pub = self.node.create_publisher(JointState, itf.EXECUTED.name, itf.EXECUTED.profile)
+        self.arm_client = self.node.create_client(Trigger, "robot/arm")
+        self._trigger = Trigger.Request
+        self._msg = JointState
+        self.ex = SingleThreadedExecutor(context=context)
+        self.ex.add_node(self.node)
+
+    def _on_state(self, m) -> None:
+        p = m.pose.pose.position
+        self.states.append(np.array([p.x, p.y, p.z]))
+
+    def _on_sent(self, m) -> None:
+        assert list(m.name) == self.names
+        self.sent.append(np.asarray(m.position, dtype=np.float64))
+
+    def command(self, values) -> None:
+        from tether_deploy.conversions import fill_command
+
+        m = self._msg()
+        m.header.stamp = self.node.get_clock().now().to_msg()
+        fill_command(m, self.names, values, "base_link")
+        self.cmd_pub.publish(m)
+
+    def spin_until(self, pred, timeout_s: float, every=None, period_s: float = 0.02) -> bool:
+        end, next_call = time.monotonic() + timeout_s, time.monotonic()
+        while time.monotonic() < end:
+            if pred():
+                return True
+            if every is not None and time.monotonic() >= next_call:
+                every()
+                next_call += period_s
+            self.ex.spin_once(timeout_sec=0.005)
+        return pred()
+
+    def arm(self, timeout_s: float = 30.0):
+        assert self.spin_until(lambda: self.arm_client.service_is_ready(), timeout_s), "robot/arm never appeared"
+        future = self.arm_client.call_async(self._trigger())
+        assert self.spin_until(future.done, timeout_s), "robot/arm did not answer"
+        return future.result()
+
+    def close(self) -> None:
+        self.ex.remove_node(self.node)
+        self.ex.shutdown()
+        self.node.destroy_node()
+
+
+def test_node_clips_commands_and_lands_on_a_geofence_breach(launcher, rclpy_context, policy_dir):
+    contract = ctbr_contract(policy_dir)
+    names = command_names(contract.action)
+    bridge = launcher.start("bridge_node", {
+        "adapter": "twin", "policy_dir": str(policy_dir), "cmd_timeout_s": 5.0,
+        "safety.geofence_max_w": [3.0, 3.0, GEOFENCE_TOP_M], "safety.max_thrust_frac": THRUST_FRAC,
+        "safety.max_rate_cmd_rad_s": [2.0, 2.0, YAW_RATE_LIMIT_RAD_S],
+        "robot.noise_pos_m": 0.0, "robot.noise_vel_m_s": 0.0})
+    probe = BridgeProbe(rclpy_context, names)
+    try:
+        assert probe.spin_until(lambda: len(probe.states) > 5, 60.0), f"no state from the bridge:\n{bridge.output()}"
+        assert probe.safety and probe.safety[-1] == "ok" and probe.armed == [False]
+        z0 = probe.states[-1][2]
+        reply = probe.arm()
+        assert reply.success, reply.message
+        assert probe.spin_until(lambda: probe.armed and probe.armed[-1], 10.0)
+
+        # full thrust and a fast yaw: sent clipped to 60 % of max thrust and the yaw-rate limit
+        full = [1.0, 0.0, 0.0, 0.9]
+        assert probe.spin_until(lambda: len(probe.sent) > 3, 30.0, every=lambda: probe.command(full)), \
+            f"nothing on robot/sent:\n{bridge.output()}"
+        limits = np.asarray(contract.action.body_rate_limits_rad_s)
+        expected = [2 * THRUST_FRAC - 1, 0.0, 0.0, YAW_RATE_LIMIT_RAD_S / limits[2]]
+        np.testing.assert_allclose(probe.sent[-1], expected, atol=1e-6)
+
+        # it climbs out of the box: land (the twin's land is motors off), commands refused from then on
+        breached = probe.spin_until(lambda: probe.safety[-1] != "ok", 30.0, every=lambda: probe.command(full))
+        assert breached, f"no verdict; last z {probe.states[-1][2]:.2f} m:\n{bridge.output()}"
+        assert probe.safety[-1].startswith("land: outside the geofence: z") and \
+            f"geofence_max_w {GEOFENCE_TOP_M:g}" in probe.safety[-1], probe.safety
+        n_sent = len(probe.sent)
+        n_states = len(probe.states)
+        assert probe.spin_until(lambda: len(probe.states) > n_states + 50, 30.0, every=lambda: probe.command(full))
+        z_peak = max(s[2] for s in probe.states)  # the breach state itself may come after the verdict
+        assert z_peak > GEOFENCE_TOP_M > z0
+        assert len(probe.sent) <= n_sent + 1  # at most one already in flight when the verdict came
+        assert probe.states[-1][2] < z_peak - 0.1, "the vehicle did not come down after the land verdict"
+        assert "commands refused until robot/reset_safety" in bridge.output()
+    finally:
+        probe.close()
+    assert bridge.stop() == 0, bridge.output()
+
+
+def test_node_flies_the_policy_runner(launcher, rclpy_context, linear_policy_dir):
+    _, contract = load_policy_dir(linear_policy_dir)
+    names = command_names(contract.action)
+    bridge = launcher.start("bridge_node", {"adapter": "twin", "policy_dir": str(linear_policy_dir),
+                                            "auto_arm": True})
+    runner = launcher.start("runner_node", {"policy_dir": str(linear_policy_dir), "autostart": True})
+    probe = BridgeProbe(rclpy_context, names)
+    try:
+        assert probe.spin_until(lambda: len(probe.sent) > 200, 90.0), \
+            f"the runner's commands never reached robot/sent:\n{bridge.output()}\n{runner.output()}"
+        assert probe.armed[-1] and probe.safety[-1] == "ok", probe.safety
+        n = len(probe.states)
+        assert probe.spin_until(lambda: len(probe.states) > n + 100, 30.0)
+        z = np.array([s[2] for s in probe.states[n:]])
+        assert np.all(np.abs(z - 1.0) < 0.3), f"hover under the bridge left 1 m +- 0.3: {z.min():.2f}..{z.max():.2f}"
+    finally:
+        probe.close()
+    assert runner.stop() == 0, runner.output()
+    assert bridge.stop() == 0, bridge.output()
+
+
+@pytest.mark.parametrize("params, words", [
+    ({"adapter": "twin", "safety.max_thrust_frac": 1.5}, "safety.max_thrust_frac must be in (0, 1]"),
+    ({"adapter": "crazyfly"}, "did you mean 'crazyflie'"),
+    ({}, "parameter adapter is empty"),  # the default: none chosen
+])
+def test_node_refuses_bad_parameters_with_status_2(launcher, policy_dir, params, words):
+    proc = launcher.start("bridge_node", {**params, "policy_dir": str(policy_dir)})
+    code = proc.p.wait(60)
+    proc.stop()
+    assert code == 2 and words in proc.output(), proc.output()
