@@ -6,8 +6,13 @@ parameter files (the package's config/*.yaml, then --params, then --ros-arg), lo
 prefix, and a clean shutdown on SIGINT/SIGTERM (SIGINT to each node in reverse start order, the recorder
 last so the log holds the end; SIGKILL only for a node that does not exit in time).
 
+``--robot twin`` runs the digital twin's own node; every other registered adapter (hardware/adapters.py:
+crazyflie, px4, ardupilot, arm) runs in the ``robot_bridge`` node under the shared safety layer
+(hardware/safety.py), with ``adapter`` set from --robot and ``exit_on_link_loss`` true.
+
 Before any node starts, everything is checked (each failure is one `error:` line, exit 2): the robot
-adapter; the policy folder (policy.onnx + policy.json, the contract, the sha256, a test inference); the
+adapter (its module and driver library import, its vehicle read from its parameters without connecting;
+a rotor-level policy on the Crazyflie goes onboard instead); the policy folder (policy.onnx + policy.json, the contract, the sha256, a test inference); the
 policy's vehicle and action space against the robot's; every parameter file and --ros-arg against the
 parameters each node declares (tether_deploy/params.py), values included; the --record folder (new or
 empty); --duration > 0; a terminal for --teleop keyboard.
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import os
 import re
 import signal
@@ -41,20 +47,35 @@ PACKAGE_SRC = REPO / "ros2_ws" / "src" / "tether_deploy"
 CONFIG = (PACKAGE_SRC / "config" if (PACKAGE_SRC / "config").is_dir()
           else Path(sys.prefix) / "share" / "tether_deploy" / "config")
 
-# Robot adapters: --robot NAME -> (node name, module, default parameter files). The twin is the only one so
-# far; hardware adapters (crazyflie, mavlink) slot in here and in launch/robot.launch.py.
-ADAPTERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "twin": ("twin", "tether_deploy.twin_node", ("twin.yaml",)),
-}
+# --robot twin runs the twin's own node; every other registered adapter (hardware/adapters.py) runs in the
+# robot bridge under the shared safety layer. (node name, module, default parameter files)
+TWIN_NODE = ("twin", "tether_deploy.twin_node", ("twin.yaml",))
+BRIDGE_NODE = ("robot_bridge", "tether_deploy.bridge_node", ())
+ADAPTERS: dict[str, tuple[str, str, tuple[str, ...]]] = {"twin": TWIN_NODE}
+"""--robot names with a node of their own; the rest of robot_names() use BRIDGE_NODE"""
 # Parameters the launcher sets from its own options; a --ros-arg may not override them.
 OWNED = {"policy_dir": "--policy", "output": "--record", "autostart": "tether deploy (always true)",
-         "exit_on_autostart_failure": "tether deploy (always true)"}
+         "exit_on_autostart_failure": "tether deploy (always true)", "adapter": "--robot"}
+ONBOARD_ONLY = {"crazyflie": "cflib streams only collective-thrust and body-rate (CTBR) setpoints"}
+"""adapters that cannot stream a rotor-level policy, and why: such a policy runs onboard"""
+
+
+def robot_names() -> list[str]:
+    """Every --robot: the twin and each registered adapter."""
+    from hardware.adapters import adapter_names
+
+    return sorted(set(ADAPTERS) | set(adapter_names()))
+
+
+def robot_node(robot: str) -> tuple[str, str, tuple[str, ...]]:
+    return ADAPTERS.get(robot, BRIDGE_NODE)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("deploy", help="run a policy on a robot or its digital twin (ROS 2 nodes)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--robot", default="twin", help=f"robot adapter: {', '.join(sorted(ADAPTERS))} (default twin)")
+    p.add_argument("--robot", default="twin", help=f"robot adapter: {', '.join(robot_names())} (default twin: the "
+                   f"digital twin; the others run in the robot_bridge node under the safety layer)")
     p.add_argument("--policy", required=True, type=Path, help="directory with policy.onnx + policy.json")
     p.add_argument("--params", type=Path, action="append", default=[],
                    help="ROS parameter YAML (node names as top-level keys), after the defaults; repeatable")
@@ -155,8 +176,10 @@ def preflight(args, stdin=None) -> Plan:
     from tether_deploy.params import NODE_PARAMS, ParameterError, node_params, parse_value
 
     stdin = sys.stdin if stdin is None else stdin
-    if args.robot not in ADAPTERS:
-        raise UserError(f"--robot {args.robot!r} is not a robot adapter; available: {', '.join(sorted(ADAPTERS))}")
+    if args.robot not in robot_names():
+        hint = difflib.get_close_matches(args.robot, robot_names(), n=1)
+        did = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise UserError(f"--robot {args.robot!r} is not a robot adapter{did}; available: {', '.join(robot_names())}")
     if args.duration is not None and not args.duration > 0:  # NaN too
         raise UserError(f"--duration {args.duration} must be > 0 seconds; leave it out to run until Ctrl-C")
     if args.domain_id is not None and not 0 <= args.domain_id <= 232:
@@ -167,11 +190,14 @@ def preflight(args, stdin=None) -> Plan:
     if args.record is not None:
         _check_record(args.record)
 
-    robot_node, robot_module, robot_files = ADAPTERS[args.robot]
+    robot_node_name, robot_module, robot_files = robot_node(args.robot)
+    bridged = robot_node_name == BRIDGE_NODE[0]
+    if bridged:
+        _check_adapter(args.robot)
     nodes: list[tuple[str, str, tuple[str, ...]]] = []  # (node, module, default files) in start order
     if args.record is not None:
         nodes.append(("recorder", "tether_deploy.recorder_node", ("recorder.yaml",)))
-    nodes.append((robot_node, robot_module, robot_files))
+    nodes.append((robot_node_name, robot_module, robot_files))
     nodes.append(("policy_runner", "tether_deploy.runner_node", ("runner.yaml",)))
     if args.teleop == "keyboard":
         nodes.append(("keyboard_teleop", "tether_deploy.keyboard_teleop", ()))
@@ -190,7 +216,8 @@ def preflight(args, stdin=None) -> Plan:
                 values[t].update(known)
     policy = args.policy.resolve()
     ours = {"recorder": {"output": str(args.record.resolve()) if args.record else ""},
-            robot_node: {"policy_dir": str(policy), "exit_on_crash": True},
+            robot_node_name: ({"adapter": args.robot, "policy_dir": str(policy), "exit_on_link_loss": True}
+                              if bridged else {"policy_dir": str(policy), "exit_on_crash": True}),
             "policy_runner": {"policy_dir": str(policy), "autostart": True, "exit_on_autostart_failure": True}}
     overrides: dict[str, list[str]] = {n: [] for n in started}
     for item in args.ros_arg:
@@ -220,7 +247,9 @@ def preflight(args, stdin=None) -> Plan:
         except ParameterError as e:
             raise UserError(f"parameters of {node}: {e}; fix the --params file or --ros-arg") from None
 
-    if robot_node == "twin":
+    if bridged:
+        _check_adapter_vehicle(args.robot, params[robot_node_name].robot, contract)
+    if robot_node_name == "twin":
         from hardware.robot import check_vehicle
         from hardware.twin_config import twin_vehicle
         from tether.contract import ContractError
@@ -245,6 +274,45 @@ def preflight(args, stdin=None) -> Plan:
             argv += ["-p", o]
         commands.append((node, argv))
     return Plan(commands, params, contract)
+
+
+def _check_adapter(robot: str) -> None:
+    """The adapter's module and driver library import here (its robot.* parameters come from them)."""
+    from tether_deploy.params import ParameterError, bridge_params_class
+
+    try:
+        bridge_params_class(robot)
+    except ParameterError as e:
+        raise UserError(f"--robot {robot}: {_one_line(e).split(': ', 1)[-1]}") from None
+
+
+def _check_adapter_vehicle(robot: str, cfg, contract) -> None:
+    """The policy against the adapter's vehicle (VehicleFacts, read without connecting); a rotor-level
+    policy on an adapter that streams only CTBR is refused with where it goes instead."""
+    from hardware.adapters import adapter_classes
+    from hardware.robot import check_vehicle
+    from tether.contract import ContractError
+
+    if contract.action.type == "rotor" and robot in ONBOARD_ONLY:
+        raise UserError(f"--robot {robot}: rotor-level policies go onboard ({ONBOARD_ONLY[robot]}): export it "
+                        f"with `tether export --onboard c` and build it into the firmware, or deploy a policy "
+                        f"trained with action_space=ctbr")
+    cls, _ = adapter_classes(robot)
+    try:
+        vehicle = cls(cfg).vehicle
+    except (ValueError, TypeError) as e:
+        raise UserError(f"--robot {robot}: its parameters are refused ({_one_line(e)}); fix robot_bridge:robot.* "
+                        f"in --params or --ros-arg") from None
+    if vehicle is None:  # not a quadrotor (an arm): the bridge maps only quadrotor actions so far
+        kinds = ", ".join(sorted(cls(cfg).command_schema))
+        raise UserError(f"--robot {robot}: the policy outputs {contract.action.type} commands for a quadrotor, but "
+                        f"the {robot} adapter is not one (it takes {kinds}); deploy a quadrotor policy on a "
+                        f"quadrotor adapter ({', '.join(n for n in robot_names() if n not in (robot, 'arm'))})")
+    try:
+        check_vehicle(contract, vehicle, f"the {robot} adapter")
+    except ContractError as e:
+        raise UserError(f"{e} (the {robot} adapter's vehicle comes from its parameters: --ros-arg "
+                        f"robot_bridge:robot.NAME:=VALUE)") from None
 
 
 def _knows(node: str, name: str) -> bool:

@@ -130,7 +130,7 @@ CASES = [
              words=("recorder", "not started")),
     BadInput("deploy-ros-arg-owned-by-an-option", deploy("--ros-arg", "twin:policy_dir:=/elsewhere"), setup=_policy,
              words=("policy_dir", "--policy")),
-    BadInput("deploy-unknown-robot", deploy("--robot", "crazyflie"), setup=_policy, words=("crazyflie", "twin")),
+    BadInput("deploy-unknown-robot", deploy("--robot", "crazyfly"), setup=_policy, words=("crazyfly", "twin")),
     BadInput("deploy-duration-zero", deploy("--duration", "0"), setup=_policy, words=("--duration", "> 0")),
     BadInput("deploy-duration-negative", deploy("--duration", "-5"), setup=_policy, words=("--duration",)),
     BadInput("deploy-duration-nan", deploy("--duration", "nan"), setup=_policy, words=("--duration",)),

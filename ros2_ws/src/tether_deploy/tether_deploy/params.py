@@ -517,8 +517,12 @@ def params_file_values(data: Any, where: str) -> dict[str, dict[str, Any]]:
                                  f"holding its parameters")
         values = flatten_yaml(section["ros__parameters"] or {})
         if name != "**":
+            checked = values
+            if name == BRIDGE_NODE and BRIDGE_SELECTOR not in values:
+                # robot.* depends on the adapter, chosen elsewhere (tether deploy --robot): checked there
+                checked = {k: v for k, v in values.items() if not k.startswith("robot.")}
             try:
-                node_params(name, values)
+                node_params(name, checked)
             except ParameterError as e:
                 raise ParameterError(f"{where}: {e}") from None
         else:  # every node gets these; each must be a parameter of at least one node
