@@ -1,4 +1,6 @@
-# One image for every Tether service; docker-compose.yml picks the command.
+# The training image: the whole of Tether (torch, the simulator, the twin, the `tether` command line);
+# docker-compose.yml's train, tensorboard and twin services run it. The robot side has its own image
+# without torch (Dockerfile.robot).
 #
 #   docker build -t tether:cpu .                                   # CPU torch (the default)
 #   docker build --build-arg TORCH_VARIANT=cu124 -t tether:cu124 .  # CUDA 12.4 torch, for GPU training
@@ -7,7 +9,7 @@
 # cu128, ...): torch is installed from that index first, explicitly, so the image never depends on the
 # pip configuration of the machine that builds it, and the project's own install then finds it satisfied.
 # The CUDA wheels bring their CUDA runtime with them; the host needs only the NVIDIA driver and the
-# container toolkit (`gpus` in docker-compose.yml). The robot side needs only numpy, onnxruntime, rclpy.
+# container toolkit (the train service's GPU reservation in docker-compose.yml).
 FROM python:3.11-slim
 
 ARG TORCH_VARIANT=cpu
