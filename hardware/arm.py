@@ -276,31 +276,34 @@ class ArmLimits:
         self.chain = cfg.chain
         self.box = (np.asarray(cfg.workspace_min_m), np.asarray(cfg.workspace_max_m)) if cfg.has_workspace else None
 
-    def inside(self, q: np.ndarray) -> bool:
+    def inside_batch(self, q: np.ndarray) -> np.ndarray:
+        """[B] bool: the end effector inside the box at joint positions q [B, N]."""
         if self.box is None:
-            return True
-        p = self.chain.ee_pos(q)
-        return bool(np.all(p >= self.box[0]) and np.all(p <= self.box[1]))
+            return np.ones(len(q), dtype=bool)
+        p = self.chain.ee_pos_batch(q)
+        return np.all((p >= self.box[0]) & (p <= self.box[1]), axis=-1)
+
+    def inside(self, q: np.ndarray) -> bool:
+        return bool(self.inside_batch(np.asarray(q, dtype=np.float64)[None])[0])
 
     def _workspace_fraction(self, q: np.ndarray, target: np.ndarray) -> float:
         """Largest s in [0, 1] with the end effector inside the box at q + s' (target - q) for the checked
-        s' <= s; 0 when the measured position is already outside (only a move back inside is allowed)."""
+        s' <= s (WORKSPACE_SAMPLES points, then the first crossing refined twice on a 32-point grid:
+        1e-4 of the step); 0 when the measured position is already outside, unless the target is nearer
+        the box (only a move back inside is allowed)."""
         if self.box is None:
             return 1.0
         step = target - q
-        if not self.inside(q):
-            return 1.0 if self._closer(q, target) else 0.0
-        good = 0.0
-        for s in np.linspace(0.0, 1.0, WORKSPACE_SAMPLES + 1)[1:]:
-            if self.inside(q + s * step):
-                good = s
-                continue
-            lo, hi = good, s  # bisect the boundary between the last good sample and this one
-            for _ in range(20):
-                mid = 0.5 * (lo + hi)
-                lo, hi = (mid, hi) if self.inside(q + mid * step) else (lo, mid)
-            return lo
-        return good
+        fractions = np.linspace(0.0, 1.0, WORKSPACE_SAMPLES + 1)
+        for refinement in range(3):
+            ok = self.inside_batch(q + fractions[:, None] * step)
+            if refinement == 0 and not ok[0]:  # fraction 0: the measured position
+                return 1.0 if self._closer(q, target) else 0.0
+            if ok.all():
+                return float(fractions[-1])
+            k = int(np.argmin(ok))  # the first sample outside (fractions[0] is inside by construction)
+            fractions = np.linspace(fractions[k - 1], fractions[k], 33)
+        return float(fractions[0])
 
     def _closer(self, q: np.ndarray, target: np.ndarray) -> bool:
         """The target's end effector is nearer the box than the measured one (a way back in)."""
@@ -417,6 +420,8 @@ class Ros2Arm(Robot):
         self._link_lost = False
         self._safe_sent: ArmCommand | None = None
         self.last_sent: ArmCommand | None = None
+        self.silent_for_s: float | None = None
+        """when the link was lost: how long the oldest joint had been silent as the safe command went out [s]"""
 
     # ------------------------------------------------------------------ schema
 
@@ -454,7 +459,7 @@ class Ros2Arm(Robot):
 
         cfg = self.cfg
         self._merger = JointStateMerger(cfg.joint_names)
-        self._link_lost, self._safe_sent, self.last_sent = False, None, None
+        self._link_lost, self._safe_sent, self.last_sent, self.silent_for_s = False, None, None, None
         domain = cfg.domain_id if cfg.domain_id >= 0 else int(os.environ.get("ROS_DOMAIN_ID", "0"))
         ctx = rclpy.context.Context()
         rclpy.init(context=ctx, domain_id=domain)
@@ -528,11 +533,13 @@ class Ros2Arm(Robot):
         with self._lock:
             if self._link_lost or self._merger.missing():
                 return
-            if self._merger.age_s(time.monotonic()) <= self.cfg.state_deadline_s:
+            age = self._merger.age_s(time.monotonic())
+            if age <= self.cfg.state_deadline_s:
                 return
             self._link_lost = True
-            q = self._merger.position.copy()
+            q, last_s = self._merger.position.copy(), float(self._merger.received_s.min())
         self._safe_sent = self._publish(self.limits.safe(q), q)
+        self.silent_for_s = time.monotonic() - last_s
 
     def _fresh_positions(self, what: str) -> np.ndarray:
         self._require_connected(what)

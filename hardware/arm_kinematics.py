@@ -67,6 +67,28 @@ class DhChain:
             out[i + 1] = out[i] @ link
         return out
 
+    def ee_pos_batch(self, q) -> np.ndarray:
+        """[B, 3] end-effector positions in the base frame [m] at joint positions q [B, N] (one numpy pass
+        for many configurations: the workspace check of a command line)."""
+        q = np.asarray(q, dtype=np.float64)
+        if q.ndim != 2 or q.shape[1] != self.n_joints:
+            raise ValueError(f"q has shape {q.shape}, expected [B, {self.n_joints}]")
+        revolute = np.array([k == "revolute" for k in self.kinds])
+        theta = np.asarray(self.theta_rad) + np.where(revolute, q, 0.0)
+        d = np.asarray(self.d_m) + np.where(revolute, 0.0, q)
+        ct, st = np.cos(theta), np.sin(theta)
+        ca, sa = np.cos(self.alpha_rad), np.sin(self.alpha_rad)
+        a = np.asarray(self.a_m)
+        link = np.zeros(q.shape + (4, 4))
+        link[..., 0, 0], link[..., 0, 1], link[..., 0, 2], link[..., 0, 3] = ct, -st * ca, st * sa, a * ct
+        link[..., 1, 0], link[..., 1, 1], link[..., 1, 2], link[..., 1, 3] = st, ct * ca, -ct * sa, a * st
+        link[..., 2, 1], link[..., 2, 2], link[..., 2, 3] = sa, ca, d
+        link[..., 3, 3] = 1.0
+        pose = link[:, 0]
+        for i in range(1, self.n_joints):
+            pose = pose @ link[:, i]
+        return pose[:, :3, 3]
+
     def ee_pose(self, q) -> np.ndarray:
         """[4, 4] end-effector pose in the base frame."""
         return self.frames(q)[-1]
