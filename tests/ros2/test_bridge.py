@@ -248,3 +248,30 @@ def test_node_refuses_bad_parameters_with_status_2(launcher, policy_dir, params,
     code = proc.p.wait(60)
     proc.stop()
     assert code == 2 and words in proc.output(), proc.output()
+
+
+def test_deploy_plans_the_bridge_for_a_hardware_adapter(tmp_path):
+    """tether deploy --robot crazyflie: robot_bridge with adapter, policy and exit_on_link_loss set by
+    the launcher, overrides passed through, parameters validated with the adapter's robot.* group."""
+    import argparse
+
+    pytest.importorskip("hardware.crazyflie", reason="the Crazyflie adapter (hardware/crazyflie.py) is not here")
+    from tests.bad_inputs.test_deploy import FIXTURE
+    from tether.deploy import add_parser, preflight
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["deploy", "--robot", "crazyflie", "--policy", str(FIXTURE),
+                              "--ros-arg", "robot_bridge:robot.uri:=udp://127.0.0.1:19850",
+                              "--ros-arg", "robot_bridge:safety.max_tilt_rad:=0.6"])
+    plan = preflight(args)
+    nodes = [name for name, _ in plan.commands]
+    assert nodes == ["robot_bridge", "policy_runner"]
+    argv = dict(plan.commands)["robot_bridge"]
+    assert "tether_deploy.bridge_node" in argv
+    for p in ("adapter:=crazyflie", "exit_on_link_loss:=true", "robot.uri:=udp://127.0.0.1:19850",
+              "safety.max_tilt_rad:=0.6", f"policy_dir:={FIXTURE.resolve()}"):
+        assert p in argv, (p, argv)
+    params = plan.params["robot_bridge"]
+    assert params.adapter == "crazyflie" and params.robot.uri == "udp://127.0.0.1:19850"
+    assert params.safety.max_tilt_rad == 0.6 and params.exit_on_link_loss

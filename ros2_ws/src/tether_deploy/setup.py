@@ -25,6 +25,7 @@ setup(
         "console_scripts": [
             "policy_runner = tether_deploy.runner_node:main",
             "twin = tether_deploy.twin_node:main",
+            "robot_bridge = tether_deploy.bridge_node:main",
             "keyboard_teleop = tether_deploy.keyboard_teleop:main",
             "recorder = tether_deploy.recorder_node:main",
             "operator = tether_deploy.operator_node:main",

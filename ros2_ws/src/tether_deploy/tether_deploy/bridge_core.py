@@ -49,6 +49,8 @@ class TickResult:
     """the safety layer latched a new verdict this tick"""
     link_lost: str = ""
     """why the link is lost ('' while it is up)"""
+    error: str = ""
+    """why no state could be read this tick while the link is up (e.g. none has arrived yet)"""
 
 
 class BridgeCore:
@@ -136,6 +138,8 @@ class BridgeCore:
             self.link_lost = str(e) or "link lost"
             self.armed = False
             return TickResult(None, self._new_verdict(), self.link_lost)
+        except RobotError as e:  # no state yet: the adapter's watchdog turns a lasting silence into a loss
+            return TickResult(None, self._new_verdict(), error=str(e))
         return TickResult(state, self._new_verdict())
 
     def _new_verdict(self) -> bool:

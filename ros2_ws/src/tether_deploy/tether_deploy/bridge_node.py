@@ -127,6 +127,9 @@ class BridgeNode(Node):
         if result.link_lost:
             self._on_link_lost(result.link_lost)
             return
+        if result.state is None:
+            self.get_logger().warn(f"no state: {result.error}", throttle_duration_sec=2.0)
+            return
         s = result.state
         stamp = self.get_clock().now().to_msg()
         self._odom.header.stamp = self._imu.header.stamp = stamp
