@@ -95,8 +95,9 @@ class MavlinkCfg:
     """no vehicle state for this long: link lost, streaming stopped, read() raises RobotLinkLost [s]"""
     heartbeat_timeout_s: float = 3.0
     """no vehicle HEARTBEAT for this long: link lost likewise (the vehicle sends it at 1 Hz) [s]"""
-    watchdog_period_s: float = 0.005
-    """how often the receiver checks the link; loss is declared this early so it lands within the deadline [s]"""
+    watchdog_margin_s: float = 0.02
+    """the link is declared lost this long before link_loss_deadline_s: time for the watchdog thread to run
+    late on a loaded machine and still stop the stream by the deadline [s]"""
     land_on_link_return: bool = True
     """after a link loss, command LAND as soon as the vehicle is heard again"""
     # vehicle
@@ -126,13 +127,13 @@ class MavlinkCfg:
                 raise ValueError(f"{name} must be in [1, 255], got {getattr(self, name)}")
         for name in ("connect_timeout_s", "command_timeout_s", "heartbeat_rate_hz", "state_rate_hz",
                      "status_rate_hz", "setpoint_rate_hz", "link_loss_deadline_s", "heartbeat_timeout_s",
-                     "watchdog_period_s", "mass_kg", "max_thrust_n"):
+                     "watchdog_margin_s", "mass_kg", "max_thrust_n"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if self.setpoint_rate_hz <= 2.0:
             raise ValueError(f"setpoint_rate_hz {self.setpoint_rate_hz} must be above 2 Hz (PX4's offboard minimum)")
-        if not self.watchdog_period_s < self.link_loss_deadline_s:
-            raise ValueError(f"watchdog_period_s {self.watchdog_period_s} must be below link_loss_deadline_s "
+        if not self.watchdog_margin_s < self.link_loss_deadline_s / 2:
+            raise ValueError(f"watchdog_margin_s {self.watchdog_margin_s} must be below half link_loss_deadline_s "
                              f"{self.link_loss_deadline_s} [s]")
         if self.link_loss_deadline_s <= 2.0 / self.state_rate_hz:
             raise ValueError(f"link_loss_deadline_s {self.link_loss_deadline_s} s must exceed two state periods "
@@ -349,7 +350,7 @@ class MavlinkVehicle(Robot):
         fd = self._conn.fd
         while not self._stop.is_set():
             try:
-                ready, _, _ = select.select([fd], [], [], self.cfg.watchdog_period_s)
+                ready, _, _ = select.select([fd], [], [], self._watchdog_timeout_s())
             except (OSError, ValueError):  # closed under us by disconnect()
                 return
             if ready:
@@ -412,6 +413,16 @@ class MavlinkVehicle(Robot):
             self._state_seq += 1
             self._state_rx_ns = now_ns
 
+    def _watchdog_timeout_s(self) -> float:
+        """Until the state would go stale (the receiver wakes then, not on a poll), within [1, 50] ms."""
+        c = self.cfg
+        with self._lock:
+            last = self._last_state_ns
+        if last == 0 or self.link_lost_at_ns is not None:
+            return 0.05
+        left = (last - time.monotonic_ns()) * 1e-9 + c.link_loss_deadline_s - c.watchdog_margin_s
+        return min(max(left, 0.001), 0.05)
+
     def _watch_link(self, now_ns: int) -> None:
         with self._lock:
             if self.link_lost_at_ns is not None or self._target is None or self._last_state_ns == 0:
@@ -421,11 +432,11 @@ class MavlinkVehicle(Robot):
                 self._declare_lost(now_ns, reason)
 
     def _staleness(self, now_ns: int) -> str:
-        """Why the link counts as lost now ('' while it is up). Declared one watchdog period early, so
-        that a check every period stops the stream within the deadline."""
+        """Why the link counts as lost now ('' while it is up). Declared watchdog_margin_s early, so that
+        a watchdog running late still stops the stream within the deadline."""
         c = self.cfg
         state_age = (now_ns - self._last_state_ns) * 1e-9
-        if state_age > c.link_loss_deadline_s - c.watchdog_period_s:
+        if state_age > c.link_loss_deadline_s - c.watchdog_margin_s:
             return f"no vehicle state for {state_age:.3f} s (link_loss_deadline_s {c.link_loss_deadline_s:g})"
         hb_age = (now_ns - self._last_heartbeat_ns) * 1e-9
         if hb_age > c.heartbeat_timeout_s:
@@ -470,13 +481,21 @@ class MavlinkVehicle(Robot):
         self._last_setpoint_tx_ns = self._send_msg(msg)
 
     def _setpoint_loop(self) -> None:
+        # wakes when the stream is due, not on a poll: every extra wake-up competes with the control thread
         period_ns = int(1e9 / self.cfg.setpoint_rate_hz)
-        while not self._stop.wait(self.cfg.watchdog_period_s):
+        wait_s = period_ns * 1e-9
+        while not self._stop.wait(wait_s):
             with self._lock:
-                due = self._streaming and time.monotonic_ns() - self._last_setpoint_tx_ns >= period_ns
-                cmd = self._latest
+                now = time.monotonic_ns()
+                left_ns = self._last_setpoint_tx_ns + period_ns - now
+                due, cmd = self._streaming and left_ns <= 0, self._latest
+                if due and self._last_state_ns and self._staleness(now):  # never stream on past the deadline
+                    self._declare_lost(now, self._staleness(now))
+                    due = False
             if due:
                 self._transmit_setpoint(cmd)
+                left_ns = period_ns
+            wait_s = max(left_ns, 1_000_000) * 1e-9
 
     def _heartbeat_loop(self) -> None:
         _, m = _mavlink()
@@ -619,10 +638,17 @@ class MavlinkVehicle(Robot):
     def wait_state(self, after_seq: int, timeout_s: float) -> tuple[int, int]:
         """Block until a state newer than ``after_seq`` arrived; returns (its sequence number, the monotonic
         time its message was received [ns]). RobotError on timeout (the watchdog raises loss in read())."""
+        c, end_ns = self.cfg, time.monotonic_ns() + int(timeout_s * 1e9)
         with self._lock:
-            if not self._lock.wait_for(lambda: self._state_seq > after_seq or self.link_lost_at_ns is not None,
-                                       timeout_s):
-                raise RobotError(f"{self.name}: no new state within {timeout_s:g} s")
+            while self._state_seq <= after_seq and self.link_lost_at_ns is None:
+                now = time.monotonic_ns()
+                if self._last_state_ns and self._staleness(now):  # the caller's thread may be the first to see it
+                    self._declare_lost(now, self._staleness(now))
+                    break
+                if now >= end_ns:
+                    raise RobotError(f"{self.name}: no new state within {timeout_s:g} s")
+                stale_at = self._last_state_ns + int((c.link_loss_deadline_s - c.watchdog_margin_s) * 1e9)
+                self._lock.wait(max(min(end_ns, stale_at) - now, 100_000) * 1e-9)
             return self._state_seq, self._state_rx_ns
 
     def _clip(self, cmd: Command) -> CtbrCommand:

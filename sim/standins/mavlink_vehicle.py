@@ -19,7 +19,8 @@ Both answer MAV_CMD_SET_MESSAGE_INTERVAL for ATTITUDE_QUATERNION, LOCAL_POSITION
 PARAM_REQUEST_READ / PARAM_SET for their few parameters. ``silent`` stops everything it sends (the
 socket stays open: the loss a radio link shows) while it keeps listening.
 
-Run beside a test (MavlinkStandin(cfg).start()) or as a process:
+Run beside a test (MavlinkStandin(cfg).start()) or as a process (SIGUSR1 toggles ``silent`` and prints
+the monotonic time of the last packet sent before):
     python -m sim.standins.mavlink_vehicle --connection udpout:127.0.0.1:14540 [--flavour ardupilot]
 """
 
@@ -465,12 +466,18 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     standin = MavlinkStandin(StandinCfg(connection=args.connection, flavour=args.flavour,
                                         heartbeat_rate_hz=args.heartbeat_rate_hz))
-    done = threading.Event()
+    done, toggle = threading.Event(), threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
+    signal.signal(signal.SIGUSR1, lambda *_: toggle.set())  # a link loss on demand (bench/bench_mavlink.py)
     standin.start()
     print(f"mavlink stand-in ({args.flavour}) sending to {args.connection}", flush=True)
-    done.wait()
+    while not done.wait(0.01):
+        if toggle.is_set():
+            toggle.clear()
+            last_tx_ns = standin.go_silent(not standin.silent)
+            # the monotonic clock is system-wide: the other process compares it with its own
+            print(f"silent {int(standin.silent)} last_tx_ns {last_tx_ns}", flush=True)
     standin.stop()
     return 0
 

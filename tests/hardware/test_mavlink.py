@@ -147,7 +147,8 @@ def test_the_registry_builds_both_adapters_from_their_configs():
 @pytest.mark.parametrize("bad, match", [
     (dict(connection="udp:1.2.3.4"), "udpin:HOST:PORT"),
     (dict(setpoint_rate_hz=2.0), "above 2 Hz"),
-    (dict(link_loss_deadline_s=0.01), "two state periods"),
+    (dict(link_loss_deadline_s=0.015, watchdog_margin_s=0.005), "two state periods"),
+    (dict(link_loss_deadline_s=0.1, watchdog_margin_s=0.05), "half link_loss_deadline_s"),
     (dict(safe_stop="explode"), "safe_stop"),
     (dict(body_rate_limits_rad_s=(1.0, 1.0)), "three positive"),
 ])

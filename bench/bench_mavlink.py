@@ -1,0 +1,191 @@
+"""MAVLink adapter figures against the stand-in vehicle in its own process (real pymavlink, real UDP):
+
+  1. state in -> command out: from the adapter's receiver parsing a state message (ATTITUDE_QUATERNION or
+     LOCAL_POSITION_NED) to SET_ATTITUDE_TARGET written to the socket, with a hover controller and the
+     contract's action mapping (tether.actions) in between, while the vehicle flies in OFFBOARD;
+  2. link loss -> safe: the stand-in goes silent (SIGUSR1; its socket stays open) and the time from its last
+     packet to the adapter having stopped its setpoints and latched RobotLinkLost is compared with
+     link_loss_deadline_s, over --trials trials (a fresh connect each).
+
+Prints figures, never pass/fail:
+    python bench/bench_mavlink.py                 # 20 s of flight, 100 trials
+    python bench/bench_mavlink.py --quick         # 5 s, 20 trials
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from hardware.mavlink import MavlinkVehicle, Px4Cfg  # noqa: E402
+from hardware.robot import CtbrCommand, RobotLinkLost  # noqa: E402
+from sim.quadrotor.presets import PRESETS  # noqa: E402
+from sim.standins.mavlink_vehicle import position_hold_ctbr  # noqa: E402
+from tether.actions import ActionMap  # noqa: E402
+from tether.contract import ActionSpec  # noqa: E402
+
+PRESET = PRESETS["px4_1kg"]
+GOAL_W = np.array([0.0, 0.0, 1.0])
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_standin(port: int) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    # 5 Hz heartbeats only shorten each trial's connect(); loss is detected on the 100 Hz state stream
+    proc = subprocess.Popen([sys.executable, "-m", "sim.standins.mavlink_vehicle", "--connection",
+                             f"udpout:127.0.0.1:{port}", "--heartbeat-rate-hz", "5"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline()
+    if not line.startswith("mavlink stand-in"):
+        raise RuntimeError(f"the stand-in did not start: {line!r}")
+    return proc
+
+
+def toggle_silence(proc: subprocess.Popen) -> int:
+    """SIGUSR1 the stand-in; returns the monotonic time of its last packet before the toggle [ns]."""
+    proc.send_signal(signal.SIGUSR1)
+    line = proc.stdout.readline().split()
+    return int(line[3])
+
+
+def vehicle_cfg(port: int, **kw) -> Px4Cfg:
+    return Px4Cfg(connection=f"udpin:127.0.0.1:{port}", vehicle_name=PRESET.name, mass_kg=PRESET.mass_kg,
+                  max_thrust_n=PRESET.max_thrust_n, **kw)
+
+
+def control_step(v: MavlinkVehicle, amap: ActionMap) -> None:
+    state = v.read()
+    thrust_n, rates = amap.to_ctbr(amap.from_ctbr(*position_hold_ctbr(state, GOAL_W, PRESET.mass_kg)))
+    v.send(CtbrCommand(thrust_n, rates))
+
+
+def bench_latency(port: int, seconds: float) -> dict[str, np.ndarray]:
+    v = MavlinkVehicle(vehicle_cfg(port))
+    amap = ActionMap(ActionSpec(type="ctbr", dim=4, max_thrust_n=PRESET.max_thrust_n,
+                                body_rate_limits_rad_s=v.cfg.body_rate_limits_rad_s))
+    v.connect()
+    v.arm()
+    handoff, total, own, seq = [], [], [], 0
+    try:
+        end = time.monotonic() + seconds + 3.0
+        warmup_end = time.monotonic() + 3.0  # the climb to the goal is not measured
+        with tqdm(total=int(seconds), desc="flight", unit="s") as bar:
+            while time.monotonic() < end:
+                seq, rx_ns = v.wait_state(seq, 1.0)
+                woke_ns = time.monotonic_ns()
+                state = v.read()
+                read_ns = time.monotonic_ns()
+                thrust_n, rates = amap.to_ctbr(amap.from_ctbr(*position_hold_ctbr(state, GOAL_W, PRESET.mass_kg)))
+                ctrl_ns = time.monotonic_ns()
+                v.send(CtbrCommand(thrust_n, rates))
+                out_ns = time.monotonic_ns()
+                if time.monotonic() > warmup_end:
+                    handoff.append(woke_ns - rx_ns)
+                    total.append(out_ns - rx_ns)
+                    own.append((out_ns - rx_ns) - (ctrl_ns - read_ns))
+                done_s = min(int(seconds), max(0, int(time.monotonic() - warmup_end)))
+                if done_s > bar.n:
+                    bar.update(done_s - bar.n)
+        pos = v.read().pos_w
+    finally:
+        v.land()
+        v.disconnect()
+    return {"total_ms": np.array(total) * 1e-6, "handoff_ms": np.array(handoff) * 1e-6,
+            "adapter_ms": np.array(own) * 1e-6, "final_pos": pos}
+
+
+def link_loss_trial(proc: subprocess.Popen, port: int, deadline_s: float, amap_cache: dict) -> tuple[float, float, bool]:
+    """One trial: connect, stream, go silent; returns (last packet -> loss latched [s], last packet -> read()
+    raised in the control loop [s], no setpoint after the loss); (-inf, -inf, False) for a loss declared
+    before the vehicle went silent (a false alarm: the stream stalled past the deadline)."""
+    v = MavlinkVehicle(vehicle_cfg(port, link_loss_deadline_s=deadline_s, land_on_link_return=False))
+    amap = amap_cache.setdefault("amap", ActionMap(ActionSpec(type="ctbr", dim=4, max_thrust_n=PRESET.max_thrust_n,
+                                                              body_rate_limits_rad_s=v.cfg.body_rate_limits_rad_s)))
+    v.connect()
+    last_tx_ns = None
+    try:
+        seq, silent_at = 0, time.monotonic() + 0.3
+        while True:
+            try:
+                seq, _ = v.wait_state(seq, 2.0)
+                control_step(v, amap)  # disarmed: the setpoints stream, the motors stay off
+            except RobotLinkLost:
+                raised_ns = time.monotonic_ns()
+                if last_tx_ns is None:
+                    return -np.inf, -np.inf, False
+                break
+            if last_tx_ns is None and time.monotonic() > silent_at:
+                last_tx_ns = toggle_silence(proc)
+        stopped = v.last_setpoint_tx_ns <= v.link_lost_at_ns
+        return (v.link_lost_at_ns - last_tx_ns) * 1e-9, (raised_ns - last_tx_ns) * 1e-9, stopped
+    finally:
+        if last_tx_ns is not None:
+            toggle_silence(proc)
+        v.disconnect()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=20.0, help="measured flight for the latency [s]")
+    ap.add_argument("--trials", type=int, default=100, help="link-loss trials")
+    ap.add_argument("--deadline", type=float, default=0.1, help="link_loss_deadline_s of the trials [s]")
+    ap.add_argument("--quick", action="store_true", help="5 s, 20 trials")
+    args = ap.parse_args()
+    seconds, trials = (5.0, 20) if args.quick else (args.seconds, args.trials)
+    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores; load before "
+          f"{os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1/5/15 min)")
+    port = free_port()
+    proc = start_standin(port)
+    try:
+        lat = bench_latency(port, seconds)
+        t, h, a = lat["total_ms"], lat["handoff_ms"], lat["adapter_ms"]
+        print(f"state in -> command out ({len(t)} states, {seconds:g} s in OFFBOARD, hover at "
+              f"{np.round(lat['final_pos'], 3).tolist()} m): p50 {np.percentile(t, 50):.3f} ms, p99 "
+              f"{np.percentile(t, 99):.3f} ms, max {t.max():.3f} ms; of it receiver -> control thread p50 "
+              f"{np.percentile(h, 50):.3f} ms, p99 {np.percentile(h, 99):.3f} ms; the adapter's own share (all but the "
+              f"controller) p50 {np.percentile(a, 50):.3f} ms, p99 {np.percentile(a, 99):.3f} ms")
+        latched, raised, stopped, cache = [], [], 0, {}
+        for _ in tqdm(range(trials), desc="link-loss trials"):
+            a, b, ok = link_loss_trial(proc, port, args.deadline, cache)
+            latched.append(a)
+            raised.append(b)
+            stopped += ok
+        latched, raised = np.array(latched), np.array(raised)
+        false_alarms = int(np.sum(np.isinf(latched)))
+        latched, raised = latched[np.isfinite(latched)], raised[np.isfinite(raised)]
+        within = int(np.sum(latched <= args.deadline))
+        print(f"link loss -> safe (deadline {args.deadline * 1e3:.0f} ms): stream stopped and RobotLinkLost latched "
+              f"within the deadline in {within} of {trials} trials (median {np.median(latched) * 1e3:.1f} ms, max "
+              f"{latched.max() * 1e3:.1f} ms after the vehicle's last packet); no setpoint after the loss in "
+              f"{stopped} of {trials}; the control loop saw RobotLinkLost after median "
+              f"{np.median(raised) * 1e3:.1f} ms, max {raised.max() * 1e3:.1f} ms; false alarms (loss declared while "
+              f"the vehicle was sending) {false_alarms}")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    print(f"load after {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
