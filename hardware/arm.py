@@ -37,7 +37,7 @@ import time
 import numpy as np
 
 from hardware.arm_kinematics import JOINT_KINDS, DhChain, rotmat_to_quat_wxyz
-from hardware.robot import Robot, RobotAlreadyConnectedError, RobotError, RobotLinkLost, Schema
+from hardware.robot import Robot, RobotAlreadyConnectedError, RobotError, RobotLinkLost, Schema, _frozen_vector
 
 OUTPUT_MODES = ("trajectory", "forward_position", "forward_velocity", "servo_twist")
 WORKSPACE_SAMPLES = 8
@@ -159,14 +159,6 @@ class ArmCfg:
 # ----------------------------------------------------------------------------- state and commands
 
 
-def _vector(value, n: int, name: str) -> np.ndarray:
-    a = np.array(value, dtype=np.float64)
-    if a.shape != (n,):
-        raise ValueError(f"{name} must have shape ({n},), got {a.shape}")
-    a.flags.writeable = False
-    return a
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class ArmState:
     """One joint-space state of the arm, in the config's joint order."""
@@ -186,11 +178,11 @@ class ArmState:
 
     def __post_init__(self):
         n = len(self.joint_names)
-        object.__setattr__(self, "position", _vector(self.position, n, "position"))
-        object.__setattr__(self, "velocity", _vector(self.velocity, n, "velocity"))
+        object.__setattr__(self, "position", _frozen_vector(self.position, (n,), "position"))
+        object.__setattr__(self, "velocity", _frozen_vector(self.velocity, (n,), "velocity"))
         if self.ee_pos_w is not None:
-            object.__setattr__(self, "ee_pos_w", _vector(self.ee_pos_w, 3, "ee_pos_w"))
-            object.__setattr__(self, "ee_quat_wxyz", _vector(self.ee_quat_wxyz, 4, "ee_quat_wxyz"))
+            object.__setattr__(self, "ee_pos_w", _frozen_vector(self.ee_pos_w, (3,), "ee_pos_w"))
+            object.__setattr__(self, "ee_quat_wxyz", _frozen_vector(self.ee_quat_wxyz, (4,), "ee_quat_wxyz"))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
