@@ -27,6 +27,8 @@ PACKAGE_DIRS = {"tether": "../tether", "hardware": "../hardware", "tether_deploy
 TWIN_SIDE_PREFIX = "twin"
 """modules (hardware/, tether_deploy/) and parameter/launch files whose name starts with this are the
 digital twin's: it needs sim/'s pybullet reference and never runs on a robot"""
+APP_OR_TWIN_SIDE: dict[str, str] = {}
+"""other modules of these packages that are app or twin side (dotted name -> the reason); left out too"""
 ROBOT_REQUIREMENTS = ("numpy", "onnxruntime", "pyyaml", "mcap")
 """the root distribution's requirements the robot side needs (by name; the ranges are the root's)"""
 ROBOT_EXTRAS = ("ros-wheels", "crazyflie", "mavlink")
@@ -35,6 +37,17 @@ ROBOT_EXTRAS = ("ros-wheels", "crazyflie", "mavlink")
 
 def is_twin_side(name: str) -> bool:
     return name.startswith(TWIN_SIDE_PREFIX)
+
+
+def robot_modules(root: Path = ROOT) -> dict[str, Path]:
+    """dotted module name -> source file, for every module the robot distribution installs."""
+    out = {}
+    for pkg, rel in PACKAGE_DIRS.items():
+        for f in sorted((root / rel.removeprefix("../")).glob("*.py")):
+            name = pkg if f.stem == "__init__" else f"{pkg}.{f.stem}"
+            if not (pkg in ("hardware", "tether_deploy") and is_twin_side(f.stem) or name in APP_OR_TWIN_SIDE):
+                out[name] = f
+    return out
 
 
 def _name(requirement: str) -> str:
@@ -60,10 +73,9 @@ class RobotBuildPy(build_py):
     """build_py without the twin-side modules of hardware/ and tether_deploy/."""
 
     def find_package_modules(self, package, package_dir):
-        modules = super().find_package_modules(package, package_dir)
-        if package in ("hardware", "tether_deploy"):
-            modules = [m for m in modules if not is_twin_side(m[1])]
-        return modules
+        keep = robot_modules()
+        return [m for m in super().find_package_modules(package, package_dir)
+                if (m[0] if m[1] == "__init__" else f"{m[0]}.{m[1]}") in keep]
 
 
 def _data_files() -> list[tuple[str, list[str]]]:

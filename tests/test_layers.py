@@ -32,9 +32,9 @@ is_twin_side = ROBOT_SETUP["is_twin_side"]
 
 FORBIDDEN = ("torch", "sim", "policies", "calibration", "tether_app")
 """what a robot never installs: the training stack, the simulator, the application layer"""
-APP_OR_TWIN_SIDE: dict[str, str] = {}
-"""robot-package modules (dotted) that are nevertheless app or twin side, each with its reason; the
-``twin*`` modules are twin side by name (robot/setup.py leaves them out of the robot distribution)"""
+APP_OR_TWIN_SIDE: dict[str, str] = ROBOT_SETUP["APP_OR_TWIN_SIDE"]
+"""robot-package modules that are nevertheless app or twin side, with the reason (robot/setup.py); the
+``twin*`` modules are twin side by name; the robot distribution leaves both out"""
 ROBOT_IMPORTS = {"numpy", "onnxruntime", "yaml", "mcap"}  # the import names of ROBOT_REQUIREMENTS
 ROS_IMPORTS = {"rclpy", "launch", "launch_ros", "ament_index_python", "rosidl_runtime_py", "rpyutils"}
 ROS_SUFFIXES = ("_msgs", "_srvs", "_interfaces")
@@ -44,15 +44,8 @@ LIBRARY_FOLDERS = ("tether", "tether_app", "sim", "policies", "hardware", "calib
 
 
 def robot_modules() -> dict[str, Path]:
-    """dotted module name -> file, for every robot-side module."""
-    out = {}
-    for pkg, folder in PACKAGE_DIRS.items():
-        for f in sorted(folder.glob("*.py")):
-            name = pkg if f.stem == "__init__" else f"{pkg}.{f.stem}"
-            if pkg in ("hardware", "tether_deploy") and is_twin_side(f.stem) or name in APP_OR_TWIN_SIDE:
-                continue
-            out[name] = f
-    return out
+    """dotted module name -> file, for every robot-side module (robot/setup.py's rule)."""
+    return ROBOT_SETUP["robot_modules"]()
 
 
 def _imports(tree: ast.AST, module: str):
