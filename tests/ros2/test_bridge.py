@@ -275,3 +275,97 @@ def test_deploy_plans_the_bridge_for_a_hardware_adapter(tmp_path):
     params = plan.params["robot_bridge"]
     assert params.adapter == "crazyflie" and params.robot.uri == "udp://127.0.0.1:19850"
     assert params.safety.max_tilt_rad == 0.6 and params.exit_on_link_loss
+
+
+# ------------------------------------- tether deploy --robot crazyflie: real cflib, the CRTP stand-in
+
+
+class Output:
+    """A process's output lines, read in a thread."""
+
+    def __init__(self, proc):
+        import threading
+
+        self.proc, self.lines = proc, []
+        self._t = threading.Thread(target=self._read, daemon=True)
+        self._t.start()
+
+    def _read(self) -> None:
+        for line in iter(self.proc.stdout.readline, ""):
+            self.lines.append(line)
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
+def _stop(proc, timeout_s: float = 20.0) -> None:
+    import signal
+    import subprocess
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def test_deploy_on_the_crazyflie_stand_in_fails_loudly_when_the_link_goes(domain_id, rclpy_context, policy_dir):
+    """deploy --robot crazyflie flies the policy through robot_bridge and the real cflib against the CRTP
+    stand-in; when the stand-in closes its port the bridge logs the loss, stops and exits 1, and deploy
+    fails naming it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    pytest.importorskip("cflib", reason="cflib (the Crazyflie's library) is not installed")
+    pytest.importorskip("sim.standins.crazyflie_peer", reason="the CRTP stand-in is not here")
+    from conftest import PKG, REPO
+
+    contract = ctbr_contract(policy_dir)
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+               PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join([str(REPO), str(PKG)]))
+    peer = subprocess.Popen([sys.executable, "-m", "sim.standins.crazyflie_peer", "--port", "0",
+                             "--rate-kp", *(str(k) for k in contract.action.rate_kp)],
+                            cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    peer_out = Output(peer)
+    deploy = None
+    probe = BridgeProbe(rclpy_context, command_names(contract.action))
+    try:
+        end = time.monotonic() + 60.0
+        while time.monotonic() < end and not any(line.startswith("READY") for line in peer_out.lines):
+            assert peer.poll() is None, peer_out.text()
+            time.sleep(0.1)
+        uri = next(line.split()[1] for line in peer_out.lines if line.startswith("READY"))
+        deploy = subprocess.Popen(
+            [sys.executable, "-m", "tether_app.cli", "deploy", "--policy", str(policy_dir), "--robot", "crazyflie",
+             "--ros-arg", f"robot_bridge:robot.uri:={uri}", "--ros-arg", "robot_bridge:auto_arm:=true",
+             "--duration", "300"],
+            cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        out = Output(deploy)
+        # it takes off from the ground (the stand-in starts at z = 0) toward the runner's goal at 1 m
+        took_off = lambda: probe.states and max(s[2] for s in probe.states) > 0.5  # noqa: E731
+        flying = probe.spin_until(lambda: took_off() or deploy.poll() is not None, 120.0)
+        assert flying and deploy.poll() is None, f"the vehicle never took off:\n{out.text()}"
+        assert len(probe.sent) > 10
+        assert probe.armed and probe.armed[-1], probe.armed
+        assert probe.safety[-1] == "ok", f"{probe.safety}:\n{out.text()}"
+        peer.send_signal(signal.SIGUSR2)  # the stand-in closes its port: cflib reports the loss
+        try:
+            code = deploy.wait(60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"deploy did not end after the link went:\n{out.text()}") from None
+        time.sleep(0.5)  # the reader thread takes the last lines
+        text = out.text()
+        assert code == 1, text
+        assert "link lost" in text and "robot_bridge exited early (status 1)" in text, text
+        error_lines = [line for line in text.splitlines() if line.startswith("error:")]
+        assert len(error_lines) == 1 and "robot_bridge" in error_lines[0], error_lines
+    finally:
+        probe.close()
+        if deploy is not None:
+            _stop(deploy)
+        _stop(peer)
