@@ -174,7 +174,10 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
     minibatch_size = batch_size // cfg.num_minibatches
 
     next_obs = env.reset()["policy"]
-    episode_stats: dict[str, list[float]] = {}
+    # episode statistics summed on the device, weighted by the episodes they are over: nothing is read
+    # back to the host inside the rollout (one read per iteration, at logging)
+    episode_sums: dict[str, torch.Tensor] = {}
+    episode_count = torch.zeros((), device=device)
     bar = tqdm(range(start_iter, cfg.num_iterations), desc=f"train {task}", disable=not progress,
                initial=start_iter, total=cfg.num_iterations, unit="it")
     last_ckpt = Path(resume) if resume is not None else None  # a finished run resumed is already done
@@ -196,8 +199,11 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
                 # bootstrap time-outs with the value estimate at the step's start (rsl_rl's approximation)
                 rewards[step] = reward + cfg.gamma * values[step] * truncated.float()
                 dones[step] = (terminated | truncated).float()
-                for k, v in info.get("episode", {}).items():
-                    episode_stats.setdefault(k, []).append(float(v))
+                if "episode" in info:
+                    n_ep = info.get("episode_count", torch.ones((), device=device)).float()
+                    for k, v in info["episode"].items():
+                        episode_sums[k] = episode_sums.get(k, 0.0) + v * n_ep
+                    episode_count += n_ep
                 rollout_err += info["pos_err_m"].mean() / cfg.num_steps
 
             # ---- GAE
@@ -262,8 +268,10 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
         train_time_s += time.perf_counter() - t0
 
         # ---- logging
-        logs = {k: sum(v) / len(v) for k, v in episode_stats.items()}
-        episode_stats.clear()
+        n_episodes = float(episode_count)
+        logs = {k: float(v) / n_episodes for k, v in episode_sums.items()} if n_episodes > 0 else {}
+        episode_sums.clear()
+        episode_count.zero_()
         logs.update({"rollout/pos_err_m": rollout_err.item(), "losses/policy": pg_loss.item(), "losses/value": v_loss.item(),
                      "losses/entropy": entropy.item(), "losses/approx_kl": approx_kl.item(),
                      "losses/clipfrac": clipfrac.item(), "charts/learning_rate": lr,

@@ -136,15 +136,19 @@ def unpack_state(x: FusedState) -> QuadState:
     return QuadState(*(t.contiguous() for t in (pos, quat, vel, omega, rpm)))
 
 
-def pack_params(p: QuadParams, spec: FusedSpec) -> torch.Tensor:
+def pack_params(p: QuadParams, spec: FusedSpec, check_layout: bool = True) -> torch.Tensor:
     """Per-env QuadParams -> the ``[P, N]`` per-env constants of a step (:func:`param_rows`).
 
     Computed once per (re)randomization rather than in every step: the motor-lag factors
     1 - exp(-h / tau) of the substep h, kf * rotor gain, km / kf, -1 / mass, 1 / inertia and the inertia
-    ratios of the gyroscopic term, (jz - jy) / jx etc. The rotor layout is in ``spec``."""
-    layout = FusedSpec.from_params(p, spec.dt, spec.substeps)
-    if (layout.rotor_spin, layout.rotor_pos_b) != (spec.rotor_spin, spec.rotor_pos_b):
-        raise ValueError("params' rotor layout (rotor_pos_b, rotor_spin) differs from the spec's")
+    ratios of the gyroscopic term, (jz - jy) / jx etc. The rotor layout is in ``spec``.
+
+    check_layout: compare the params' rotor layout with the spec's (reads it back to the host: a training
+    env that repacks the same vehicle class every few steps checks once, at construction)."""
+    if check_layout:
+        layout = FusedSpec.from_params(p, spec.dt, spec.substeps)
+        if (layout.rotor_spin, layout.rotor_pos_b) != (spec.rotor_spin, spec.rotor_pos_b):
+            raise ValueError("params' rotor layout (rotor_pos_b, rotor_spin) differs from the spec's")
     h = spec.dt / spec.substeps
     jx, jy, jz = p.inertia.unbind(-1)
     rows = [p.max_rpm[:, 0], 1.0 - torch.exp(-h / p.tau_up[:, 0]), 1.0 - torch.exp(-h / p.tau_down[:, 0]),

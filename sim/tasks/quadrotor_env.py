@@ -377,8 +377,9 @@ class QuadrotorEnv:
             self.episode_sums[k] = self.episode_sums.get(k, torch.zeros_like(v)) + torch.nan_to_num(v)
 
         done = terminated | truncated
+        # episode_count: how many episodes the means of info["episode"] are over (PPO weights them by it)
         info: dict = {"time_outs": truncated, "crashed": crashed, "success": success,
-                      "pos_err_m": pos_err}
+                      "pos_err_m": pos_err, "episode_count": done.sum()}
         done_ids = done.nonzero(as_tuple=False).squeeze(-1)
         if len(done_ids) > 0:
             info["episode"] = {f"reward/{k}": v[done_ids].mean() for k, v in self.episode_sums.items()}
