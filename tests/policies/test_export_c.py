@@ -4,7 +4,7 @@ onnxruntime computes on the same policy.onnx, says the contract's facts, and ref
 from __future__ import annotations
 
 import ctypes
-import json
+import dataclasses
 import re
 import shutil
 from pathlib import Path
@@ -126,35 +126,65 @@ def test_refuses_to_overwrite_without_force(fixture_export):
     assert again.max_abs_err <= TOLERANCE
 
 
-@pytest.mark.parametrize("act", ["Tanh", "ReLU"])
-def test_other_activations_and_sizes(act, tmp_path):
-    """A fresh MLP (another activation, other widths, a non-trivial normalizer) exported as policies/export.py
-    does, then to C: the translation follows the graph, not one architecture."""
+def _fresh_policy(policy_dir: Path, module, action_type: str = "ctbr") -> None:
+    """policy.onnx of ``module`` (exported as policies/export.py does) + the fixture's contract, made a rotor
+    contract when asked, with the new file's sha256."""
+    import torch
+
+    from tether.actions import ActionMap
+    from tether.contract import load_contract, save_contract
+
+    contract = load_contract(FIXTURE / "policy.json")
+    policy_dir.mkdir()
+    torch.onnx.export(module, (torch.zeros(1, contract.obs_dim),), str(policy_dir / "policy.onnx"),
+                      input_names=["obs"], output_names=["actions"],
+                      dynamic_axes={"obs": {0: "batch"}, "actions": {0: "batch"}}, opset_version=17, dynamo=False)
+    action = contract.action
+    if action_type == "rotor":
+        action = dataclasses.replace(action, type="rotor", max_thrust_n=0.0, body_rate_limits_rad_s=(0.0, 0.0, 0.0),
+                                     rate_kp=(0.0, 0.0, 0.0), hover_action=())
+        action = dataclasses.replace(action, hover_action=tuple(ActionMap(action).hover_action(0.027).tolist()))
+    provenance = dict(contract.provenance, onnx_sha256=sha256_file(policy_dir / "policy.onnx"))
+    save_contract(dataclasses.replace(contract, action=action, provenance=provenance), policy_dir / "policy.json")
+
+
+@pytest.mark.parametrize("act, action_type", [("Tanh", "ctbr"), ("ReLU", "rotor")])
+def test_other_activations_sizes_and_actions(act, action_type, tmp_path):
+    """A fresh MLP (another activation, other widths, a non-trivial normalizer; a rotor contract) exported
+    as policies/export.py does, then to C: the translation follows the graph, not one architecture."""
     import torch
     from torch import nn
 
     from policies.models import ActorCritic, DeployedActor, mlp
 
     torch.manual_seed(0)
-    contract = json.loads((FIXTURE / "policy.json").read_text())
-    obs_dim, action_dim = contract["obs_dim"], contract["action"]["dim"]
-    model = ActorCritic(obs_dim, action_dim)
-    model.actor = mlp(obs_dim, (48, 32, 16), action_dim, act=getattr(nn, act))
+    _, contract = load_policy_dir(FIXTURE)
+    model = ActorCritic(contract.obs_dim, contract.action.dim)
+    model.actor = mlp(contract.obs_dim, (48, 32, 16), contract.action.dim, act=getattr(nn, act))
     with torch.no_grad():
-        model.obs_normalizer.mean.copy_(torch.randn(obs_dim))
-        model.obs_normalizer.var.copy_(torch.rand(obs_dim) * 4 + 0.1)
+        model.obs_normalizer.mean.copy_(torch.randn(contract.obs_dim))
+        model.obs_normalizer.var.copy_(torch.rand(contract.obs_dim) * 4 + 0.1)
     policy_dir = tmp_path / "policy"
-    policy_dir.mkdir()
-    torch.onnx.export(DeployedActor(model).eval(), (torch.zeros(1, obs_dim),), str(policy_dir / "policy.onnx"),
-                      input_names=["obs"], output_names=["actions"], dynamic_axes={"obs": {0: "batch"},
-                                                                                   "actions": {0: "batch"}},
-                      opset_version=17, dynamo=False)
-    contract["provenance"]["onnx_sha256"] = sha256_file(policy_dir / "policy.onnx")
-    (policy_dir / "policy.json").write_text(json.dumps(contract))
+    _fresh_policy(policy_dir, DeployedActor(model).eval(), action_type)
     exp = export_c(policy_dir, tmp_path / "onboard")
     assert exp.max_abs_err <= TOLERANCE
-    libm = "tanhf(" if act == "Tanh" else "expf("
-    assert (libm in exp.c_path.read_text()) == (act == "Tanh")
+    source, header = exp.c_path.read_text(), exp.h_path.read_text()
+    assert ("tanhf(" in source) == (act == "Tanh") and ("expf(" in source) is False
+    assert f'TETHER_POLICY_ACTION_TYPE "{action_type}"' in header
+    if action_type == "rotor":  # the C mapping and layout are tether.actions' and the contract's
+        _, rotor_contract = load_policy_dir(policy_dir)
+        lib = ctypes.CDLL(str(compile_shared(exp.c_path, tmp_path / "libtp.so", extra=(f"-I{exp.c_path.parent}",))))
+        f_p = ctypes.POINTER(ctypes.c_float)
+        lib.tether_policy_to_rotor_fraction.argtypes = [f_p, f_p]
+        a = np.array([-1.2, -0.5, 0.3, 1.0], np.float32)
+        fraction = np.zeros(4, np.float32)
+        lib.tether_policy_to_rotor_fraction(a.ctypes.data_as(f_p), fraction.ctypes.data_as(f_p))
+        np.testing.assert_allclose(fraction, action_map(rotor_contract.action).to_rotor_fraction(a), rtol=1e-6)
+        spins = (ctypes.c_int * 4).in_dll(lib, "tether_policy_rotor_spin")
+        assert list(spins) == [r.spin for r in rotor_contract.action.rotors]
+        pos = (ctypes.c_float * 12).in_dll(lib, "tether_policy_rotor_pos_b_m")
+        np.testing.assert_allclose(np.reshape(list(pos), (4, 3)), [r.pos_b for r in rotor_contract.action.rotors],
+                                   rtol=1e-6)
 
 
 def test_unsupported_graph_is_refused(tmp_path):
@@ -165,13 +195,8 @@ def test_unsupported_graph_is_refused(tmp_path):
         def forward(self, obs):
             return torch.sin(obs[:, :4])
 
-    contract = json.loads((FIXTURE / "policy.json").read_text())
     policy_dir = tmp_path / "policy"
-    policy_dir.mkdir()
-    torch.onnx.export(Odd(), (torch.zeros(1, contract["obs_dim"]),), str(policy_dir / "policy.onnx"),
-                      input_names=["obs"], output_names=["actions"], opset_version=17, dynamo=False)
-    contract["provenance"]["onnx_sha256"] = sha256_file(policy_dir / "policy.onnx")
-    (policy_dir / "policy.json").write_text(json.dumps(contract))
+    _fresh_policy(policy_dir, Odd())
     with pytest.raises(OnboardError, match="does not translate"):
         export_c(policy_dir, tmp_path / "onboard", verify_outputs=False)
     assert not (tmp_path / "onboard" / "tether_policy.c").exists()
