@@ -17,8 +17,9 @@ Safety, before anything is published (``send`` returns the command actually sent
     no component that leaves the box within workspace_lookahead_s. Without a chain there is no
     end-effector position to check: a workspace box is then refused at construction, and twists are
     limited in speed only (MoveIt Servo's own limits then apply);
-  * a JointState older than state_deadline_s (or never all joints) is a lost link: the adapter's watchdog
-    sends the safe command itself (hold: a trajectory to / forward position of the last measured
+  * a JointState stream silent for state_deadline_s is a lost link: the adapter's watchdog (every
+    1 / watchdog_rate_hz, in its executor thread) sends the safe command itself at its last check before
+    the deadline (hold: a trajectory to / forward position of the last measured
     position; zero velocity; zero twist), and read / send raise RobotLinkLost until a reconnect.
 
 rclpy is imported here only, and only in :meth:`Ros2Arm.connect`: the config, schemas, commands and
@@ -100,7 +101,8 @@ class ArmCfg:
     """frame of the twist commands: the chain's base frame"""
     # safety
     state_deadline_s: float = 0.1
-    """a JointState older than this is a lost link [s]"""
+    """the safe command goes out before the JointState stream has been silent this long: the watchdog
+    declares the link lost at its last check before it [s]"""
     connect_timeout_s: float = 10.0
     """wait this long for a JointState with every joint at connect [s]"""
     watchdog_rate_hz: float = 50.0
@@ -143,6 +145,9 @@ class ArmCfg:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be positive and finite, got {value!r}")
+        if not 1.0 / self.watchdog_rate_hz < self.state_deadline_s:
+            raise ValueError(f"the watchdog period 1 / {self.watchdog_rate_hz:g} Hz must be shorter than "
+                             f"state_deadline_s {self.state_deadline_s:g} s")
 
     @property
     def chain(self) -> DhChain | None:
@@ -525,8 +530,9 @@ class Ros2Arm(Robot):
         with self._lock:
             if self._link_lost or self._merger.missing():
                 return
+            # the last check before the deadline: by the next one the stream would be silent past it
             age = self._merger.age_s(time.monotonic())
-            if age <= self.cfg.state_deadline_s:
+            if age + 1.0 / self.cfg.watchdog_rate_hz <= self.cfg.state_deadline_s:
                 return
             self._link_lost = True
             q, last_s = self._merger.position.copy(), float(self._merger.received_s.min())
