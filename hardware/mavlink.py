@@ -282,18 +282,19 @@ class MavlinkVehicle(Robot):
         self._reset_link_state()
         try:
             self._conn, self._mav = self._open()
-        except (OSError, ValueError, ImportError) as e:
-            self._conn = None
+        except ImportError as e:  # mavutil imports pyserial only for a serial port
+            raise RobotError(f"{self.name}: {self.cfg.connection} needs pyserial ({e}): pip install pyserial") from e
+        except (OSError, ValueError) as e:
             raise RobotError(f"{self.name}: cannot open {self.cfg.connection}: {e}") from e
         self._stop.clear()
-        self._threads = [threading.Thread(target=self._receive_loop, name="mavlink-rx", daemon=True)]
-        self._threads[0].start()
+        # our heartbeat first: over udpout (or to a vehicle that waits for a peer) it is what opens the link
+        self._threads = [threading.Thread(target=loop, name=name, daemon=True) for loop, name in (
+            (self._receive_loop, "mavlink-rx"), (self._heartbeat_loop, "mavlink-heartbeat"),
+            (self._setpoint_loop, "mavlink-setpoints"))]
+        for t in self._threads:
+            t.start()
         try:
             self._await_vehicle()
-            for loop, name in ((self._heartbeat_loop, "mavlink-heartbeat"), (self._setpoint_loop, "mavlink-setpoints")):
-                t = threading.Thread(target=loop, name=name, daemon=True)
-                t.start()
-                self._threads.append(t)
             self._request_streams()
             if self.cfg.autopilot == "ardupilot":
                 self._check_guided_params()

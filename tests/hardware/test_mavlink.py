@@ -167,6 +167,16 @@ def test_connect_without_a_vehicle_fails_naming_the_connection(make_vehicle):
     assert not v.is_connected
 
 
+def test_udpout_reaches_a_vehicle_that_listens(port):
+    with MavlinkStandin(StandinCfg(connection=f"udpin:127.0.0.1:{port}", heartbeat_rate_hz=5.0)):
+        v = MavlinkVehicle(Px4Cfg(connection=f"udpout:127.0.0.1:{port}", connect_timeout_s=5.0))
+        v.connect()  # the vehicle only learns where we are from our HEARTBEAT
+        try:
+            assert v.read().pos_w[2] < 0.05 and v.mode == "HOLD"
+        finally:
+            v.disconnect()
+
+
 def test_the_px4_adapter_refuses_an_ardupilot_vehicle(make_standin, make_vehicle):
     make_standin(flavour="ardupilot")
     v = make_vehicle()
