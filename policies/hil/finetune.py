@@ -4,15 +4,18 @@
    check parity against onnxruntime;
 2. read every log (policies.hil.dataset): required topics, not truncated, recorded with the parent or
    one of its ancestors, observations that replay the logged policy actions;
-3. fine-tune (policies.hil.algorithms) on the logs, then continue in the simulator with the
-   perturbation estimated from the logs added (policies.hil.sim_refine; sim and robot data labelled
-   and counted apart), and export through policies.export (ONNX parity check included)
-   into a temporary directory beside ``out_dir``; provenance names the parent (sha256, directory), its
-   lineage, the method and each log (path and the MCAP's sha256);
-4. estimate the perturbation behind the interventions from the logs (policies.hil.identify: a thrust
-   gain per rotor) and optionally validate parent and child on the twin (pybullet) from the same
-   seeded starts: on a given twin configuration, or on the nominal twin with the estimated gains (no
-   knowledge of the true perturbation needed);
+3. identify the disturbance behind the interventions from the logs (policies.hil.identify: rotor gains,
+   a steady external force, added mass and where it sits, chosen by BIC), with what it leaves
+   unexplained; when it cannot predict the logged flight the report says so ("cannot predict") and
+   neither the simulator stage nor a twin validation uses it;
+4. fine-tune (policies.hil.algorithms) on the logs, then continue in the simulator with the identified
+   disturbance (policies.hil.sim_refine; sim and robot data labelled and counted apart), and export
+   through policies.export (ONNX parity check included) into a temporary directory beside ``out_dir``;
+   provenance names the parent (sha256, directory), its lineage, the method, each log (path and the
+   MCAP's sha256) and the identified disturbance; optionally validate parent and child on the twin
+   (pybullet) from the same seeded starts: on a given twin configuration, or on the nominal twin with
+   the identified disturbance (no knowledge of the true one needed): the child's success there is the
+   prediction of its next round;
 5. only then move the result into ``out_dir`` (refused if it exists and is not empty, unless force).
 Any error leaves ``out_dir`` as it was.
 """
@@ -32,7 +35,7 @@ from policies.evaluation import task_cfg_from_contract
 from policies.hil.algorithms import (FinetuneCfg, actor_from_onnx, build_transitions, finetune_actor,
                                      logged_policy_actions)
 from policies.hil.dataset import LogError, load_logs, replay_match
-from policies.hil.identify import estimate_rotor_gains
+from policies.hil.identify import estimate_disturbance
 from policies.hil.sim_refine import SimRefineCfg, refine_in_sim
 from policies.models import DeployedActor
 from tether.config import config_to_dict
@@ -80,8 +83,10 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
 
     validate_twin: a hardware.twin.TwinConfig to validate parent and child on (None: skip).
     validate_estimated: validate on ``validate_twin`` (or the default twin) with its disturbances
-        replaced by the rotor gains estimated from the logs.
-    sim_refine: continue in the simulator with the estimated rotor gains (None: logs only).
+        replaced by the disturbance identified from the logs; skipped (report ``validation`` None) when
+        that model cannot predict the logged flight (report ``prediction``: status and why).
+    sim_refine: continue in the simulator with the identified disturbance (None: logs only); skipped
+        when the model cannot predict the flight.
     """
     t0 = time.perf_counter()
     torch.set_num_threads(1)
@@ -111,36 +116,47 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
              f"human-controlled, {len(set(steps.episode.tolist()))} episodes; replay match {match:.3f}")
 
     task_cfg = task_cfg_from_contract(parent_dir)
-    perturbation, why = None, ""
+    estimate, why = None, ""
     try:
-        perturbation = estimate_rotor_gains(steps.select(steps.source == "robot"), task_cfg)
-        i, g = perturbation.weakest()
-        progress(f"finetune: estimated rotor gains {np.round(perturbation.gains, 3).tolist()} (weakest: rotor {i} at "
-                 f"{g:.0%}); prediction error {perturbation.residual_rms_nominal:.3f} -> {perturbation.residual_rms:.3f}")
+        estimate = estimate_disturbance(steps.select(steps.source == "robot"), task_cfg)
+        progress(f"finetune: identified from the logs: {estimate.describe()} (the model BIC chooses among "
+                 f"{len(estimate.candidates) - 1} fitted; it explains {estimate.explained_total:.0%} of the nominal "
+                 "model's prediction error)")
+        why = estimate.why
+        if not estimate.predictable:
+            progress(f"finetune: CANNOT PREDICT: {why}. No simulator stage and no twin validation from this "
+                     "estimate; the child learns from the corrections alone")
     except ValueError as e:  # too little flight to identify: fine-tuning does not need it
-        why = str(e)
-        progress(f"finetune: no perturbation estimate: {why}")
+        why = f"no disturbance estimate: {e}"
+        progress(f"finetune: {why}")
+    predictable = estimate is not None and estimate.predictable
+    prediction = {"status": "predicted" if predictable else "cannot predict", "why": why, "predicted_success": None,
+                  "validated_on": None}
     if validate_estimated:
-        if perturbation is None:
-            raise LogError(f"cannot validate on the estimated perturbation: {why}")
         from hardware.twin import TwinConfig
 
-        validate_twin = dataclasses.replace(validate_twin or TwinConfig(), weak_motor=None, payload=None,
-                                            wind_gust=None, rotor_gain=perturbation.gains)
+        if predictable:
+            validate_twin = dataclasses.replace(validate_twin or TwinConfig(),
+                                                **estimate.twin_disturbances(task_cfg.vehicle))
+            prediction["validated_on"] = "the twin with the disturbance identified from the logs"
+        else:
+            validate_twin = None  # a twin the logs contradict would validate nothing
+    elif validate_twin is not None:
+        prediction.update(status="predicted", validated_on="the twin configuration given (not from the logs)")
 
     data = build_transitions(steps, contract, reward="rlif" if method == "rlif" else "task")
     child_model, train_logs = finetune_actor(parent_model, data, cfg, logged_policy_actions(steps))
     sim_report = None
-    if sim_refine is not None and perturbation is not None:
-        child_model, sim_report = refine_in_sim(child_model, task_cfg, perturbation.gains,
-                                                data.obs[data.sim < 0.5], sim_refine)
-        progress(f"finetune: continued in the simulator with the estimated gains: {sim_report['sim_env_steps']:,} sim "
-                 f"steps (hover cost {sim_report['cost_first']:.2f} -> {sim_report['cost_last']:.2f}), anchored on "
+    if sim_refine is not None and predictable:
+        child_model, sim_report = refine_in_sim(child_model, task_cfg, estimate.gains, data.obs[data.sim < 0.5],
+                                                sim_refine, disturbance=estimate)
+        progress(f"finetune: continued in the simulator with the identified disturbance: {sim_report['sim_env_steps']:,} "
+                 f"sim steps (hover cost {sim_report['cost_first']:.2f} -> {sim_report['cost_last']:.2f}), anchored on "
                  f"{sim_report['robot_anchor_steps']:,} robot steps, {sim_report['time_s']:.1f} s")
     elif sim_refine is not None:
-        progress("finetune: no simulator stage (no perturbation estimate)")
+        progress("finetune: no simulator stage (the identified model cannot predict the flight)")
     t_train = time.perf_counter() - t0
-    estimated = None if perturbation is None else perturbation.to_dict()
+    estimated = None if estimate is None else estimate.to_dict()
 
     from policies.export import export_policy
 
@@ -155,7 +171,7 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
             "goal_w": list(goal_w), "replay_match": match,
             "logs": [{"path": str(p.resolve()), "mcap_sha256": _mcap_sha(p)} for p in log_paths],
             "steps": len(steps), "human_steps": int(steps.human_controlled.sum()),
-            "perturbation": estimated, "sim_refine": sim_report}
+            "perturbation": estimated, "prediction": prediction, "sim_refine": sim_report}
         export_dir = work / "policy"
         _, child_contract, parity_err = export_policy(ckpt, export_dir, parent=provenance_parent,
                                                       recorded_obs=data.obs[:512].numpy())
@@ -164,14 +180,20 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
                   "child_sha256": child_contract.provenance["onnx_sha256"], "steps": len(steps),
                   "human_steps": int(steps.human_controlled.sum()), "replay_match": match,
                   "onnx_parity": parity_err, "train_s": t_train, "train": train_logs,
-                  "perturbation": estimated, "sim_refine": sim_report}
+                  "perturbation": estimated, "prediction": prediction, "sim_refine": sim_report}
         if validate_twin is not None:
             report["validation_twin"] = dataclasses.asdict(validate_twin)
             report["validation"] = {
                 "parent": validate_on_twin(parent_dir, validate_twin, validate_starts, goal_w),
                 "child": validate_on_twin(export_dir, validate_twin, validate_starts, goal_w)}
-            progress(f"finetune: twin validation success parent {report['validation']['parent']['success_rate']:.2f}"
-                     f" -> child {report['validation']['child']['success_rate']:.2f}")
+            prediction["predicted_success"] = report["validation"]["child"]["success_rate"]
+            progress(f"finetune: twin validation ({prediction['validated_on']}) success parent "
+                     f"{report['validation']['parent']['success_rate']:.2f} -> child "
+                     f"{report['validation']['child']['success_rate']:.2f}")
+        elif validate_estimated:
+            report["validation"] = None
+            progress("finetune: no twin validation: the identified model cannot predict the flight, so a success "
+                     "rate on a twin built from it would mean nothing; only new flights can measure the child")
         if out_dir.exists():
             shutil.rmtree(out_dir)
         shutil.move(str(export_dir), out_dir)
@@ -196,6 +218,13 @@ def validate_on_twin(policy_dir: str | Path, twin_cfg, num_starts: int = 20, goa
     twin_cfg = with_policy_rate_gains(twin_cfg, policy.contract.action)  # the firmware this policy expects
     ep = EpisodeCfg(goal_w=tuple(goal_w))
     starts = episode_starts(num_starts, ep, seed)
+    gust = twin_cfg.wind_gust
+    ext = None
+    if gust is not None and not gust.off:
+        if gust.start_s > 0 or gust.start_s + gust.duration_s < ep.duration_s:
+            raise ValueError(f"validate_on_twin flies a steady wind only (from 0 s through the {ep.duration_s:g} s "
+                             f"episode); the twin's gust blows from {gust.start_s:g} s for {gust.duration_s:g} s")
+        ext = np.asarray(gust.force_w, dtype=np.float64)
     ov = physics_overrides(twin_cfg)
     ov = dataclasses.replace(ov, **{f.name: np.repeat(np.asarray(getattr(ov, f.name)), num_starts, axis=0)
                                     for f in dataclasses.fields(ov)
@@ -203,7 +232,8 @@ def validate_on_twin(policy_dir: str | Path, twin_cfg, num_starts: int = 20, goa
     init = {"pos_w": np.array([s["pos_w"] for s in starts]), "lin_vel_w": np.array([s["lin_vel_w"] for s in starts]),
             "quat_wxyz": np.tile([1.0, 0.0, 0.0, 0.0], (num_starts, 1)), "ang_vel_b": np.zeros((num_starts, 3))}
     r = fly(policy, policy.contract, PRESETS[twin_cfg.preset], init, np.tile(goal_w, (num_starts, 1)),
-            ep.duration_s, overrides=ov, latency_steps=int(round(twin_cfg.latency_s * policy.contract.control_rate_hz)))
+            ep.duration_s, overrides=ov, latency_steps=int(round(twin_cfg.latency_s * policy.contract.control_rate_hz)),
+            ext_force_w=ext)
     hold = r["t_s"] >= ep.settle_s
     max_err = r["pos_err"][hold].max(axis=0)
     success = (max_err < ep.tol_m) & ~r["crashed"]

@@ -3,10 +3,11 @@
 Candidate causes, each a group of parameters the training simulator and the twin can both apply:
   * ``rotor_gains``  a thrust (and reaction-torque) multiplier per rotor: a weak motor, a chipped prop;
   * ``force``        a steady external force in the world frame [N]: a steady wind, a tether;
-  * ``mass``         added mass [kg] (negative: lighter than modelled);
-  * ``com``          a centre-of-mass offset in the body x-y plane [m]: an off-centre payload. Near hover
-                     its torque (-r_y T, r_x T) is proportional to the thrust, and so is a differential
-                     of rotor gains: the simulator applies it as the equivalent gains (``com_gains``).
+  * ``mass``         added mass [kg] at the centre (negative: lighter than modelled);
+  * ``com``          where that mass sits, in the body x-y plane [m] (only with ``mass``): an off-centre
+                     point payload, as the twin models one. It shifts the centre of mass (CoM) by
+                     dm p / (m + dm) (the simulator sees the rotors from there: their torque about the
+                     new CoM is exact) and adds its parallel-axis inertia.
 A free external torque is not a group of its own: at hover thrust it is the torque of a CoM offset.
 
 Given the logged states and executed commands, the simulator (sim.quadrotor.dynamics, with the
@@ -30,7 +31,6 @@ for (steady state), which is why windows are short.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 
 import numpy as np
 import torch
@@ -39,9 +39,12 @@ from policies.hil.dataset import StepLog
 from sim.quadrotor import dynamics
 from sim.quadrotor.presets import GRAVITY
 from sim.randomization import RandomizationCfg
-from tether.actions import allocation_matrix
 
 GROUPS = ("rotor_gains", "force", "mass", "com")
+CHANNEL_FLOOR = (0.005, 0.05)
+"""prediction error of a window below which the logs say nothing: linear velocity [m/s], body rate [rad/s]"""
+MIN_GROUP_SHARE = 0.02
+"""a group enters the model only if it explains at least this share of the nominal residual"""
 MAX_UNEXPLAINED_SHARE = 0.10
 """share of the nominal residual a slowly varying wrench explains beyond the chosen model, above which the
 model is declared unable to predict the flight"""
@@ -60,9 +63,11 @@ class DisturbanceEstimate:
     added_mass_kg: float
     """mass beyond the model's [kg]"""
     added_mass_sigma_kg: float
+    payload_pos_b: tuple[float, float, float]
+    """where the added mass sits, body frame (z not identifiable at hover: 0) [m]"""
+    payload_pos_sigma_m: tuple[float, float, float]
     com_offset_b: tuple[float, float, float]
-    """centre-of-mass offset, body frame (z not identifiable at hover: 0) [m]"""
-    com_sigma_m: tuple[float, float, float]
+    """the centre-of-mass offset that follows, dm p / (m + dm) [m]"""
     explained: dict
     """group -> share of the nominal residual (sum of squares) it explains within the chosen model (drop
     it and refit: what is lost); groups outside the model: what adding it would explain"""
@@ -112,9 +117,12 @@ class DisturbanceEstimate:
             parts.append(f"CoM offset {np.round(np.asarray(self.com_offset_b) * 100, 2).tolist()} cm")
         return ", ".join(parts) or "nominal vehicle (no disturbance the data support)"
 
-    def effective_gains(self, preset) -> np.ndarray:
-        """[R] rotor gains with the CoM offset folded in (what the simulator applies)."""
-        return np.asarray(self.gains) * (1.0 + com_gains(preset, self.com_offset_b[:2]))
+    def sim_params(self, preset) -> dict:
+        """What the training simulator applies: rotor_gain [R], mass_kg, inertia_kg_m2 [3] (about the new
+        CoM), com_offset_b [2] m (the rotors are seen from it) and force_w [3] N."""
+        mass, inertia, com = payload_effect(preset, np.array([self.added_mass_kg]), np.array([self.payload_pos_b[:2]]))
+        return {"rotor_gain": np.asarray(self.gains, dtype=np.float64), "mass_kg": float(mass[0]),
+                "inertia_kg_m2": inertia[0], "com_offset_b": com[0], "force_w": np.asarray(self.force_w, dtype=np.float64)}
 
     def twin_disturbances(self, preset) -> dict:
         """hardware.twin.TwinConfig fields that apply this disturbance: rotor_gain, a steady wind_gust
@@ -125,12 +133,11 @@ class DisturbanceEstimate:
         m = preset.mass_kg
         gains = np.asarray(self.gains, dtype=np.float64)
         payload = None
-        dm, com = self.added_mass_kg, np.asarray(self.com_offset_b[:2])
-        if dm > 0.01 * m:
-            pos = np.append(com * (m + dm) / dm, 0.0)
-            payload = Payload(mass_kg=float(dm), pos_b=tuple(float(x) for x in pos))
-        else:
-            gains = gains * (1.0 + com_gains(preset, com)) * (m / (m + dm) if dm < 0 else 1.0)
+        dm = self.added_mass_kg
+        if dm > 0:
+            payload = Payload(mass_kg=float(dm), pos_b=tuple(float(x) for x in self.payload_pos_b))
+        elif dm < 0:  # a payload cannot weigh less than nothing: the same thrust-to-weight by gains
+            gains = gains * m / (m + dm)
         wind = None
         if np.any(np.asarray(self.force_w) != 0):
             wind = WindGust(start_s=0.0, duration_s=1e9, force_w=tuple(float(x) for x in self.force_w))
@@ -142,25 +149,33 @@ class DisturbanceEstimate:
 RotorGainEstimate = DisturbanceEstimate
 
 
-def com_gains(preset, com_xy_b) -> np.ndarray:
-    """[R] relative rotor-gain changes whose torque at equal rotor thrusts is a CoM offset's (-r_y T, r_x T)
-    with no change of collective thrust or yaw torque."""
-    a = allocation_matrix(preset.rotor_pos_b, preset.rotor_spin, preset.km_nm_per_rpm2 / preset.kf_n_per_rpm2)
-    n = a.shape[1]
-    rx, ry = float(com_xy_b[0]), float(com_xy_b[1])
-    return np.linalg.pinv(a) @ np.array([0.0, -n * ry, n * rx, 0.0])
+def payload_effect(preset, dm: np.ndarray, pos_xy_b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A point mass dm [B] kg at pos_xy_b [B, 2] m on the vehicle: (mass [B] kg, principal inertia [B, 3]
+    kg m^2 about the new CoM, CoM offset [B, 2] m); hardware.twin.physics_overrides' model."""
+    m = preset.mass_kg
+    total = m + dm
+    pos = np.concatenate([pos_xy_b, np.zeros((len(dm), 1))], axis=1)
+    com = dm[:, None] * pos / np.maximum(total, 1e-6)[:, None]
+    inertia = np.tile(np.asarray(preset.inertia_kg_m2, dtype=np.float64), (len(dm), 1))
+    for mass, r in ((np.full(len(dm), m), -com), (dm, pos - com)):
+        inertia = inertia + mass[:, None] * (np.sum(r * r, axis=1, keepdims=True) - r * r)
+    return total, np.maximum(inertia, 1e-9), com[:, :2]
 
 
-def _windows(step: StepLog, dt: float, w: int, max_windows: int, seed: int) -> np.ndarray:
-    """Start indices k with steps k..k+w in one episode, one control period apart (+-50 %)."""
+def _windows(step: StepLog, dt: float, w: int, max_windows: int, seed: int, burn_in: int = 0) -> np.ndarray:
+    """Start indices k with steps k-burn_in..k+w in one episode, one control period apart (+-50 %)."""
     n = len(step)
-    if n <= w:
+    if n <= w + burn_in:
         return np.zeros(0, dtype=int)
     ok = np.ones(n - w, dtype=bool)
     for j in range(1, w + 1):
         gap = step.t_s[j:n - w + j] - step.t_s[j - 1:n - w + j - 1]
         ok &= (step.episode[j:n - w + j] == step.episode[:n - w]) & (gap > 0.5 * dt) & (gap < 1.5 * dt)
     ok &= np.isfinite(step.executed[:n - w]).all(1)
+    ok[:burn_in] = False
+    for j in range(1, burn_in + 1):  # the burn-in steps before k: contiguous, in the same episode
+        gap = step.t_s[burn_in:n - w] - step.t_s[burn_in - j:n - w - j]
+        ok[burn_in:] &= (step.episode[burn_in - j:n - w - j] == step.episode[burn_in:n - w]) & (gap < (j + 0.5) * dt)
     starts = np.nonzero(ok)[0]
     if len(starts) > max_windows:
         starts = np.sort(np.random.default_rng(seed).choice(starts, max_windows, replace=False))
@@ -170,89 +185,115 @@ def _windows(step: StepLog, dt: float, w: int, max_windows: int, seed: int) -> n
 class _Predictor:
     """Window predictions of the simulator for rows of physical parameters (one row per candidate)."""
 
-    def __init__(self, step: StepLog, starts: np.ndarray, task_cfg, window: int):
+    def __init__(self, step: StepLog, starts: np.ndarray, task_cfg, window: int, burn_in: int):
         from sim.tasks import make_env, task_name_of
 
         self.vehicle = dataclasses.replace(task_cfg.vehicle, rotor_gain=None)
         self.n_rot = len(self.vehicle.rotor_spin)
-        self.m, self.window = len(starts), window
+        self.m, self.window, self.burn_in = len(starts), window, burn_in
         self.dt, self.substeps = task_cfg.control_dt, task_cfg.substeps
         self.env = make_env(task_name_of(task_cfg),
                             dataclasses.replace(task_cfg, randomization=RandomizationCfg.nominal(),
                                                 vehicle_params=self.vehicle),
                             num_envs=self.m, physics="eager")
         f = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float32))  # noqa: E731
-        idx = starts[None, :] + np.arange(window + 1)[:, None]  # [W+1, M]
-        lin_vel, ang_vel = f(step.lin_vel_w[idx]), f(step.ang_vel_b[idx])  # [W+1, M, 3]
-        self.actions = f(step.executed[idx[:-1]])  # [W, M, A]
-        self.target = torch.cat([lin_vel[1:], ang_vel[1:]], dim=-1)  # [W, M, 6]
-        prev = f(step.prev_executed[starts, -1])  # [M, A] the command in force before the window
-        start = dynamics.QuadState(f(step.pos_w[starts]), f(step.quat_wxyz[starts]), lin_vel[0], ang_vel[0],
-                                   torch.zeros(self.m, self.n_rot))
+        idx = starts[None, :] + np.arange(-burn_in, window + 1)[:, None]  # [B+W+1, M]
+        lin_vel, ang_vel = f(step.lin_vel_w[idx]), f(step.ang_vel_b[idx])  # [B+W+1, M, 3]
+        self.pos, self.quat = f(step.pos_w[idx]), f(step.quat_wxyz[idx])
+        self.lin_vel, self.ang_vel = lin_vel, ang_vel
+        self.actions = f(step.executed[idx[:-1]])  # [B+W, M, A]
+        self.target = torch.cat([lin_vel[burn_in + 1:], ang_vel[burn_in + 1:]], dim=-1)  # [W, M, 6]
+        prev = f(step.prev_executed[starts - burn_in, -1])  # [M, A] the command in force before the burn-in
+        start = dynamics.QuadState(self.pos[0], self.quat[0], lin_vel[0], ang_vel[0], torch.zeros(self.m, self.n_rot))
         cmd, ctbr = self.env.action_to_command(prev)
         if ctbr is not None:
             cmd = dynamics.ctbr_to_rotor_cmd(ctbr.thrust_n, ctbr.rates_b, start.ang_vel_b, ctbr.ctrl)
         self.start = start._replace(rotor_rpm=cmd.clamp(0.0, 1.0) * self.env.params.max_rpm[:1])
-        self.com_map = np.stack([com_gains(self.vehicle, e) for e in np.eye(2)], axis=1)  # [R, 2] per metre
 
     def __call__(self, theta: np.ndarray) -> np.ndarray:
-        """theta [B, R + 6] (gains, force_w, added mass, com_xy) -> [B, M, W, 6] prediction errors."""
-        b, m, r = len(theta), self.m, self.n_rot
-        gains = theta[:, :r] * (1.0 + theta[:, r + 4:r + 6] @ self.com_map.T)
+        """theta [B, R + 6] (gains, force_w, added mass, its position xy) -> [B, M, W, 6] prediction errors."""
+        r = self.n_rot
+        mass, inertia, com = payload_effect(self.vehicle, theta[:, r + 3], theta[:, r + 4:r + 6])
+        out = np.zeros((len(theta), self.m, self.window, 6))
+        # a CoM offset is the rotors seen from the new CoM: their positions shifted by -com (exact, and
+        # shared by a batch, so one batch per distinct offset)
+        keys = [tuple(c) for c in np.round(com, 12)]
+        for key in dict.fromkeys(keys):
+            rows = np.array([k == key for k in keys])
+            out[rows] = self._rollout(theta[rows, :r], mass[rows], inertia[rows], theta[rows, r:r + 3],
+                                      np.asarray(key))
+        return out
+
+    def _rollout(self, gains, mass, inertia, force_w, com_xy) -> np.ndarray:
+        b, m = len(gains), self.m
         rep = lambda x: x.repeat(b, *([1] * (x.dim() - 1)))  # noqa: E731  [M, ...] -> [B*M, ...]
         col = lambda x: torch.as_tensor(np.repeat(x, m, axis=0), dtype=torch.float32)  # noqa: E731
         p = self.env.params
-        params = p._replace(rotor_gain=col(gains), mass=col(self.vehicle.mass_kg + theta[:, r + 3:r + 4]),
+        shift = torch.as_tensor(np.append(com_xy, 0.0), dtype=torch.float32)
+        params = p._replace(rotor_gain=col(gains), mass=col(mass[:, None]), inertia=col(inertia),
+                            rotor_pos_b=p.rotor_pos_b - shift,
                             **{k: getattr(p, k)[:1].expand(b * m, -1) for k in
-                               ("inertia", "kf", "km", "max_rpm", "tau_up", "tau_down", "drag")})
-        force = col(theta[:, r:r + 3])
+                               ("kf", "km", "max_rpm", "tau_up", "tau_down", "drag")})
+        force = col(force_w)
         s = dynamics.QuadState(*(rep(x) for x in self.start))
         out = []
-        ctrl_env = self.env
         with torch.no_grad():
-            for j in range(self.window):
-                rotor_cmd, sp = ctrl_env.action_to_command(rep(self.actions[j]))
+            for j in range(self.burn_in + self.window):
+                if j <= self.burn_in:  # burn-in: the logged state, the rotor speeds the commands left
+                    s = dynamics.QuadState(rep(self.pos[j]), rep(self.quat[j]), rep(self.lin_vel[j]),
+                                           rep(self.ang_vel[j]), s.rotor_rpm)
+                rotor_cmd, sp = self.env.action_to_command(rep(self.actions[j]))
                 if sp is not None:
                     sp = sp._replace(rate_div=None)
                 s = dynamics.step(s, rotor_cmd, params, self.dt, self.substeps, force, sp)
-                out.append(torch.cat([s.lin_vel_w, s.ang_vel_b], dim=-1))
+                if j >= self.burn_in:
+                    out.append(torch.cat([s.lin_vel_w, s.ang_vel_b], dim=-1))
         pred = torch.stack(out)  # [W, B*M, 6]
         err = (pred - self.target.repeat(1, b, 1)).reshape(self.window, b, m, 6).permute(1, 2, 0, 3)
         return err.double().numpy()
 
 
 def _fit(predict: _Predictor, dims: list[int], unit: np.ndarray, scale: np.ndarray, iterations: int,
-         delta: float = 0.2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Damped Gauss-Newton over ``dims`` of the parameter vector (normalized by ``unit``); returns
-    (theta, whitened residual [M, W, 6] at theta, whitened Jacobian [M*W*6, k] at theta)."""
+         theta: np.ndarray, lo: np.ndarray, hi: np.ndarray, delta: float = 0.2
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Levenberg-Marquardt over ``dims`` of the parameter vector ``theta`` (its start; normalized by
+    ``unit``, kept in [lo, hi]); a step that does not lower the residual is refused and the damping raised.
+    Returns (theta, whitened residual [M, W, 6] at theta, whitened Jacobian [M*W*6, k] there)."""
     n_par = len(unit)
-    theta = np.zeros(n_par)
-    theta[:predict.n_rot] = 1.0
-    lo = np.full(n_par, -np.inf)
-    lo[:predict.n_rot] = 0.05
-    hi = np.full(n_par, np.inf)
-    hi[:predict.n_rot] = 2.0
+    theta = theta.copy()
 
-    def probes(th):
-        rows = [th] + [th + delta * unit[d] * np.eye(n_par)[d] for d in dims]
-        return np.vstack(rows)
-
-    r = predict(probes(theta)) / scale
-    for it in range(iterations + 1):
+    def with_jac(th):
+        r = predict(np.vstack([th] + [th + delta * unit[d] * np.eye(n_par)[d] for d in dims])) / scale
         r0 = r[0].reshape(-1)
         jac = np.stack([(r[1 + i].reshape(-1) - r0) / delta for i in range(len(dims))], axis=1) if dims else \
             np.zeros((len(r0), 0))
-        if it == iterations or not dims:
+        return r[0], jac
+
+    res, jac = with_jac(theta)
+    rss = float(np.sum(res ** 2))
+    lam = 1e-3
+    for _ in range(iterations if dims else 0):
+        r0 = res.reshape(-1)
+        jtj, g = jac.T @ jac, jac.T @ r0
+        moved = False
+        for _try in range(4):
+            step_ = np.linalg.solve(jtj + lam * np.diag(np.diag(jtj) + 1e-9), -g)
+            trial = theta.copy()
+            trial[dims] = np.clip(theta[dims] + step_ * unit[dims], lo[dims], hi[dims])
+            r_trial = predict(trial[None])[0] / scale
+            rss_trial = float(np.sum(r_trial ** 2))
+            if np.isfinite(rss_trial) and rss_trial < rss:
+                theta, lam, moved = trial, lam / 3.0, True
+                break
+            lam *= 10.0
+        if not moved:
             break
-        jtj = jac.T @ jac
-        step_ = np.linalg.solve(jtj + 1e-6 * np.trace(jtj) * np.eye(len(dims)), -jac.T @ r0)
-        theta[dims] = np.clip(theta[dims] + step_ * unit[dims], lo[dims], hi[dims])
-        r = predict(probes(theta)) / scale
-        if np.max(np.abs(step_)) < 1e-3:
-            r0 = r[0].reshape(-1)
-            jac = np.stack([(r[1 + i].reshape(-1) - r0) / delta for i in range(len(dims))], axis=1)
+        res, jac = with_jac(theta)
+        improvement = rss - float(np.sum(res ** 2))
+        rss = float(np.sum(res ** 2))
+        if improvement < 1e-5 * rss:
             break
-    return theta, r[0], jac
+    return theta, res, jac
 
 
 def _segment_wrench_rss(res: np.ndarray, segment: np.ndarray) -> tuple[float, int]:
@@ -268,9 +309,9 @@ def _segment_wrench_rss(res: np.ndarray, segment: np.ndarray) -> tuple[float, in
     return rss, 6 * len(segs)
 
 
-def estimate_disturbance(step: StepLog, task_cfg, window: int = 3, max_windows: int = 1200, iterations: int = 6,
+def estimate_disturbance(step: StepLog, task_cfg, window: int = 3, max_windows: int = 1000, iterations: int = 8,
                          segment_s: float = 2.0, bootstrap: int = 200, groups: tuple[str, ...] = GROUPS,
-                         seed: int = 0) -> DisturbanceEstimate:
+                         burn_in: int = 4, select_windows: int = 400, seed: int = 0) -> DisturbanceEstimate:
     """The disturbance model (a subset of ``groups``) that best explains ``step`` (logged flight) under the
     task's vehicle model, with uncertainties and what it leaves unexplained.
 
@@ -279,40 +320,66 @@ def estimate_disturbance(step: StepLog, task_cfg, window: int = 3, max_windows: 
     vehicle. Raises ValueError when the logs hold too few usable windows.
     """
     dt = task_cfg.control_dt
-    starts = _windows(step, dt, window, max_windows, seed)
+    starts = _windows(step, dt, window, max_windows, seed, burn_in)
     if len(starts) < 50:
         raise ValueError(f"only {len(starts)} usable {window}-step windows in the logs (need 50): too short, or "
                          "the ticks are not one control period apart")
-    predict = _Predictor(step, starts, task_cfg, window)
+    predict = _Predictor(step, starts, task_cfg, window, burn_in)
+    pick = np.sort(np.random.default_rng(seed + 1).choice(len(starts), min(len(starts), select_windows), replace=False))
+    select = _Predictor(step, starts[pick], task_cfg, window, burn_in)  # model selection on fewer windows
     r_n, mass = predict.n_rot, predict.vehicle.mass_kg
     index = {"rotor_gains": list(range(r_n)), "force": [r_n, r_n + 1, r_n + 2], "mass": [r_n + 3],
              "com": [r_n + 4, r_n + 5]}
-    unit = np.array([0.1] * r_n + [0.05 * mass * GRAVITY] * 3 + [0.1 * mass] + [0.01] * 2)
+    unit = np.array([0.1] * r_n + [0.05 * mass * GRAVITY] * 3 + [0.1 * mass] + [0.02] * 2)
     theta0 = np.concatenate([np.ones(r_n), np.zeros(6)])
+    lo = np.concatenate([np.full(r_n, 0.05), np.full(3, -mass * GRAVITY), [-0.5 * mass], [-0.2, -0.2]])
+    hi = np.concatenate([np.full(r_n, 2.0), np.full(3, mass * GRAVITY), [mass], [0.2, 0.2]])
     res0 = predict(theta0[None])[0]
-    scale = np.sqrt(np.mean(res0 ** 2, axis=(0, 1))) + 1e-9  # per channel, fixed at the nominal model
+    # per channel, fixed at the nominal model, and never below the floor of what a window can tell apart
+    # (odometry noise and the simulator's own mismatch): a channel the disturbance does not touch must
+    # not count as much as one it dominates
+    scale = np.maximum(np.sqrt(np.mean(res0 ** 2, axis=(0, 1))), np.repeat(CHANNEL_FLOOR, 3))
     rss0 = float(np.sum((res0 / scale) ** 2))
     n_rows = res0.size
-    n_eff = n_rows / window  # a window's steps share its start: one independent error per window and channel
 
-    def bic(rss: float, k: int) -> float:
+    def bic(rss: float, n_rows: int, k: int) -> float:
+        n_eff = n_rows / window  # a window's steps share its start: one independent error per window and channel
         return n_eff * np.log(rss / n_rows) + k * np.log(n_eff)
 
-    fits = {}
-    for k in range(len(groups) + 1):
-        for model in itertools.combinations(groups, k):
-            dims = [d for g in model for d in index[g]]
-            theta, res, jac = _fit(predict, dims, unit, scale, iterations)
-            rss = float(np.sum(res ** 2))
-            fits[model] = {"theta": theta, "res": res, "jac": jac, "dims": dims, "rss": rss,
-                           "bic": bic(rss, len(dims))}
-    best = min(fits, key=lambda mdl: fits[mdl]["bic"])
-    fit = fits[best]
+    def fit_model(pred, model, start):
+        dims = [d for g in groups if g in model for d in index[g]]
+        theta, res, jac = _fit(pred, dims, unit, scale, iterations, start, lo, hi)
+        rss = float(np.sum(res ** 2))
+        return {"theta": theta, "res": res, "jac": jac, "dims": dims, "rss": rss, "bic": bic(rss, res.size, len(dims))}
+
+    # greedy forward selection: add the group (or the payload: mass and where it sits) that lowers BIC
+    # most, while it explains at least MIN_GROUP_SHARE of the nominal residual (BIC alone admits groups
+    # that soak up the simulator's own small, systematic mismatch)
+    fits = {(): fit_model(select, (), theta0)}
+    rss0_sel = fits[()]["rss"]
+    best = ()
+    while True:
+        steps_ = [(g,) for g in groups if g not in best and g != "com"]
+        if "com" in groups and "com" not in best:
+            steps_.append(("com",) if "mass" in best else ("mass", "com"))
+        trials = {}
+        for add in steps_:
+            model = tuple(g for g in groups if g in best or g in add)
+            start = fits[best]["theta"].copy()
+            if "com" in add and "mass" not in best:  # at no mass, its position has no effect to follow
+                start[index["mass"]] = 0.1 * mass
+            trials[model] = fits[model] = fit_model(select, model, start)
+        good = [mdl for mdl, f in trials.items() if f["bic"] < fits[best]["bic"]
+                and fits[best]["rss"] - f["rss"] >= MIN_GROUP_SHARE * rss0_sel]
+        if not good:
+            break
+        best = min(good, key=lambda mdl: fits[mdl]["bic"])
+    fit = fit_model(predict, best, fits[best]["theta"])  # the chosen model on every window
     ep = step.episode[starts]
     t_in_ep = step.t_s[starts] - np.array([step.t_s[step.episode == e].min() for e in ep])
     segment = ep * 1000 + np.floor(t_in_ep / segment_s).astype(int)
     rss_flex, k_flex = _segment_wrench_rss(fit["res"], segment)
-    bic_flex = bic(rss_flex, len(fit["dims"]) + k_flex)
+    bic_flex = bic(rss_flex, n_rows, len(fit["dims"]) + k_flex)
     unexplained = max(0.0, (fit["rss"] - rss_flex) / rss0)
 
     # bootstrap over episodes: one linearized refit at the optimum per resample
@@ -335,13 +402,14 @@ def estimate_disturbance(step: StepLog, task_cfg, window: int = 3, max_windows: 
                 draws.append(np.linalg.solve(jtj + 1e-9 * np.trace(jtj) * np.eye(len(dims)), -jw.T @ r_flat))
             sigma[dims] = np.std(np.asarray(draws), axis=0) * unit[dims]
         else:  # too few episodes to resample: the least-squares covariance (optimistic)
-            cov = np.linalg.pinv(jac.T @ jac) * fit["rss"] / max(1, n_eff - len(dims))
+            cov = np.linalg.pinv(jac.T @ jac) * fit["rss"] / max(1, n_rows / window - len(dims))
             sigma[dims] = np.sqrt(np.diag(cov)) * unit[dims]
 
     explained = {}
-    for g in groups:  # drop a group of the model, or add one it lacks, and refit: the change of the residual
-        alt = fits[tuple(x for x in groups if (x in best) != (x == g))]
-        explained[g] = float(abs(alt["rss"] - fit["rss"]) / rss0)
+    for g in groups:  # drop a group of the model, or add one it lacks (as fitted in the selection)
+        alt = fits.get(tuple(x for x in groups if (x in best) != (x == g)))
+        if alt is not None:
+            explained[g] = float(abs(alt["rss"] - fits[best]["rss"]) / rss0_sel)
     beats = bic_flex < fit["bic"]
     predictable = unexplained <= MAX_UNEXPLAINED_SHARE and not beats
     if predictable:
@@ -356,11 +424,13 @@ def estimate_disturbance(step: StepLog, task_cfg, window: int = 3, max_windows: 
         model=tuple(best), gains=tuple(float(x) for x in th[:r_n]), gains_sigma=tuple(float(x) for x in sigma[:r_n]),
         force_w=tuple(float(x) for x in th[r_n:r_n + 3]), force_sigma_n=tuple(float(x) for x in sigma[r_n:r_n + 3]),
         added_mass_kg=float(th[r_n + 3]), added_mass_sigma_kg=float(sigma[r_n + 3]),
-        com_offset_b=(float(th[r_n + 4]), float(th[r_n + 5]), 0.0),
-        com_sigma_m=(float(sigma[r_n + 4]), float(sigma[r_n + 5]), 0.0),
+        payload_pos_b=(float(th[r_n + 4]), float(th[r_n + 5]), 0.0),
+        payload_pos_sigma_m=(float(sigma[r_n + 4]), float(sigma[r_n + 5]), 0.0),
+        com_offset_b=tuple(float(x) for x in np.append(payload_effect(
+            predict.vehicle, th[None, r_n + 3], th[None, r_n + 4:r_n + 6])[2][0], 0.0)),
         explained=explained, explained_total=float(1 - fit["rss"] / rss0), unexplained_share=float(unexplained),
         predictable=bool(predictable), why=why,
-        candidates=[{"model": list(mdl), "bic": f["bic"], "residual_share": f["rss"] / rss0,
+        candidates=[{"model": list(mdl), "bic": f["bic"], "residual_share": f["rss"] / rss0_sel,
                      "params": len(f["dims"])} for mdl, f in sorted(fits.items(), key=lambda kv: kv[1]["bic"])]
         + [{"model": list(best) + [f"wrench per {segment_s:g} s"], "bic": bic_flex, "residual_share": rss_flex / rss0,
             "params": len(fit["dims"]) + k_flex}],

@@ -46,11 +46,11 @@ class LoopCfg:
     episode: EpisodeCfg = EpisodeCfg()
     finetune: FinetuneCfg = FinetuneCfg()
     sim_refine: SimRefineCfg | None = SimRefineCfg()
-    """continue each finetune in the simulator with the gains estimated from the logs (None: logs only)"""
+    """continue each finetune in the simulator with the disturbance identified from the logs (None: logs only)"""
     validate_starts: int = 20
     """seeded starts of the twin validation after each finetune (0: skip)"""
     validate_on: str = "estimated"
-    """estimated: the nominal twin with the rotor gains estimated from the logs (what a user has);
+    """estimated: the nominal twin with the disturbance identified from the logs (what a user has);
     true: the perturbed twin itself (privileged, for comparison)"""
     seed: int = 0
     domain_id: int = 42
@@ -210,9 +210,43 @@ def request_hot_swap(policy_dir: str | Path, domain_id: int | None = None, timeo
 # --------------------------------------------------------------------------------------- loop
 
 
+def success_streak(successes: list[bool]) -> int:
+    """The longest run of consecutive successful episodes."""
+    best = run = 0
+    for ok in successes:
+        run = run + 1 if ok else 0
+        best = max(best, run)
+    return best
+
+
+def summarize(rounds: list[dict], episode_s: float, target: float = 0.9) -> dict:
+    """Figures the field reports, over the rounds: episodes and time to ``target`` success (the corrected
+    episodes flown, and their flight time plus the fine-tuning time, before the first round at target),
+    the final intervention rate and the prediction error of each predicted round."""
+    flown, time_s, reached = 0, 0.0, None
+    for r in rounds:
+        if r["success_rate"] >= target:
+            reached = r["round"]
+            break
+        flown += len(r["episodes"])
+        time_s += len(r["episodes"]) * episode_s + (r.get("finetune") or {}).get("finetune_export_validate_s", 0.0)
+    errors = [abs(r["predicted_success"] - r["success_rate"]) for r in rounds if r.get("predicted_success") is not None]
+    return {"target_success": target, "reached_in_round": reached,
+            "episodes_to_target": flown if reached is not None else None,
+            "time_to_target_s": time_s if reached is not None else None,
+            "final_success": rounds[-1]["success_rate"], "final_intervention_rate": rounds[-1]["intervention_rate"],
+            "max_prediction_error": max(errors) if errors else None,
+            "rounds_cannot_predict": [r["round"] for r in rounds if r.get("prediction_status") == "cannot predict"]}
+
+
 def run_correction_loop(parent_dir: str | Path, out_dir: str | Path, cfg: LoopCfg = LoopCfg(),
                         progress=print) -> dict:
-    """Rounds of deploy -> correct -> finetune -> redeploy; writes report.json and plots into out_dir."""
+    """Rounds of deploy -> correct -> finetune -> redeploy; writes report.json and plots into out_dir.
+
+    Do no harm: a child whose validation on the twin is worse than its parent's stays on the shelf. When
+    the identified disturbance cannot predict the flight there is no validation to trust: the child is
+    flown unvalidated (the operator still watches), the report says so, and if its next round measures
+    worse than its parent's, the parent flies again."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     policy_dir = Path(parent_dir)
@@ -224,6 +258,9 @@ def run_correction_loop(parent_dir: str | Path, out_dir: str | Path, cfg: LoopCf
     stack = _RosStack(policy_dir, cfg, out / "nodes.log") if cfg.backend == "ros" else None
     logs: list[Path] = []
     rounds = []
+    prediction = {"status": "parent", "predicted_success": None}  # what the last finetune said of policy_dir
+    previous = None  # (policy_dir, measured success, intervention rate) of the policy before an unvalidated child
+    t_loop = time.perf_counter()
     try:
         for r in range(cfg.rounds):
             policy = OnnxPolicy(policy_dir)
@@ -239,10 +276,24 @@ def run_correction_loop(parent_dir: str | Path, out_dir: str | Path, cfg: LoopCf
                 logs.append(bag)
             success = float(np.mean([e["success"] for e in episodes]))
             rate = float(np.mean([e["intervention_rate"] for e in episodes]))
+            predicted = prediction["predicted_success"]
             row = {"round": r, "policy_dir": str(policy_dir), "policy_sha256": policy.contract.provenance["onnx_sha256"],
-                   "success_rate": success, "intervention_rate": rate, "episodes": episodes}
-            progress(f"round {r}: policy {row['policy_sha256'][:12]} success {success:.2f}, intervention rate "
-                     f"{rate:.2f} over {len(episodes)} episodes")
+                   "success_rate": success, "intervention_rate": rate,
+                   "success_streak": success_streak([e["success"] for e in episodes]),
+                   "prediction_status": prediction["status"], "predicted_success": predicted,
+                   "prediction_error": None if predicted is None else abs(predicted - success),
+                   "elapsed_s": time.perf_counter() - t_loop, "episodes": episodes}
+            said = {"parent": "", "cannot predict": ", predicted: cannot predict",
+                    "predicted": f", predicted {predicted:.2f}" if predicted is not None else ""}[prediction["status"]]
+            progress(f"round {r}: policy {row['policy_sha256'][:12]} success {success:.2f}{said}, intervention rate "
+                     f"{rate:.2f} (share of steps under the operator) over {len(episodes)} episodes")
+            if previous is not None and (success, -rate) < (previous[1], -previous[2]):
+                progress(f"round {r}: the unvalidated child measured worse than its parent ({success:.2f} vs "
+                         f"{previous[1]:.2f} success); the parent flies again")
+                row["reverted_to"] = str(previous[0])
+                policy_dir = previous[0]
+                logs = logs[:-len(episodes)]  # recorded by the child: not in the parent's lineage
+            previous = None
             if r + 1 < cfg.rounds:
                 child = out / f"policy_round{r + 1}"
                 t0 = time.perf_counter()
@@ -254,11 +305,25 @@ def run_correction_loop(parent_dir: str | Path, out_dir: str | Path, cfg: LoopCf
                 rep["finetune_export_validate_s"] = time.perf_counter() - t0
                 row["finetune"] = rep
                 val = rep.get("validation")
-                rep["deployed"] = val is None or val["child"]["success_rate"] >= val["parent"]["success_rate"]
+                if val is not None:
+                    rep["gate"] = "validated" if val["child"]["success_rate"] >= val["parent"]["success_rate"] \
+                        else "refused: validates worse"
+                elif cfg.validate_starts:
+                    rep["gate"] = "unvalidated: cannot predict (next round measures it)"
+                else:
+                    rep["gate"] = "unvalidated: validation off"
+                rep["deployed"] = not rep["gate"].startswith("refused")
                 if not rep["deployed"]:  # do no harm: a child that validates worse stays on the shelf
                     progress(f"round {r}: child validates worse than its parent on the twin; keeping the parent")
+                    prediction = {"status": "predicted", "predicted_success": val["parent"]["success_rate"]}
                     rounds.append(row)
                     continue
+                if val is None:
+                    progress(f"round {r}: deploying the child UNVALIDATED ({rep['gate']}); no improvement is claimed")
+                    previous = (policy_dir, success, rate)
+                    prediction = {"status": "cannot predict", "predicted_success": None}
+                else:
+                    prediction = {"status": "predicted", "predicted_success": val["child"]["success_rate"]}
                 if stack is not None:
                     status = request_hot_swap(child, cfg.domain_id)
                     progress(f"hot swap: {status}")
@@ -273,7 +338,8 @@ def run_correction_loop(parent_dir: str | Path, out_dir: str | Path, cfg: LoopCf
                       "sim_refine": None if cfg.sim_refine is None else dataclasses.asdict(cfg.sim_refine),
                       "validate_on": cfg.validate_on,
                       "backend": cfg.backend, "twin": dataclasses.asdict(cfg.twin),
-                      "episode": dataclasses.asdict(cfg.episode)}, "parent": str(parent_dir), "rounds": rounds}
+                      "episode": dataclasses.asdict(cfg.episode)}, "parent": str(parent_dir), "rounds": rounds,
+              "summary": summarize(rounds, cfg.episode.duration_s)}
     (out / "report.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
     plot_report(report, out / "report.png")
     return report
@@ -286,37 +352,61 @@ def plot_report(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rounds = report["rounds"]
-    estimates = [(r["round"], r["finetune"]["perturbation"]) for r in rounds
-                 if (r.get("finetune") or {}).get("perturbation")]
-    fig, ax = plt.subplots(1, 4 if estimates else 3, figsize=(20 if estimates else 15, 4))
-    ax[0].bar([str(r["round"]) for r in rounds], [r["success_rate"] for r in rounds], color="tab:green")
-    ax[0].set(title="success (hold within 5 cm for 10 s, no takeover)", xlabel="round", ylabel="success rate",
-              ylim=(0, 1.05))
+    names = [str(r["round"]) for r in rounds]
+    fig, ax = plt.subplots(2, 3, figsize=(18, 8))
+    a = ax[0, 0]
+    a.bar(names, [r["success_rate"] for r in rounds], color="tab:green", label="measured")
+    for k, r in enumerate(rounds):
+        if r.get("predicted_success") is not None:
+            a.plot(k, r["predicted_success"], "kx", ms=12, mew=2, label="predicted" if k == 1 else None)
+        elif r.get("prediction_status") == "cannot predict":
+            a.text(k, 0.5, "cannot\npredict", ha="center", va="center", color="tab:red")
+    a.axhline(0.9, color="k", ls=":", lw=0.8)
+    a.set(title="success (hold within 5 cm for 10 s, no takeover)", xlabel="round", ylabel="success rate",
+          ylim=(0, 1.05))
+    a.legend(loc="lower right")
+    a = ax[0, 1]
+    a.bar(names, [r["intervention_rate"] for r in rounds], color="tab:orange")
+    a.axhline(0.15, color="k", ls=":", lw=0.8)
+    a.set(title="intervention rate (share of steps under the operator)", xlabel="round", ylabel="share of steps",
+          ylim=(0, 1.02))
+    a = ax[0, 2]
+    a.bar(names, [r["success_streak"] for r in rounds], color="tab:blue")
+    s = report.get("summary", {})
+    reached = "not reached" if s.get("reached_in_round") is None else \
+        f"{s['episodes_to_target']} episodes, {s['time_to_target_s']:.0f} s (flight + finetune)"
+    a.set(title=f"longest success streak; to 90 % success: {reached}", xlabel="round", ylabel="episodes in a row",
+          ylim=(0, max(1, max(len(r["episodes"]) for r in rounds))))
+    a = ax[1, 0]
+    for r in rounds:
+        e = r["episodes"][0]
+        a.plot(e["t_s"], np.asarray(e["pos_err_m"]) * 100, label=f"round {r['round']}, episode 0")
+    a.axhline(5.0, color="k", ls="--", lw=0.8)
+    a.set(title="position error", xlabel="t [s]", ylabel="|goal - pos| [cm]")
+    a.legend()
+    a = ax[1, 1]
     k = 0
     for r in rounds:
         rates = [e["intervention_rate"] for e in r["episodes"]]
-        ax[1].plot(range(k, k + len(rates)), rates, "o-", label=f"round {r['round']}")
+        a.plot(range(k, k + len(rates)), rates, "o-", label=f"round {r['round']}")
         k += len(rates)
-    ax[1].set(title="intervention rate per episode", xlabel="episode", ylabel="fraction of steps by the operator",
-              ylim=(-0.02, 1.02))
-    ax[1].legend()
+    a.set(title="intervention rate per episode", xlabel="episode", ylabel="share of steps by the operator",
+          ylim=(-0.02, 1.02))
+    a.legend()
+    a = ax[1, 2]
+    a.axis("off")
+    lines = ["identified from the logs (BIC):"]
     for r in rounds:
-        e = r["episodes"][0]
-        ax[2].plot(e["t_s"], np.asarray(e["pos_err_m"]) * 100, label=f"round {r['round']}, episode 0")
-    ax[2].axhline(5.0, color="k", ls="--", lw=0.8)
-    ax[2].set(title="position error", xlabel="t [s]", ylabel="|goal - pos| [cm]")
-    ax[2].legend()
-    if estimates:
-        width = 0.8 / len(estimates)
-        for k, (r, est) in enumerate(estimates):
-            g = np.asarray(est["gains"])
-            ax[3].bar(np.arange(len(g)) + k * width, g, width, yerr=est["sigma"], label=f"logs up to round {r}")
-        ax[3].axhline(1.0, color="k", ls="--", lw=0.8)
-        n_rot = len(estimates[0][1]["gains"])
-        ax[3].set_xticks(np.arange(n_rot) + 0.4 - width / 2, [str(i) for i in range(n_rot)])
-        ax[3].set(title="rotor gains estimated from the logs", xlabel="rotor (motor order)", ylabel="thrust gain",
-                  ylim=(0, 1.2))
-        ax[3].legend(loc="lower right")
+        est = (r.get("finetune") or {}).get("perturbation")
+        if est:
+            from policies.hil.identify import DisturbanceEstimate
+
+            d = DisturbanceEstimate(**{f: est[f] for f in est if f in DisturbanceEstimate.__dataclass_fields__})
+            lines.append(f"logs to round {r['round']}: {d.describe()}")
+            lines.append(f"   explains {d.explained_total:.0%}; unexplained by it {d.unexplained_share:.0%}; "
+                         f"{'predictable' if d.predictable else 'CANNOT PREDICT'}")
+            lines.append(f"   gate: {r['finetune'].get('gate', '')}")
+    a.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", family="monospace", fontsize=8, wrap=True)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

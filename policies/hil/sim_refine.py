@@ -1,7 +1,8 @@
-"""Fine-tuning continued in the simulator, with the perturbation estimated from the logs added.
+"""Fine-tuning continued in the simulator, with the disturbance identified from the logs added.
 
-The logs hold a few hundred seconds of one vehicle; the simulator, given that vehicle's rotor gains
-(policies.hil.identify), can fly it from thousands of starts. The batched simulator is plain torch and
+The logs hold a few hundred seconds of one vehicle; the simulator, given that vehicle's disturbance
+(policies.hil.identify: rotor gains, a steady external force through the env's ``ext_force_w``, added
+mass and inertia, the CoM offset as the rotors seen from the new CoM), can fly it from thousands of starts. The batched simulator is plain torch and
 differentiable, so the actor is refined by analytic policy gradients: roll the policy out from starts
 like the corrected episodes' (near the goal, level, rotors at the nominal hover speed), back-propagate a
 hover cost (position error, velocity, body rates, action changes) through observations, actor, latency
@@ -64,6 +65,21 @@ class SimRefineCfg:
             raise ValueError(f"gain_spread must be in [0, 0.5), got {self.gain_spread}")
 
 
+def _apply(env, extra: dict) -> None:
+    """The identified disturbance on every env after a reset (the reset draws the nominal vehicle): the
+    steady force, the mass and inertia with the payload, the rotors seen from the shifted CoM."""
+    p = env.params
+    dev = p.mass.device
+    shift = torch.as_tensor([*extra["com_offset_b"], 0.0], dtype=p.rotor_pos_b.dtype, device=dev)
+    env.params = p._replace(
+        mass=p.mass * (extra["mass_kg"] / env.cfg.vehicle.mass_kg),
+        inertia=p.inertia * torch.as_tensor(extra["inertia_kg_m2"] / np.asarray(env.cfg.vehicle.inertia_kg_m2),
+                                            dtype=p.inertia.dtype, device=dev),
+        rotor_pos_b=torch.as_tensor(np.asarray(env.cfg.vehicle.rotor_pos_b), dtype=p.rotor_pos_b.dtype,
+                                    device=dev) - shift)
+    env.ext_force_w = torch.as_tensor(extra["force_w"], dtype=p.mass.dtype, device=dev).expand(env.num_envs, 3).clone()
+
+
 def _detach(env) -> None:
     env.state = type(env.state)(*(x.detach() for x in env.state))
     env.prev_actions = env.prev_actions.detach()
@@ -71,8 +87,10 @@ def _detach(env) -> None:
 
 
 def refine_in_sim(model: ActorCritic, task_cfg, rotor_gains, robot_obs: torch.Tensor, cfg: SimRefineCfg = SimRefineCfg(),
-                  progress=None) -> tuple[ActorCritic, dict]:
-    """A copy of ``model`` with its actor refined on the simulated vehicle with ``rotor_gains``.
+                  progress=None, disturbance=None) -> tuple[ActorCritic, dict]:
+    """A copy of ``model`` with its actor refined on the simulated vehicle with ``rotor_gains``, or with the
+    whole ``disturbance`` (a policies.hil.identify.DisturbanceEstimate: rotor gains, steady force, added
+    mass, its inertia and the CoM offset) when given.
 
     task_cfg: the policy's training config (vehicle, rates, action space, latency range, obs noise);
     robot_obs: [N, obs] logged observations (the anchor). Returns (model, report).
@@ -81,6 +99,10 @@ def refine_in_sim(model: ActorCritic, task_cfg, rotor_gains, robot_obs: torch.Te
 
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
+    extra = None
+    if disturbance is not None:
+        extra = disturbance.sim_params(task_cfg.vehicle)
+        rotor_gains = extra["rotor_gain"]
     vehicle = dataclasses.replace(task_cfg.vehicle, rotor_gain=tuple(float(g) for g in rotor_gains))
     r = task_cfg.randomization
     rand = dataclasses.replace(RandomizationCfg.nominal(), latency_s=r.latency_s, obs_noise_pos_m=r.obs_noise_pos_m,
@@ -103,6 +125,8 @@ def refine_in_sim(model: ActorCritic, task_cfg, rotor_gains, robot_obs: torch.Te
     pos_scale, vel_scale = 0.05, 0.05
     for it in range(cfg.iterations):
         env.reset()
+        if extra is not None:
+            _apply(env, extra)
         costs = []
         for _seg in range(cfg.segments_per_rollout):
             _detach(env)
@@ -130,6 +154,9 @@ def refine_in_sim(model: ActorCritic, task_cfg, rotor_gains, robot_obs: torch.Te
         if progress is not None:
             progress(f"sim refine {it + 1}/{cfg.iterations}: hover cost {last:.3f}")
     report = {"cfg": dataclasses.asdict(cfg), "rotor_gains": [float(g) for g in rotor_gains],
+              "force_w": None if extra is None else extra["force_w"].tolist(),
+              "mass_kg": None if extra is None else extra["mass_kg"],
+              "com_offset_b": None if extra is None else extra["com_offset_b"].tolist(),
               "sim_env_steps": cfg.iterations * cfg.segments_per_rollout * cfg.segment_steps * cfg.num_envs,
               "robot_anchor_steps": int(len(robot_obs)), "cost_first": first, "cost_last": last,
               "time_s": time.perf_counter() - t0}
