@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tether.contract import VOCABULARY, ContractError, PolicyContract, load_policy_dir
+from tether.contract import VOCABULARY, ContractError, PolicyContract, load_policy_dir, sha256_file
 
 TOLERANCE = 1e-5
 """max |C - onnxruntime| accepted on any output"""
@@ -439,8 +439,6 @@ def translate(onnx_path: str | Path, contract: PolicyContract, name: str = DEFAU
 
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
         raise OnboardError(f"name {name!r} is not a C identifier (it prefixes every symbol and names the files)")
-    from tether.contract import sha256_file
-
     sha = sha256_file(onnx_path)
     if sha != contract.provenance["onnx_sha256"]:
         raise ContractError(f"{onnx_path}: sha256 does not match the contract's onnx_sha256")

@@ -217,3 +217,15 @@ def test_cli_export_onboard(trained_hover, tmp_path, capsys):
     assert np.abs(got - OnnxPolicy(out)(obs)).max() <= TOLERANCE
     assert main(["export", str(trained_hover.run_dir), "--out", str(out), "--onboard", "c"]) == 2
     assert main(["export", str(trained_hover.run_dir), "--out", str(out), "--onboard", "c", "--force"]) == 0
+
+
+def test_cli_refuses_onboard_without_a_compiler(tmp_path, monkeypatch, capsys):
+    """Before any work: a user error naming the fix, not an export that fails at its end."""
+    import policies.export_c as export_c_module
+    from tether_app.cli import main
+
+    monkeypatch.setattr(export_c_module, "find_compiler", lambda: None)
+    code = main(["export", str(tmp_path / "no_run"), "--out", str(tmp_path / "out"), "--onboard", "c"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error:") and "C compiler" in err[0]
+    assert not (tmp_path / "out").exists()
