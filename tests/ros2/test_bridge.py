@@ -185,7 +185,8 @@ def test_node_clips_commands_and_lands_on_a_geofence_breach(launcher, rclpy_cont
     probe = BridgeProbe(rclpy_context, names)
     try:
         assert probe.spin_until(lambda: len(probe.states) > 5, 60.0), f"no state from the bridge:\n{bridge.output()}"
-        assert probe.safety and probe.safety[-1] == "ok" and probe.armed == [False]
+        assert probe.spin_until(lambda: probe.safety and probe.armed, 30.0), "no latched robot/safety, robot/armed"
+        assert probe.safety[-1] == "ok" and probe.armed == [False]
         z0 = probe.states[-1][2]
         reply = probe.arm()
         assert reply.success, reply.message
@@ -227,6 +228,7 @@ def test_node_flies_the_policy_runner(launcher, rclpy_context, linear_policy_dir
     try:
         assert probe.spin_until(lambda: len(probe.sent) > 200, 90.0), \
             f"the runner's commands never reached robot/sent:\n{bridge.output()}\n{runner.output()}"
+        assert probe.spin_until(lambda: probe.safety and probe.armed, 30.0), "no latched robot/safety, robot/armed"
         assert probe.armed[-1] and probe.safety[-1] == "ok", probe.safety
         n = len(probe.states)
         assert probe.spin_until(lambda: len(probe.states) > n + 100, 30.0)
@@ -351,8 +353,8 @@ def test_deploy_on_the_crazyflie_stand_in_fails_loudly_when_the_link_goes(domain
         flying = probe.spin_until(lambda: took_off() or deploy.poll() is not None, 120.0)
         assert flying and deploy.poll() is None, f"the vehicle never took off:\n{out.text()}"
         assert len(probe.sent) > 10
-        assert probe.armed and probe.armed[-1], probe.armed
-        assert probe.safety[-1] == "ok", f"{probe.safety}:\n{out.text()}"
+        assert probe.spin_until(lambda: probe.safety and probe.armed, 30.0), "no latched robot/safety, robot/armed"
+        assert probe.armed[-1] and probe.safety[-1] == "ok", f"{probe.safety} {probe.armed}:\n{out.text()}"
         peer.send_signal(signal.SIGUSR2)  # the stand-in closes its port: cflib reports the loss
         try:
             code = deploy.wait(60)
