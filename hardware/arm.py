@@ -464,9 +464,9 @@ class Ros2Arm(Robot):
             node = rclpy.create_node(cfg.node_name, context=ctx)
             # joint_state_broadcaster publishes reliable; a best-effort reader takes either
             node.create_subscription(JointState, cfg.joint_state_topic, self._on_joint_state, qos_profile_sensor_data)
-            self._msg_types, topic = self._publisher_type(), self._command_topic()
+            self._msg_cls, topic = self._publisher_type(), self._command_topic()
             # commands: reliable, keep last 1 (the newest command is the only one that matters)
-            self._pub = node.create_publisher(self._msg_types, topic, QoSProfile(depth=1))
+            self._pub = node.create_publisher(self._msg_cls, topic, QoSProfile(depth=1))
             node.create_timer(1.0 / cfg.watchdog_rate_hz, self._watchdog)
             executor = SingleThreadedExecutor(context=ctx)
             executor.add_node(node)
@@ -602,7 +602,7 @@ class Ros2Arm(Robot):
         if node is None or pub is None:
             return cmd
         mode = self.cfg.output_mode
-        msg = self._msg_types()
+        msg = self._msg_cls()
         if mode == "trajectory":
             from builtin_interfaces.msg import Duration
             from trajectory_msgs.msg import JointTrajectoryPoint
