@@ -342,3 +342,19 @@ def test_killed_arm_is_a_lost_link_with_a_safe_command(mode, standin, listener, 
             assert list(received[-1].data) == [0.0, 0.0, 0.0]
     finally:
         arm.disconnect()
+
+
+@pytest.mark.ros
+def test_connect_names_what_is_missing(standin, domain):
+    from hardware.robot import RobotError
+
+    lonely = Ros2Arm(ArmCfg(domain_id=fresh_domain_id(), connect_timeout_s=1.0))  # a domain nobody is on
+    with pytest.raises(RobotError, match="no sensor_msgs/JointState on /joint_states at all"):
+        lonely.connect()
+    assert not lonely.is_connected
+    standin()
+    connected(domain).disconnect()  # the stand-in is up and publishing: what follows is about names only
+    wrong = Ros2Arm(ArmCfg(domain_id=domain, connect_timeout_s=15.0, joint_names=("joint_1", "joint_2", "elbow")))
+    with pytest.raises(RobotError, match=r"without joints \['elbow'\]"):
+        wrong.connect()
+    assert not wrong.is_connected
