@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast setup bench
+.PHONY: demo test test-fast setup bench robot-wheel
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh $(VENV)
@@ -24,3 +24,8 @@ bench: $(VENV)/.installed
 	$(PY) bench/time_to_hover.py
 	$(PY) bench/bench_sim_throughput.py
 	$(PY) bench/bench_ros2_latency.py
+	$(PY) bench/bench_robot_install.py
+
+# the robot side alone (robot/: tether-robot, no torch) as a wheel in build/wheels/, for `pip install` on a robot
+robot-wheel: $(VENV)/.installed
+	$(PY) -m pip wheel --no-deps --no-build-isolation -w build/wheels ./robot
