@@ -32,7 +32,8 @@ from sim.tasks import make_env  # noqa: E402
 
 
 def run_seed(task: str, seed: int, args, acceptance: AcceptanceCfg, work: Path) -> dict:
-    env = make_env(task, num_envs=args.num_envs, seed=seed, compile=args.compile)
+    env = make_env(task, num_envs=args.num_envs, seed=seed, device=args.device,
+                   physics="compiled" if args.compile else args.physics)
     ppo = PPOCfg(num_iterations=args.iterations, save_interval=args.save_interval, seed=seed)
     run_dir = work / f"{task}_seed{seed}"
     t0 = time.perf_counter()
@@ -70,7 +71,10 @@ def main(argv=None) -> int:
     ap.add_argument("--iterations", type=int, default=60)
     ap.add_argument("--save-interval", type=int, default=5)
     ap.add_argument("--min-iteration", type=int, default=20, help="skip evaluating earlier checkpoints")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the physics (cached across runs)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the eager physics (physics 'compiled')")
+    ap.add_argument("--physics", choices=("auto", "fused", "eager"), default="auto",
+                    help="training env: fused kernel (auto: where the task supports it) or eager")
+    ap.add_argument("--device", default="cpu", help="training device (the acceptance flies on the CPU)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="artifacts/bench/time_to_hover.json")
     args = ap.parse_args(argv)
@@ -81,7 +85,8 @@ def main(argv=None) -> int:
     times = [r["time_to_pass_s"] for r in results if r["passed"]]
     summary = {
         "task": args.task, "acceptance": dataclasses.asdict(acceptance), "num_envs": args.num_envs,
-        "threads": args.threads, "compile": args.compile, "seeds": results,
+        "threads": args.threads, "compile": args.compile, "physics": args.physics, "device": args.device,
+        "seeds": results, "load_1min_at_end": __import__("os").getloadavg()[0],
         "all_seeds_pass": len(times) == len(results),
         "median_time_to_pass_s": statistics.median(times) if times else None,
         "machine": {"torch": torch.__version__, "cpu_threads": torch.get_num_threads()},

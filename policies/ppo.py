@@ -109,6 +109,12 @@ def ppo_defaults(task: str) -> PPOCfg:
     return PPO_DEFAULTS.get(task, PPOCfg())
 
 
+def _wait_for(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously; nothing to wait for on a CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path | None = None,
           progress: bool = True, writer=None, init: ActorCritic | None = None, run_id: str | None = None) -> Path:
     """Train on ``env``; checkpoints go to ``run_dir``; returns the path of the last checkpoint.
@@ -223,6 +229,9 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
         b_logprobs, b_advantages = logprobs.reshape(-1), advantages.reshape(-1)
         b_returns, b_values = returns.reshape(-1), values.reshape(-1)
 
+        _wait_for(device)  # one sync per iteration, so that the rollout / update split is real time on CUDA
+        rollout_s = time.perf_counter() - t0
+
         # ---- PPO update
         for _epoch in range(cfg.update_epochs):
             perm = torch.randperm(batch_size, device=device)
@@ -265,7 +274,9 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
                 optimizer.step()
 
         global_step += batch_size
-        train_time_s += time.perf_counter() - t0
+        _wait_for(device)
+        iteration_s = time.perf_counter() - t0
+        train_time_s += iteration_s
 
         # ---- logging
         n_episodes = float(episode_count)
@@ -276,7 +287,8 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
                      "losses/entropy": entropy.item(), "losses/approx_kl": approx_kl.item(),
                      "losses/clipfrac": clipfrac.item(), "charts/learning_rate": lr,
                      "charts/action_std": model.log_std.exp().mean().item(),
-                     "charts/env_steps_per_s": batch_size / max(1e-9, time.perf_counter() - t0)})
+                     "charts/env_steps_per_s": batch_size / max(1e-9, iteration_s),
+                     "charts/rollout_s": rollout_s, "charts/update_s": iteration_s - rollout_s})
         if writer is not None:
             for k, v in logs.items():
                 writer.add_scalar(k, v, global_step)
