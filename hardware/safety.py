@@ -16,6 +16,7 @@ Verdicts (the worst one wins):
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 
@@ -102,12 +103,15 @@ class Verdict:
         return self.action == OK
 
 
+_OK = Verdict(OK)
+
+
 def tilt_rad(quat_wxyz) -> float:
     """Angle between the body z axis and the world z axis [rad]."""
     w, x, y, z = (float(v) for v in quat_wxyz)
     n2 = w * w + x * x + y * y + z * z
     up_z = 1.0 - 2.0 * (x * x + y * y) / max(n2, 1e-12)  # (R e_z) . e_z
-    return float(np.arccos(np.clip(up_z, -1.0, 1.0)))
+    return math.acos(min(max(up_z, -1.0), 1.0))
 
 
 class SafetyMonitor:
@@ -138,11 +142,15 @@ class SafetyMonitor:
         Non-finite commands raise ValueError; commands of other robots (arms) pass unchanged."""
         if not isinstance(cmd, (CtbrCommand, RotorCommand)):
             return cmd  # another kind of robot (an arm): its adapter enforces its own joint limits
-        check_finite_command(cmd)
         if isinstance(cmd, CtbrCommand):
-            hi = np.inf if self.max_thrust_n is None else self.cfg.max_thrust_frac * self.max_thrust_n
-            return CtbrCommand(float(np.clip(cmd.thrust_n, 0.0, hi)),
-                               np.clip(cmd.body_rates_b, -self._rate_cmd, self._rate_cmd))
+            # plain float math: this runs on every command, numpy's per-call cost on 3-vectors dominates it
+            thrust, rates = cmd.thrust_n, cmd.body_rates_b.tolist()
+            if not (math.isfinite(thrust) and all(map(math.isfinite, rates))):
+                raise ValueError(f"CtbrCommand contains NaN or Inf: {rates + [thrust]}")
+            hi = math.inf if self.max_thrust_n is None else self.cfg.max_thrust_frac * self.max_thrust_n
+            return CtbrCommand(min(max(thrust, 0.0), hi),
+                               [min(max(r, -lim), lim) for r, lim in zip(rates, self.cfg.max_rate_cmd_rad_s)])
+        check_finite_command(cmd)
         u = np.clip(cmd.rotor_cmd, 0.0, 1.0)
         frac = float(np.mean(u * u))
         if frac > self.cfg.max_thrust_frac:
@@ -157,27 +165,27 @@ class SafetyMonitor:
         c = self.cfg
         if self._last_stamp_s is None or state.stamp_s != self._last_stamp_s:
             self._last_stamp_s, self._fresh_since_s = state.stamp_s, now_s
-        values = np.concatenate([state.pos_w, state.quat_wxyz, state.lin_vel_w, state.ang_vel_b])
-        if not np.all(np.isfinite(values)):
+        # plain float math: this runs on every state (up to 500 Hz), numpy's per-call cost would dominate it
+        pos, quat, rates = state.pos_w.tolist(), state.quat_wxyz.tolist(), state.ang_vel_b.tolist()
+        if not all(map(math.isfinite, pos + quat + rates + state.lin_vel_w.tolist())):
             return Verdict(STOP, "the state holds NaN or Inf")
         age = now_s - self._fresh_since_s
         if age > c.state_timeout_s:
             return Verdict(STOP, f"state stale for {age:.3f} s (state_timeout_s {c.state_timeout_s:g})")
-        tilt = tilt_rad(state.quat_wxyz)
+        tilt = tilt_rad(quat)
         if tilt > c.max_tilt_rad:
-            return Verdict(STOP, f"tilt {np.degrees(tilt):.0f} deg past max_tilt_rad {c.max_tilt_rad:g} "
-                                 f"({np.degrees(c.max_tilt_rad):.0f} deg)")
-        rate = float(np.linalg.norm(state.ang_vel_b))
+            return Verdict(STOP, f"tilt {math.degrees(tilt):.0f} deg past max_tilt_rad {c.max_tilt_rad:g} "
+                                 f"({math.degrees(c.max_tilt_rad):.0f} deg)")
+        rate = math.sqrt(rates[0] ** 2 + rates[1] ** 2 + rates[2] ** 2)
         if rate > c.max_rate_rad_s:
             return Verdict(STOP, f"body rate {rate:.2f} rad/s past max_rate_rad_s {c.max_rate_rad_s:g}")
         if battery_v is not None and c.battery_critical_v is not None and battery_v <= c.battery_critical_v:
             return Verdict(STOP, f"battery {battery_v:.2f} V at or below battery_critical_v {c.battery_critical_v:g}")
-        outside = self.geofence_breach(state.pos_w)
-        if outside:
-            return Verdict(LAND, outside)
+        if not all(lo <= x <= hi for x, lo, hi in zip(pos, c.geofence_min_w, c.geofence_max_w)):
+            return Verdict(LAND, self.geofence_breach(pos))
         if battery_v is not None and c.battery_low_v is not None and battery_v <= c.battery_low_v:
             return Verdict(LAND, f"battery {battery_v:.2f} V at or below battery_low_v {c.battery_low_v:g}")
-        return Verdict(OK)
+        return _OK
 
     def geofence_breach(self, pos_w) -> str:
         """'' inside the box, else one line naming the axis and the bound crossed."""
