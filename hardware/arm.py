@@ -474,7 +474,8 @@ class Ros2Arm(Robot):
             rclpy.shutdown(context=ctx)
             raise
         self._ctx, self._node, self._executor = ctx, node, executor
-        self._thread = threading.Thread(target=self._spin, name=f"{cfg.node_name}-executor", daemon=True)
+        self._thread = threading.Thread(target=self._spin, args=(ctx, executor), name=f"{cfg.node_name}-executor",
+                                        daemon=True)
         self._thread.start()
         deadline = time.monotonic() + cfg.connect_timeout_s
         while time.monotonic() < deadline:
@@ -490,14 +491,18 @@ class Ros2Arm(Robot):
                          f"{cfg.connect_timeout_s:g} s (domain {domain}); start the controller's joint_state_broadcaster "
                          "or fix joint_names / joint_state_topic")
 
-    def _spin(self) -> None:
+    @staticmethod
+    def _spin(ctx, executor) -> None:
         from rclpy.executors import ExternalShutdownException
 
         try:
-            while self._ctx is not None and self._ctx.ok():
-                self._executor.spin_once(timeout_sec=0.05)
+            while ctx.ok():
+                executor.spin_once(timeout_sec=0.05)
         except ExternalShutdownException:
             pass
+        except Exception:  # rclpy raises several private types when the context goes down mid-spin
+            if ctx.ok():
+                raise
 
     def disconnect(self) -> None:
         if not self.is_connected:
