@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from policies import distributed as ddp
 from policies.checkpoint import CheckpointError, load_checkpoint, new_run_id, save_checkpoint, write_run_file
 from policies.models import ActorCritic
 
@@ -116,7 +117,8 @@ def _wait_for(device: torch.device) -> None:
 
 
 def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path | None = None,
-          progress: bool = True, writer=None, init: ActorCritic | None = None, run_id: str | None = None) -> Path:
+          progress: bool = True, writer=None, init: ActorCritic | None = None, run_id: str | None = None,
+          dist_ctx: ddp.DistContext | None = None) -> Path:
     """Train on ``env``; checkpoints go to ``run_dir``; returns the path of the last checkpoint.
 
     run_dir/run.json names the run (``run_id``, default a fresh one; a resumed run keeps the id of its
@@ -127,6 +129,10 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
 
     Every checkpoint records the wall-clock training time so far (``train_time_s``), excluding
     checkpoint I/O, so time-to-skill can be measured afterwards from the checkpoints alone.
+
+    dist_ctx: this process's rank in a data-parallel run (policies.distributed): ``env`` is this rank's
+    envs; weights start from rank 0's, gradients and normalizer statistics are merged every step, and
+    rank 0 alone writes run.json, checkpoints and ``writer``'s logs. ``global_step`` counts all ranks.
     """
     from tqdm import tqdm
 
@@ -142,9 +148,14 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
                                   action_space=getattr(env.cfg, "action_space", None))
         run_id = resumed.get("run_id") or run_id
     run_id = run_id or new_run_id()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_run_file(run_dir, run_id, task, resumed_from=resume)
-    torch.manual_seed(cfg.seed)
+    main = dist_ctx is None or dist_ctx.is_main
+    world = 1 if dist_ctx is None else dist_ctx.world_size
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_run_file(run_dir, run_id, task, resumed_from=resume)
+    else:
+        writer, progress = None, False
+    torch.manual_seed(cfg.seed if dist_ctx is None else ddp.rank_seed(cfg.seed, dist_ctx.rank))
 
     model = ActorCritic(obs_dim, act_dim, cfg.actor_hidden, cfg.critic_hidden, cfg.init_log_std,
                         action_bias=env.hover_action.clone()).to(device)
@@ -170,6 +181,8 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
         start_iter, global_step = ckpt["iteration"], ckpt["global_step"]
         train_time_s, lr = ckpt["train_time_s"], ckpt["learning_rate"]
 
+    ddp.broadcast_module(model, dist_ctx)  # every rank starts from rank 0's weights and statistics
+
     obs_buf = torch.zeros(cfg.num_steps, num_envs, obs_dim, device=device)  # [T, N, obs]
     actions = torch.zeros(cfg.num_steps, num_envs, act_dim, device=device)  # [T, N, act]
     logprobs = torch.zeros(cfg.num_steps, num_envs, device=device)  # [T, N]
@@ -193,7 +206,7 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
         rollout_err = torch.zeros((), device=device)
         with torch.no_grad():
             for step in range(cfg.num_steps):
-                model.obs_normalizer.update(next_obs)
+                ddp.update_normalizer(model.obs_normalizer, next_obs, dist_ctx)
                 obs_buf[step] = next_obs
                 dist = model.distribution(next_obs)
                 action = dist.sample()
@@ -243,9 +256,20 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
                 newvalue = model.value(b_obs[mb])
                 logratio = newlogprob - b_logprobs[mb]
                 ratio = logratio.exp()
+                mb_advantages = b_advantages[mb]
                 with torch.no_grad():
-                    approx_kl = ((ratio - 1) - logratio).mean()  # Schulman's k3 estimator
-                    clipfrac = ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()
+                    if dist_ctx is None:
+                        approx_kl = ((ratio - 1) - logratio).mean()  # Schulman's k3 estimator
+                        clipfrac = ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()
+                        adv_mean, adv_std = mb_advantages.mean(), mb_advantages.std()
+                    else:  # the statistics of the union of all ranks' minibatches: every rank takes one step
+                        stats = ddp.all_sum(torch.stack([
+                            ((ratio - 1) - logratio).sum(), ((ratio - 1.0).abs() > cfg.clip_coef).float().sum(),
+                            mb_advantages.sum(), mb_advantages.square().sum(),
+                            torch.tensor(float(mb.numel()), device=device)]), dist_ctx)
+                        n_mb = stats[4]
+                        approx_kl, clipfrac, adv_mean = stats[0] / n_mb, stats[1] / n_mb, stats[2] / n_mb
+                        adv_std = ((stats[3] - n_mb * adv_mean.square()) / (n_mb - 1)).clamp_min(0.0).sqrt()
                 warmup = iteration < cfg.critic_warmup_iterations
                 if cfg.adaptive_lr and not warmup:
                     if approx_kl > 2.0 * cfg.desired_kl:
@@ -255,8 +279,7 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
                     for group in optimizer.param_groups:
                         group["lr"] = lr
 
-                mb_advantages = b_advantages[mb]
-                mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+                mb_advantages = (mb_advantages - adv_mean) / (adv_std + 1e-8)
                 pg_loss1 = -mb_advantages * ratio
                 pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - cfg.clip_coef, 1 + cfg.clip_coef)
                 pg_loss = torch.max(pg_loss1, pg_loss2).mean()
@@ -270,10 +293,11 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
 
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                ddp.average_gradients(model.parameters(), dist_ctx)
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 optimizer.step()
 
-        global_step += batch_size
+        global_step += batch_size * world
         _wait_for(device)
         iteration_s = time.perf_counter() - t0
         train_time_s += iteration_s
@@ -287,7 +311,7 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
                      "losses/entropy": entropy.item(), "losses/approx_kl": approx_kl.item(),
                      "losses/clipfrac": clipfrac.item(), "charts/learning_rate": lr,
                      "charts/action_std": model.log_std.exp().mean().item(),
-                     "charts/env_steps_per_s": batch_size / max(1e-9, iteration_s),
+                     "charts/env_steps_per_s": batch_size * world / max(1e-9, iteration_s),
                      "charts/rollout_s": rollout_s, "charts/update_s": iteration_s - rollout_s})
         if writer is not None:
             for k, v in logs.items():
@@ -297,9 +321,11 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
                          "lr": f"{lr:.1e}"})
 
         if (iteration + 1) % cfg.save_interval == 0 or iteration + 1 == cfg.num_iterations:
-            last_ckpt = save_checkpoint(run_dir / f"model_{iteration + 1:05d}.pt", model=model,
-                                        optimizer=optimizer, task=task, env=env, ppo_cfg=cfg,
-                                        iteration=iteration + 1, global_step=global_step,
-                                        train_time_s=train_time_s, learning_rate=lr, logs=logs, run_id=run_id)
+            last_ckpt = run_dir / f"model_{iteration + 1:05d}.pt"
+            if main:
+                save_checkpoint(last_ckpt, model=model, optimizer=optimizer, task=task, env=env, ppo_cfg=cfg,
+                                iteration=iteration + 1, global_step=global_step, train_time_s=train_time_s,
+                                learning_rate=lr, logs=logs, run_id=run_id, world_size=world)
     bar.close()
+    ddp.barrier(dist_ctx)  # the last checkpoint is on disk when any rank returns its path
     return last_ckpt
