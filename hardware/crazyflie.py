@@ -250,6 +250,11 @@ class Crazyflie(Robot):
             why = failed[0].splitlines()[0] if failed else f"no TOCs and parameters within {self.cfg.connect_timeout_s} s"
             raise RobotError(f"{self.name}: cannot connect: {why}; check the URI, the radio and that the "
                              "Crazyflie is on")
+        # cflib's 10 Hz latency ping deadlocks a link loss: the thread whose send fails runs the error
+        # path holding the send lock, and that path joins the ping thread, which waits for the send lock
+        # (seen here: send() hung forever when the peer closed its port). Our staleness watchdog measures
+        # the link instead.
+        cf.link_statistics.stop()
         try:
             missing = [n for n, _ in POSE_BLOCK + ATTITUDE_BLOCK if cf.log.toc.get_element_by_complete_name(n) is None]
             missing += [n for n in RATE_MODE_PARAMS if cf.param.toc.get_element_by_complete_name(n) is None]
