@@ -10,6 +10,7 @@
 Prints figures, never pass/fail:
     python bench/bench_mavlink.py                 # 20 s of flight, 100 trials
     python bench/bench_mavlink.py --quick         # 5 s, 20 trials
+    python bench/bench_mavlink.py --png out.png   # and both distributions as a picture
 """
 
 from __future__ import annotations
@@ -142,13 +143,39 @@ def link_loss_trial(proc: subprocess.Popen, port: int, deadline_s: float, amap_c
         v.disconnect()
 
 
+def plot(path: Path, latency_ms: np.ndarray, loss_s: np.ndarray, deadline_s: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    a.hist(latency_ms, bins=80, log=True)
+    a.axvline(np.percentile(latency_ms, 99), color="k", ls="--", label="p99")
+    a.set(xlabel="state in -> SET_ATTITUDE_TARGET out [ms]", ylabel="states", title="MAVLink adapter latency")
+    a.legend()
+    b.hist(loss_s * 1e3, bins=30)
+    b.axvline(deadline_s * 1e3, color="r", label="link_loss_deadline_s")
+    b.set(xlabel="vehicle's last packet -> stream stopped [ms]", ylabel="trials", title=f"{len(loss_s)} link losses")
+    b.legend()
+    fig.text(0.01, 0.01, f"{platform.node()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}", fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=20.0, help="measured flight for the latency [s]")
     ap.add_argument("--trials", type=int, default=100, help="link-loss trials")
     ap.add_argument("--deadline", type=float, default=0.1, help="link_loss_deadline_s of the trials [s]")
     ap.add_argument("--quick", action="store_true", help="5 s, 20 trials")
+    ap.add_argument("--png", type=Path, help="write both distributions to this PNG")
+    ap.add_argument("--force", action="store_true", help="overwrite an existing --png")
     args = ap.parse_args()
+    if args.png is not None and args.png.exists() and not args.force:
+        sys.exit(f"error: {args.png} exists; choose another --png path or pass --force")
     seconds, trials = (5.0, 20) if args.quick else (args.seconds, args.trials)
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores; load before "
           f"{os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1/5/15 min)")
@@ -178,6 +205,9 @@ def main() -> None:
               f"{stopped} of {trials}; the control loop saw RobotLinkLost after median "
               f"{np.median(raised) * 1e3:.1f} ms, max {raised.max() * 1e3:.1f} ms; false alarms (loss declared while "
               f"the vehicle was sending) {false_alarms}")
+        if args.png is not None:
+            plot(args.png, t, latched, args.deadline)
+            print(f"wrote {args.png}")
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -525,7 +525,7 @@ class MavlinkVehicle(Robot):
         _, m = _mavlink()
         name = m.enums["MAV_CMD"][command].name if command in m.enums["MAV_CMD"] else str(command)
         what = what or name
-        target = self._target
+        target, first_sent_ns = self._target, time.monotonic_ns()
         for confirmation in range(self.cfg.command_retries):
             sent_ns = self._send_msg(m.MAVLink_command_long_message(
                 target[0], target[1], command, confirmation, *[float(p) for p in params]))
@@ -542,7 +542,7 @@ class MavlinkVehicle(Robot):
                         ack = None
                         break
                     self._lock.wait(left)
-                said = [text for t, text in self._statustext if t >= sent_ns]
+                said = [text for t, text in self._statustext if t >= first_sent_ns]
             if ack is None:
                 continue
             if ack[0] == m.MAV_RESULT_ACCEPTED:

@@ -176,6 +176,9 @@ class MavlinkStandin:
         self._failsafe_since: float | None = None
         self._landed_since: float | None = None
         self._guided_timed_out = False
+        self._guided_since = -math.inf
+        self.companion_heartbeats: list[int] = []
+        """MAV_TYPE of each HEARTBEAT heard from the companion, in order"""
         self._events: list[tuple[float, str]] = []
         self.params = {"GUID_OPTIONS": float(cfg.guid_options), "GUID_TIMEOUT": float(cfg.guid_timeout_s),
                        "COM_OF_LOSS_T": float(cfg.offboard_loss_timeout_s)}
@@ -222,6 +225,7 @@ class MavlinkStandin:
             self._event(f"mode {mode}")
         self._hold_target = self.twin.true_state().pos_w.copy()
         self._failsafe_since, self._landed_since, self._guided_timed_out = None, None, False
+        self._guided_since = self._now()  # ArduCopter's guided timeout counts from the mode's start too
 
     def _set_armed(self, armed: bool, why: str = "") -> None:
         if armed != self.armed:
@@ -300,7 +304,7 @@ class MavlinkStandin:
         if self._failsafe_since is not None and now - self._failsafe_since > c.failsafe_action_delay_s:
             self._set_mode("LAND")
         if self.armed and not px4 and self.mode == "GUIDED_NOGPS" and not self._guided_timed_out \
-                and now - self._sp.rx_s > self.params["GUID_TIMEOUT"]:
+                and now - max(self._sp.rx_s, self._guided_since) > self.params["GUID_TIMEOUT"]:
             self._guided_timed_out = True
             self._event("failsafe guided timeout")
         if self.mode == "LAND" and self.armed and self._on_ground(state):
@@ -337,6 +341,8 @@ class MavlinkStandin:
         m, kind = self._m, msg.get_type()
         if kind == "SET_ATTITUDE_TARGET":
             self._on_setpoint(msg)
+        elif kind == "HEARTBEAT":
+            self.companion_heartbeats.append(msg.type)
         elif kind == "COMMAND_LONG" and msg.target_system in (0, self.cfg.system_id):
             self._on_command(msg)
         elif kind in ("PARAM_REQUEST_READ", "PARAM_SET") and msg.target_system in (0, self.cfg.system_id):

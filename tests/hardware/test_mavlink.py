@@ -167,6 +167,13 @@ def test_connect_without_a_vehicle_fails_naming_the_connection(make_vehicle):
     assert not v.is_connected
 
 
+def test_a_serial_link_fails_loudly_without_its_port(make_vehicle):
+    v = MavlinkVehicle(Px4Cfg(connection="serial:/dev/tether-no-such-port:921600"))
+    with pytest.raises(RobotError, match="pyserial|cannot open serial:/dev/tether-no-such-port"):
+        v.connect()
+    assert not v.is_connected
+
+
 def test_udpout_reaches_a_vehicle_that_listens(port):
     with MavlinkStandin(StandinCfg(connection=f"udpin:127.0.0.1:{port}", heartbeat_rate_hz=5.0)):
         v = MavlinkVehicle(Px4Cfg(connection=f"udpout:127.0.0.1:{port}", connect_timeout_s=5.0))
@@ -194,6 +201,8 @@ def test_state_arrives_converted_and_commands_are_checked(make_standin, make_veh
     np.testing.assert_allclose(state.pos_w, truth.pos_w, atol=1e-3)  # at rest on the ground
     np.testing.assert_allclose(np.abs(state.quat_wxyz @ truth.quat_wxyz), 1.0, atol=1e-6)
     assert v.mode == "HOLD" and not v.armed
+    wait_until(lambda: len(standin.companion_heartbeats) >= 2, 5.0, "the companion's HEARTBEATs")
+    assert set(standin.companion_heartbeats) == {18}  # MAV_TYPE_ONBOARD_CONTROLLER
     wait_until(lambda: v.battery_v() is not None, 2.0, "SYS_STATUS")
     assert v.battery_v() == pytest.approx(standin.cfg.battery_v, abs=1e-3)
     with pytest.raises(RobotError, match="rotor-level commands are not streamed over MAVLink"):
@@ -316,6 +325,7 @@ def test_ardupilot_guided_nogps_hover_and_guided_timeout(make_standin, make_vehi
     assert [e for _, e in standin.events()][:2] == ["mode GUIDED_NOGPS", "armed"]
     truth, _ = fly(v, standin, 5.0)
     assert np.linalg.norm(truth[-1] - GOAL_W) < 0.15 and v.mode == "GUIDED_NOGPS"
+    assert "failsafe guided timeout" not in [e for _, e in standin.events()]
     v._stop_flight("test: the stream stops")
     wait_until(lambda: "failsafe guided timeout" in [e for _, e in standin.events()], 5.0, "GUID_TIMEOUT")
     assert standin.armed and standin.true_state().pos_w[2] > 0.5  # levelled, holding its climb rate at zero
