@@ -314,14 +314,19 @@ class SafeRobot(Robot):
                                 f"({self.verdict.reason}); reset() once the vehicle is safe")
         return self.inner.send(self.monitor.clip(cmd))
 
-    def arm(self) -> None:
+    def check_arming(self) -> None:
+        """Raise (SafetyLatched, or RobotError listing the failures) unless the vehicle may arm now."""
         self._require_connected("arm")
         if self.latched:
             raise SafetyLatched(f"{self.inner.name}: arming refused after {self.verdict.action} "
                                 f"({self.verdict.reason}); reset() first")
-        failures = self.monitor.arming_failures(self.inner.read(), self.inner.battery_v())
+        state = self.inner.read()
+        failures = self.monitor.arming_failures(state, self.inner.battery_v()) if isinstance(state, RobotState) else []
         if failures:
             raise RobotError(f"{self.inner.name}: arming refused: {'; '.join(failures)}")
+
+    def arm(self) -> None:
+        self.check_arming()
         self.inner.arm()
 
     def reset(self) -> None:

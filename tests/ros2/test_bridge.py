@@ -55,6 +55,26 @@ def test_core_refuses_commands_until_armed_then_sends_them_clipped(policy_dir):
         core.disconnect()
 
 
+def test_core_auto_arms_once_in_the_background(policy_dir):
+    contract = ctbr_contract(policy_dir)
+    core = make_core(contract)
+    core.auto_arm = True
+    try:
+        with pytest.raises(RobotError, match="auto_arm: arming checks passed"):
+            core.on_command([-0.11, 0.0, 0.0, 0.0])
+        deadline = time.monotonic() + 30.0
+        while not core.armed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert core.armed and core.arming_error() == ""
+        assert core.on_command([-0.11, 0.0, 0.0, 0.0]) is not None
+        core.inner.reset(quat_wxyz=(0.9, 0.44, 0.0, 0.0))  # tilted: the checks refuse at once
+        core.disarm()
+        with pytest.raises(RobotError, match="arming refused: not level"):
+            core.start_arming()
+    finally:
+        core.disconnect()
+
+
 def test_core_lands_when_commands_stop(policy_dir):
     core = make_core(ctbr_contract(policy_dir))
     try:
@@ -350,9 +370,9 @@ def test_deploy_on_the_crazyflie_stand_in_fails_loudly_when_the_link_goes(domain
         out = Output(deploy)
         # it takes off from the ground (the stand-in starts at z = 0) toward the runner's goal at 1 m
         took_off = lambda: probe.states and max(s[2] for s in probe.states) > 0.5  # noqa: E731
-        flying = probe.spin_until(lambda: took_off() or deploy.poll() is not None, 120.0)
-        assert flying and deploy.poll() is None, f"the vehicle never took off:\n{out.text()}"
-        assert len(probe.sent) > 10
+        flying = probe.spin_until(lambda: (took_off() and len(probe.sent) > 10) or deploy.poll() is not None, 120.0)
+        assert flying and deploy.poll() is None, \
+            f"the vehicle never took off ({len(probe.sent)} commands on robot/sent):\n{out.text()}"
         assert probe.spin_until(lambda: probe.safety and probe.armed, 30.0), "no latched robot/safety, robot/armed"
         assert probe.armed[-1] and probe.safety[-1] == "ok", f"{probe.safety} {probe.armed}:\n{out.text()}"
         peer.send_signal(signal.SIGUSR2)  # the stand-in closes its port: cflib reports the loss

@@ -10,6 +10,7 @@ action spec -> SafeRobot.send (clipped) -> the normalized action actually sent.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 
 import numpy as np
@@ -84,6 +85,9 @@ class BridgeCore:
         self._prev_vel_w: np.ndarray | None = None
         self._prev_stamp_s: float | None = None
         self.link_lost = ""
+        self._arming: threading.Thread | None = None
+        self._arm_error = ""
+        self._auto_arm_tried = False
 
     # ---------------------------------------------------------------------------------- lifecycle
 
@@ -114,13 +118,18 @@ class BridgeCore:
         safety layer and the adapter). Raises ValueError (malformed: the previous command stays) or
         RobotError (not armed, latched after a verdict, the adapter refused) with the reason."""
         cmd = self.to_command(action)
+        if not self.armed:
+            if self.arming:
+                raise RobotError("arming in progress: commands are dropped until armed")
+            if not self.auto_arm or self._auto_arm_tried:
+                raise RobotError("not armed: commands are dropped until robot/arm" +
+                                 ("" if self.auto_arm else " (or auto_arm)"))
+            self._auto_arm_tried = True  # once: a refusal is logged and robot/arm retries
+            raise RobotError(f"auto_arm: {self.start_arming()}")
+        sent = self.robot.send(cmd)
         self._last_cmd_s = self._clock()
         self.started = True
-        if not self.armed:
-            if not self.auto_arm:
-                raise RobotError("not armed: commands are dropped until robot/arm (or auto_arm)")
-            self.arm()
-        return self.sent_action(self.robot.send(cmd))
+        return self.sent_action(sent)
 
     # ------------------------------------------------------------------------------------- ticks
 
@@ -160,10 +169,41 @@ class BridgeCore:
     # ---------------------------------------------------------------------------------- services
 
     def arm(self) -> str:
-        """Arm after the arming checks; RobotError (the failures) otherwise. Returns a one-line status."""
+        """Arm now, after the arming checks; RobotError (the failures) otherwise. Returns a one-line
+        status. Blocks for the adapter's own sequence (PX4: about 1 s of setpoints before OFFBOARD)."""
         self.robot.arm()
         self.armed = True
         return f"armed {self.inner.name}"
+
+    @property
+    def arming(self) -> bool:
+        """an arming sequence started by start_arming is still running"""
+        return self._arming is not None and self._arming.is_alive()
+
+    def start_arming(self) -> str:
+        """Check the arming conditions now (RobotError naming the failures) and run the adapter's arming
+        sequence in a thread, so a node keeps publishing state meanwhile; its outcome is ``armed`` and
+        :meth:`arming_error`."""
+        if self.armed:
+            return f"{self.inner.name} is already armed"
+        if self.arming:
+            raise RobotError("arming already in progress")
+        self.robot.check_arming()
+        self._arm_error = ""
+        self._arming = threading.Thread(target=self._arm_worker, name="arming", daemon=True)
+        self._arming.start()
+        return f"arming checks passed; {self.inner.name} is arming (robot/armed turns true when armed)"
+
+    def _arm_worker(self) -> None:
+        try:
+            self.arm()
+        except RobotError as e:
+            self._arm_error = str(e) or type(e).__name__
+
+    def arming_error(self) -> str:
+        """Why the last start_arming failed ('' if it did not, or was reported already)."""
+        err, self._arm_error = self._arm_error, ""
+        return err
 
     def disarm(self) -> str:
         self.robot.disarm()
@@ -186,6 +226,7 @@ class BridgeCore:
         self.robot.reset()
         self.armed = False
         self.started = False
+        self._auto_arm_tried = False
         return "safety latch cleared; arm again to fly"
 
 

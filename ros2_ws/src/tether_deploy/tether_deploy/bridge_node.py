@@ -62,7 +62,7 @@ class BridgeNode(Node):
         self._safety_pub, self._armed_pub = pub(itf.ROBOT_SAFETY), pub(itf.ROBOT_ARMED)
         cmd = itf.BRIDGE.topic(itf.EXECUTED.name)
         self.create_subscription(cmd.msg_class, cmd.name, self._on_command, cmd.profile)
-        for name, handler in (("arm", self.core.arm), ("disarm", self.core.disarm), ("land", self.core.land),
+        for name, handler in (("arm", self.core.start_arming), ("disarm", self.core.disarm), ("land", self.core.land),
                               ("estop", self.core.estop), ("reset_safety", self.core.reset_safety)):
             srv = itf.BRIDGE.topic(f"robot/{name}")
             self.create_service(srv.msg_class, srv.name, self._service(name, handler))
@@ -119,6 +119,10 @@ class BridgeNode(Node):
     # ------------------------------------------------------------------------------------- ticks
 
     def _on_timer(self) -> None:
+        err = self.core.arming_error()
+        if err:
+            self.get_logger().error(f"arming failed: {err}; call robot/arm to retry")
+        self._publish_status()  # arming finishes in its own thread
         result = self.core.tick()
         if result.verdict_changed:
             v = self.core.verdict

@@ -156,7 +156,9 @@ TWIN = NodeInterface(
     params_key="twin")
 
 _ROBOT_SERVICES = {
-    "arm": "arm after the arming checks (level, still, inside the geofence, battery); fails naming why",
+    "arm": "check the arming conditions (level, still, inside the geofence, battery; a failure names why), then "
+           "run the adapter's arming sequence in the background (PX4: ~1 s of setpoints first): robot/armed turns "
+           "true, a refusal is logged",
     "disarm": "disarm (vehicles without an arming step: motors off)",
     "land": "land now (the adapter's land(); commands refused until robot/reset_safety)",
     "estop": "motors off now (safe_stop; commands refused until robot/reset_safety)",
