@@ -333,10 +333,13 @@ def _stop(proc, timeout_s: float = 20.0) -> None:
             proc.wait(5)
 
 
-def test_deploy_on_the_crazyflie_stand_in_fails_loudly_when_the_link_goes(domain_id, rclpy_context, policy_dir):
+@pytest.mark.parametrize("loss", ["closed_port", "silent_link"])
+def test_deploy_on_the_crazyflie_stand_in_fails_loudly_when_the_link_goes(domain_id, rclpy_context, policy_dir,
+                                                                          loss):
     """deploy --robot crazyflie flies the policy through robot_bridge and the real cflib against the CRTP
-    stand-in; when the stand-in closes its port the bridge logs the loss, stops and exits 1, and deploy
-    fails naming it."""
+    stand-in; when the stand-in closes its port (cflib reports it) or goes silent with the socket open
+    (the adapter's watchdog finds it) the bridge logs the loss, stops and exits 1, and deploy fails
+    naming it."""
     import os
     import signal
     import subprocess
@@ -375,7 +378,7 @@ def test_deploy_on_the_crazyflie_stand_in_fails_loudly_when_the_link_goes(domain
             f"the vehicle never took off ({len(probe.sent)} commands on robot/sent):\n{out.text()}"
         assert probe.spin_until(lambda: probe.safety and probe.armed, 30.0), "no latched robot/safety, robot/armed"
         assert probe.armed[-1] and probe.safety[-1] == "ok", f"{probe.safety} {probe.armed}:\n{out.text()}"
-        peer.send_signal(signal.SIGUSR2)  # the stand-in closes its port: cflib reports the loss
+        peer.send_signal(signal.SIGUSR2 if loss == "closed_port" else signal.SIGUSR1)
         try:
             code = deploy.wait(60)
         except subprocess.TimeoutExpired:
