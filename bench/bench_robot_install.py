@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import runpy
 import shutil
 import statistics
 import subprocess
@@ -123,18 +124,6 @@ def median_wall_s(argv: list[str], repeats: int) -> float:
     return statistics.median(times)
 
 
-def build_wheel(work: Path) -> Path:
-    src = work / "src"
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "build", "*.egg-info")
-    for rel in ("robot", "tether", "hardware", "ros2_ws/src/tether_deploy"):
-        shutil.copytree(ROOT / rel, src / rel, ignore=ignore)
-    shutil.copy2(ROOT / "pyproject.toml", src / "pyproject.toml")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
-                    str(work / "dist"), str(src / "robot")], check=True, capture_output=True)
-    (wheel,) = (work / "dist").glob("tether_robot-*.whl")
-    return wheel
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=5, help="fresh processes per timing (median)")
@@ -146,7 +135,7 @@ def main() -> int:
     rows = []
     try:
         steps = tqdm(total=2 + 2 * len(VARIANTS), desc="robot install bench", unit="step")
-        wheel = build_wheel(work)
+        wheel = runpy.run_path(str(ROOT / "robot" / "setup.py"), run_name="robot_setup")["build_wheel_from_copy"](work)
         steps.update()
         envs = {}
         for name, extras in VARIANTS.items():

@@ -69,6 +69,26 @@ def robot_metadata(root: Path = ROOT) -> dict:
             "extras_require": {e: list(extras[e]) for e in ROBOT_EXTRAS}}
 
 
+def build_wheel_from_copy(out: Path, python: str = sys.executable) -> Path:
+    """Build tether-robot's wheel into ``out``/dist from a copy of what this file reads (the checkout stays
+    clean of build/ and egg-info); the tests and bench/bench_robot_install.py use it."""
+    import shutil
+    import subprocess
+
+    src = out / "src"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "build", "*.egg-info")
+    for rel in ("robot", *(r.removeprefix("../") for r in PACKAGE_DIRS.values())):
+        shutil.copytree(ROOT / rel, src / rel, ignore=ignore, dirs_exist_ok=True)
+    for rel in ("pyproject.toml", *(str(PKG_SRC.relative_to(ROOT) / d) for d in ("package.xml", "resource", "config", "launch"))):
+        (shutil.copytree if (ROOT / rel).is_dir() else shutil.copy2)(ROOT / rel, src / rel)
+    proc = subprocess.run([python, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                           str(out / "dist"), str(src / "robot")], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"building the tether-robot wheel failed:\n{proc.stdout}{proc.stderr}")
+    (wheel,) = (out / "dist").glob("tether_robot-*.whl")
+    return wheel
+
+
 class RobotBuildPy(build_py):
     """build_py without the twin-side modules of hardware/ and tether_deploy/."""
 

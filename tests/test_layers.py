@@ -16,7 +16,6 @@ from __future__ import annotations
 import ast
 import json
 import runpy
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from blocked_imports import BLOCK_PRELUDE
 
 ROOT = Path(__file__).resolve().parents[1]
 ROBOT_SETUP = runpy.run_path(str(ROOT / "robot" / "setup.py"), run_name="robot_setup")  # not __main__: no build
@@ -118,17 +118,10 @@ def test_the_import_scan_sees_what_it_must_refuse(tmp_path):
     assert _twin_side("hardware.twin") and _twin_side("tether_deploy.twin_node") and not _twin_side("hardware.robot")
 
 
-# A process in which the forbidden packages cannot be imported, whatever is installed: the meta path
-# finder answers first. Then every robot-side module is imported, and the finder is checked to bite.
-_BLOCKED_IMPORTS = r"""
-import importlib, json, sys
-FORBIDDEN = set(sys.argv[1].split(","))
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in FORBIDDEN:
-            raise ModuleNotFoundError(f"{name} is blocked: a robot does not install it", name=name)
-        return None
-sys.meta_path.insert(0, Block())
+# A process in which the forbidden packages cannot be imported: every robot-side module is imported
+# behind the blocker, and the blocker is checked to bite.
+_BLOCKED_IMPORTS = BLOCK_PRELUDE + r"""
+import importlib, json
 failed = {}
 for mod in sys.argv[2].split(","):
     try:
@@ -140,7 +133,7 @@ try:
     bites = False
 except ModuleNotFoundError:
     bites = True
-loaded = sorted({m.split(".")[0] for m in sys.modules} & FORBIDDEN)
+loaded = sorted({m.split(".")[0] for m in sys.modules} & BLOCKED)
 print(json.dumps({"failed": failed, "bites": bites, "loaded": loaded}))
 """
 
@@ -194,20 +187,6 @@ def test_the_sys_path_scan_finds_an_edit(tmp_path):
 # ------------------------------------------------------------------------- the robot distribution
 
 
-def _build_robot_wheel(out: Path) -> Path:
-    """Build tether-robot's wheel from a copy of what robot/setup.py reads (the working tree stays clean)."""
-    src = out / "src"
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "build", "*.egg-info")
-    for rel in ("robot", "tether", "hardware", "ros2_ws/src/tether_deploy"):
-        shutil.copytree(ROOT / rel, src / rel, ignore=ignore)
-    shutil.copy2(ROOT / "pyproject.toml", src / "pyproject.toml")
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                           "-w", str(out / "dist"), str(src / "robot")], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    (wheel,) = (out / "dist").glob("tether_robot-*.whl")
-    return wheel
-
-
 def _requirement_names(metadata: str) -> tuple[set[str], dict[str, set[str]]]:
     base, extras = set(), {}
     for line in metadata.splitlines():
@@ -223,7 +202,7 @@ def _requirement_names(metadata: str) -> tuple[set[str], dict[str, set[str]]]:
 
 @pytest.fixture(scope="module")
 def robot_wheel(tmp_path_factory) -> Path:
-    return _build_robot_wheel(tmp_path_factory.mktemp("robot_wheel"))
+    return ROBOT_SETUP["build_wheel_from_copy"](tmp_path_factory.mktemp("robot_wheel"))
 
 
 @pytest.mark.slow

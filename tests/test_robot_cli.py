@@ -12,19 +12,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from blocked_imports import BLOCK_PRELUDE
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCKED = ("torch", "sim", "policies", "calibration", "tether_app")
 
 # tether-robot's main in a process where the blocked packages raise on import, whatever is installed
-_RUN_BLOCKED = r"""
-import sys
-BLOCKED = set(sys.argv[1].split(","))
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            raise ModuleNotFoundError(f"{name} is blocked: a robot does not install it", name=name)
-sys.meta_path.insert(0, Block())
+_RUN_BLOCKED = BLOCK_PRELUDE + r"""
 from tether.robot_cli import main
 sys.exit(main(sys.argv[2:]))
 """
