@@ -19,6 +19,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "ros2_ws" / "src" / "tether_deploy"))
 
 from hardware.robot import CtbrCommand, RobotState  # noqa: E402
 from hardware.safety import SafeRobot, SafetyCfg, SafetyMonitor  # noqa: E402
@@ -66,12 +67,37 @@ def main(argv=None) -> int:
         t_safe.append(time.perf_counter_ns() - t1)
         t_raw.append(t1 - t0)
     twin.disconnect()
+
+    # robot_bridge's work per command and per tick (bridge_core, no ROS): normalized action -> command ->
+    # SafeRobot.send -> the normalized action sent; advance + read through the safety layer
+    from tether.contract import load_policy_dir
+    from tether_deploy.bridge_core import BridgeCore
+
+    _, contract = load_policy_dir(REPO / "tests" / "fixtures" / "hover_policy")
+    core = BridgeCore(DigitalTwin(TwinConfig()), contract, SafetyCfg(), cmd_timeout_s=1e9)
+    core.connect()
+    core.arm()
+    t_cmd, t_tick = [], []
+    for i in range(args.calls // 4):
+        if i % 100 == 0:
+            core.inner.reset()
+            core.robot.reset()
+            core.armed = True
+        t0 = time.perf_counter_ns()
+        core.on_command(contract.action.hover_action)
+        t1 = time.perf_counter_ns()
+        core.tick()
+        t_cmd.append(t1 - t0)
+        t_tick.append(time.perf_counter_ns() - t1)
+    core.disconnect()
     load = os.getloadavg()
     print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(f"SafetyMonitor.check + clip ({args.calls} calls): {percentiles_us(t_mon)}")
     print(f"twin read + send ({len(t_raw)} calls):               {percentiles_us(t_raw)}")
     print(f"SafeRobot(twin) read + send ({len(t_safe)} calls):   {percentiles_us(t_safe)}")
+    print(f"bridge core, one command ({len(t_cmd)} calls):        {percentiles_us(t_cmd)}")
+    print(f"bridge core, one tick with the twin's physics step:  {percentiles_us(t_tick)}")
     return 0
 
 
