@@ -38,7 +38,7 @@ APP_OR_TWIN_SIDE: dict[str, str] = ROBOT_SETUP["APP_OR_TWIN_SIDE"]
 ROBOT_IMPORTS = {"numpy", "onnxruntime", "yaml", "mcap"}  # the import names of ROBOT_REQUIREMENTS
 ROS_IMPORTS = {"rclpy", "launch", "launch_ros", "ament_index_python", "rosidl_runtime_py", "rpyutils"}
 ROS_SUFFIXES = ("_msgs", "_srvs", "_interfaces")
-DRIVER_IMPORTS = {"cflib": "crazyflie", "pymavlink": "mavlink"}  # import name -> the extra that installs it
+DRIVER_IMPORTS = {"cflib": "crazyflie", "pymavlink": "mavlink", "serial": "mavlink"}  # import -> the extra with it
 LIBRARY_FOLDERS = ("tether", "tether_app", "sim", "policies", "hardware", "calibration", "ros2_ws/src")
 """library code: no sys.path edits there (tests/ and bench/ are scripts and may)"""
 
