@@ -122,6 +122,20 @@ def broadcast_module(module: torch.nn.Module, ctx: DistContext | None, src: int 
             _collective(ctx, "broadcast of the initial weights", lambda t=t: dist.broadcast(t.data, src))
 
 
+def check_in_sync(module: torch.nn.Module, ctx: DistContext | None) -> None:
+    """Raise :class:`RankFailure` unless every rank's parameters and buffers equal rank 0's bit for bit
+    (the update is the same on every rank; a difference is a bug or a nondeterministic kernel)."""
+    if ctx is None:
+        return
+    flat = torch.cat([t.detach().reshape(-1).double() for t in list(module.parameters()) + list(module.buffers())])
+    gathered = [torch.empty_like(flat) for _ in range(ctx.world_size)]
+    _collective(ctx, "all_gather of the weights", lambda: dist.all_gather(gathered, flat))
+    for rank, other in enumerate(gathered[1:], start=1):
+        if not torch.equal(other, gathered[0]):
+            diff = float((other - gathered[0]).abs().max())
+            raise RankFailure(f"ranks diverged: rank {rank}'s weights differ from rank 0's (max |diff| {diff:.3g})")
+
+
 def all_sum(x: torch.Tensor, ctx: DistContext | None) -> torch.Tensor:
     """Sum of ``x`` over ranks (in place, returned); ``x`` itself without a run."""
     if ctx is not None:
@@ -194,8 +208,8 @@ def _describe(status: int) -> str:
     return f"exit status {status}"
 
 
-def launch_local(module_argv: list[str], nproc: int, grace_s: float = 10.0) -> tuple[int, str | None]:
-    """Run ``python -m <module_argv>`` as ``nproc`` local ranks (the environment torchrun sets: RANK,
+def launch_local(python_argv: list[str], nproc: int, grace_s: float = 10.0) -> tuple[int, str | None]:
+    """Run ``python <python_argv>`` (e.g. ``-m tether_app.cli train hover``) as ``nproc`` local ranks (the environment torchrun sets: RANK,
     WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT). When a rank fails, the others get SIGTERM, then
     SIGKILL after ``grace_s``. Returns (status, None) when all succeed, else (the first failure's
     status, a one-line description of it)."""
@@ -204,7 +218,7 @@ def launch_local(module_argv: list[str], nproc: int, grace_s: float = 10.0) -> t
     for rank in range(nproc):
         env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(nproc), "LOCAL_RANK": str(rank),
                "LOCAL_WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-        procs.append(subprocess.Popen([sys.executable, "-m", *module_argv], env=env))
+        procs.append(subprocess.Popen([sys.executable, *python_argv], env=env))
     failure: tuple[int, str] | None = None
     try:
         while True:

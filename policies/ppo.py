@@ -321,6 +321,7 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
                          "lr": f"{lr:.1e}"})
 
         if (iteration + 1) % cfg.save_interval == 0 or iteration + 1 == cfg.num_iterations:
+            ddp.check_in_sync(model, dist_ctx)  # what rank 0 saves is every rank's model
             last_ckpt = run_dir / f"model_{iteration + 1:05d}.pt"
             if main:
                 save_checkpoint(last_ckpt, model=model, optimizer=optimizer, task=task, env=env, ppo_cfg=cfg,

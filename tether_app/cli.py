@@ -200,7 +200,47 @@ def _run_cfg(args, run_over: dict):
 
 
 def cmd_train(args) -> int:
-    from tether.errors import UserError
+    """One process, or rank RANK of a data-parallel run (torchrun's environment), or --nproc N local ranks."""
+    import os
+
+    from policies import distributed as ddp
+    from tether.errors import CommandFailed, UserError
+
+    _at_least("--nproc", args.nproc, 1)
+    if not ddp.in_distributed_launch():
+        return _train(args) if args.nproc == 1 else _launch_ranks(args)
+    try:
+        return _train(args)
+    except (UserError, CommandFailed) as e:
+        if int(os.environ.get("RANK", "0")) != 0:  # every rank checks the same: rank 0 alone says it
+            raise SystemExit(e.exit_code) from e
+        raise
+    finally:
+        ddp.shutdown()
+
+
+def _launch_ranks(args) -> int:
+    """`tether train ... --nproc N`: N local processes, each `tether train` with torchrun's environment."""
+    from policies import distributed as ddp
+    from tether.errors import EXIT_USAGE, CommandFailed
+
+    argv, skip = [], False
+    for a in _ARGV:  # the same command line without --nproc
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            argv.append(a)
+    status, why = ddp.launch_local(["-m", "tether_app.cli", *argv], args.nproc)
+    if why is not None and status != EXIT_USAGE:  # a user error was said by rank 0 already
+        raise CommandFailed(f"{why}; the other ranks were stopped; resume the run with `tether train {args.task} "
+                            f"--resume <its run folder>` (any --nproc)")
+    return status
+
+
+def _train(args) -> int:
+    from tether.errors import CommandFailed, UserError
 
     _at_least("--num-envs", args.num_envs, 1)
     _at_least("--iterations", args.iterations, 1)
@@ -218,6 +258,16 @@ def cmd_train(args) -> int:
     cfg, run_over = _task_cfg(args.task, args.config, overrides)
     run = _run_cfg(args, run_over)
     torch.set_num_threads(run.threads)
+    import dataclasses
+
+    from policies import distributed as ddp
+
+    ctx = None
+    if ddp.in_distributed_launch():  # each rank: its own device (cuda -> cuda:LOCAL_RANK) and seed
+        _check_device(run.device)
+        ctx = ddp.init_from_env(run.device)
+        run = dataclasses.replace(run, device=ddp.rank_device(run.device, ctx.local_rank),
+                                  seed=ddp.rank_seed(run.seed, ctx.rank))
     if args.calibration:
         cfg = _calibrated(cfg, args.calibration, args.calibration_k)
     if args.iterations is not None:
@@ -270,7 +320,15 @@ def cmd_train(args) -> int:
                             f"{', '.join(p.name for p in taken[:3])} in {run_dir}; resume the folder (its latest "
                             "checkpoint) or give a new --run-dir")
 
-    # Every check passed: from here on files are written.
+    # Every check passed: from here on files are written, by rank 0 alone (the others wait for it)
+    ddp.barrier(ctx)
+    if ctx is not None and not ctx.is_main:
+        ddp.barrier(ctx)
+        try:
+            train(env, args.task, ppo, run_dir, resume=resume, progress=False, dist_ctx=ctx)
+        except ddp.RankFailure as e:
+            raise CommandFailed(_one_line(e)) from e
+        return 0
     if args.force and run_dir.is_dir():
         _clear_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -282,10 +340,13 @@ def cmd_train(args) -> int:
                                                         sort_keys=False))
     (run_dir / "randomization.yaml").write_text(yaml.safe_dump(config_to_dict(cfg.randomization), sort_keys=False))
     writer = SummaryWriter(str(run_dir / "tb"))
+    ddp.barrier(ctx)
     try:
-        ckpt_path = train(env, args.task, ppo, run_dir, resume=resume, writer=writer)
+        ckpt_path = train(env, args.task, ppo, run_dir, resume=resume, writer=writer, dist_ctx=ctx)
     except CheckpointError as e:
         raise UserError(_one_line(e)) from e
+    except ddp.RankFailure as e:
+        raise CommandFailed(_one_line(e)) from e
     finally:
         writer.close()
     print(f"checkpoint: {ckpt_path}")
@@ -565,6 +626,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="PPO and env seed (also in the name of the run folder)")
     p.add_argument("--device", help="torch device, cpu or cuda[:N] (default: cpu)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest at small batch)")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="data-parallel processes on this machine (each with --num-envs envs; gloo on CPUs, NCCL "
+                        "on GPUs, one GPU per process); for several machines use torchrun (README)")
     p.add_argument("--physics", choices=("auto", "fused", "eager", "compiled"), default="auto",
                    help="simulator step: fused (one compiled kernel for physics, observation, reward, resets), "
                         "eager (op by op), compiled (torch.compile of the eager physics); auto: fused where the "
@@ -629,8 +693,13 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+_ARGV: list[str] = []
+"""the command line of this process's command (`train --nproc` starts its ranks with it)"""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; its status follows tether.errors (0 ok, 1 failed, 2 user error, 3 acceptance failed)."""
+    _ARGV[:] = sys.argv[1:] if argv is None else argv
     return run(build_parser(), argv)
 
 
