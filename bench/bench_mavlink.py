@@ -113,10 +113,10 @@ def bench_latency(port: int, seconds: float) -> dict[str, np.ndarray]:
             "adapter_ms": np.array(own) * 1e-6, "final_pos": pos}
 
 
-def link_loss_trial(proc: subprocess.Popen, port: int, deadline_s: float, amap_cache: dict) -> tuple[float, float, bool]:
+def link_loss_trial(proc: subprocess.Popen, port: int, deadline_s: float, amap_cache: dict):
     """One trial: connect, stream, go silent; returns (last packet -> loss latched [s], last packet -> read()
-    raised in the control loop [s], no setpoint after the loss); (-inf, -inf, False) for a loss declared
-    before the vehicle went silent (a false alarm: the stream stalled past the deadline)."""
+    raised in the control loop [s], last packet -> last setpoint sent [s], no setpoint after the latch);
+    -inf times for a loss declared before the vehicle went silent (a false alarm: its stream stalled)."""
     v = MavlinkVehicle(vehicle_cfg(port, link_loss_deadline_s=deadline_s, land_on_link_return=False))
     amap = amap_cache.setdefault("amap", ActionMap(ActionSpec(type="ctbr", dim=4, max_thrust_n=PRESET.max_thrust_n,
                                                               body_rate_limits_rad_s=v.cfg.body_rate_limits_rad_s)))
@@ -131,12 +131,13 @@ def link_loss_trial(proc: subprocess.Popen, port: int, deadline_s: float, amap_c
             except RobotLinkLost:
                 raised_ns = time.monotonic_ns()
                 if last_tx_ns is None:
-                    return -np.inf, -np.inf, False
+                    return -np.inf, -np.inf, -np.inf, False
                 break
             if last_tx_ns is None and time.monotonic() > silent_at:
                 last_tx_ns = toggle_silence(proc)
         stopped = v.last_setpoint_tx_ns <= v.link_lost_at_ns
-        return (v.link_lost_at_ns - last_tx_ns) * 1e-9, (raised_ns - last_tx_ns) * 1e-9, stopped
+        return ((v.link_lost_at_ns - last_tx_ns) * 1e-9, (raised_ns - last_tx_ns) * 1e-9,
+                (v.last_setpoint_tx_ns - last_tx_ns) * 1e-9, stopped)
     finally:
         if last_tx_ns is not None:
             toggle_silence(proc)
@@ -172,13 +173,18 @@ def main() -> None:
     ap.add_argument("--deadline", type=float, default=0.1, help="link_loss_deadline_s of the trials [s]")
     ap.add_argument("--quick", action="store_true", help="5 s, 20 trials")
     ap.add_argument("--png", type=Path, help="write both distributions to this PNG")
+    ap.add_argument("--switch-interval", type=float, default=sys.getswitchinterval(),
+                    help="this process's sys.setswitchinterval [s] (Python's 0.005 by default; a smaller one "
+                         "shortens the GIL hand-off from the receiver thread)")
     ap.add_argument("--force", action="store_true", help="overwrite an existing --png")
     args = ap.parse_args()
     if args.png is not None and args.png.exists() and not args.force:
         sys.exit(f"error: {args.png} exists; choose another --png path or pass --force")
     seconds, trials = (5.0, 20) if args.quick else (args.seconds, args.trials)
+    sys.setswitchinterval(args.switch_interval)
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores; load before "
-          f"{os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1/5/15 min)")
+          f"{os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1/5/15 min); Python "
+          f"{platform.python_version()}, switch interval {sys.getswitchinterval() * 1e3:g} ms")
     port = free_port()
     proc = start_standin(port)
     try:
@@ -189,22 +195,25 @@ def main() -> None:
               f"{np.percentile(t, 99):.3f} ms, max {t.max():.3f} ms; of it receiver -> control thread p50 "
               f"{np.percentile(h, 50):.3f} ms, p99 {np.percentile(h, 99):.3f} ms; the adapter's own share (all but the "
               f"controller) p50 {np.percentile(a, 50):.3f} ms, p99 {np.percentile(a, 99):.3f} ms")
-        latched, raised, stopped, cache = [], [], 0, {}
+        latched, raised, last_sp, stopped, cache = [], [], [], 0, {}
         for _ in tqdm(range(trials), desc="link-loss trials"):
-            a, b, ok = link_loss_trial(proc, port, args.deadline, cache)
+            a, b, c, ok = link_loss_trial(proc, port, args.deadline, cache)
             latched.append(a)
             raised.append(b)
+            last_sp.append(c)
             stopped += ok
-        latched, raised = np.array(latched), np.array(raised)
+        latched, raised, last_sp = np.array(latched), np.array(raised), np.array(last_sp)
         false_alarms = int(np.sum(np.isinf(latched)))
-        latched, raised = latched[np.isfinite(latched)], raised[np.isfinite(raised)]
+        latched, raised, last_sp = (x[np.isfinite(x)] for x in (latched, raised, last_sp))
         within = int(np.sum(latched <= args.deadline))
         print(f"link loss -> safe (deadline {args.deadline * 1e3:.0f} ms): stream stopped and RobotLinkLost latched "
               f"within the deadline in {within} of {trials} trials (median {np.median(latched) * 1e3:.1f} ms, max "
               f"{latched.max() * 1e3:.1f} ms after the vehicle's last packet); no setpoint after the loss in "
               f"{stopped} of {trials}; the control loop saw RobotLinkLost after median "
               f"{np.median(raised) * 1e3:.1f} ms, max {raised.max() * 1e3:.1f} ms; false alarms (loss declared while "
-              f"the vehicle was sending) {false_alarms}")
+              f"the vehicle was sending) {false_alarms}; the last setpoint left at most {last_sp.max() * 1e3:.1f} ms "
+              f"after the vehicle's last packet ({int(np.sum(last_sp <= args.deadline))} of {len(last_sp)} within "
+              f"the deadline)")
         if args.png is not None:
             plot(args.png, t, latched, args.deadline)
             print(f"wrote {args.png}")
