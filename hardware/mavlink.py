@@ -48,6 +48,7 @@ import numpy as np
 from hardware import mavlink_frames as frames
 from hardware.robot import (Command, CtbrCommand, Robot, RobotAlreadyConnectedError, RobotError, RobotLinkLost,
                             RobotState, RotorCommand, Schema, VehicleFacts, check_finite_command)
+from tether.presets import PX4_1KG
 
 AUTOPILOTS = ("px4", "ardupilot")
 SAFE_STOPS = ("disarm", "terminate")
@@ -101,13 +102,13 @@ class MavlinkCfg:
     land_on_link_return: bool = True
     """after a link loss, command LAND as soon as the vehicle is heard again"""
     # vehicle
-    vehicle_name: str = "iris"
-    """model or calibrated unit name, checked against a policy's contract"""
-    mass_kg: float = 1.5
-    """total mass [kg] (default: PX4 SITL iris)"""
-    max_thrust_n: float = 28.3
-    """collective thrust at normalized thrust 1 [N] (iris.sdf: 4 x motorConstant x maxRotVelocity^2;
-    on a real vehicle mass x g / MPC_THR_HOVER or / MOT_THST_HOVER, with the thrust curve linearized)"""
+    vehicle_name: str = PX4_1KG.name
+    """model or calibrated unit name, checked against a policy's contract (default: tether.presets px4_1kg)"""
+    mass_kg: float = PX4_1KG.mass_kg
+    """total mass [kg]"""
+    max_thrust_n: float = PX4_1KG.max_thrust_n
+    """collective thrust at normalized thrust 1 [N]; on a real vehicle mass x g / MPC_THR_HOVER (PX4) or
+    / MOT_THST_HOVER (ArduPilot), with the thrust curve linearized (THR_MDL_FAC, MOT_THST_EXPO)"""
     body_rate_limits_rad_s: tuple[float, float, float] = (3.84, 3.84, 3.49)
     """body rates sent are clipped to +- these about x, y, z (PX4 MC_ROLLRATE_MAX / MC_PITCHRATE_MAX 220
     deg/s, MC_YAWRATE_MAX 200 deg/s) [rad/s]"""
