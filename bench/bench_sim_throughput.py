@@ -6,7 +6,7 @@ default control rate, substeps and action space of QuadrotorTaskCfg, an external
 env passes it), starts tilted and spinning as at an env reset, a hover command held.
 
   eager           dynamics.step, eager
-  compiled        torch.compile(dynamics.step, dynamic=False), as QuadrotorTaskCfg(compile=True) does
+  compiled        torch.compile(dynamics.step, dynamic=False), as RunCfg(physics="compiled") does
   fused_eager     sim.quadrotor.fused, eager
   fused_compiled  sim.quadrotor.fused.compiled_rollout: one inductor kernel per step, state in place
 
