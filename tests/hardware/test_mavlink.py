@@ -196,6 +196,9 @@ def test_state_arrives_converted_and_commands_are_checked(make_standin, make_veh
     standin = make_standin()
     v = make_vehicle()
     v.connect()
+    # the twin starts with its origin on the ground plane and settles onto its collision box first
+    wait_until(lambda: np.linalg.norm(standin.true_state().lin_vel_w) < 1e-3, 5.0, "the vehicle to come to rest")
+    v.wait_state(v.wait_state(0, 1.0)[0], 1.0)
     truth = standin.true_state()
     state = v.read()
     np.testing.assert_allclose(state.pos_w, truth.pos_w, atol=1e-3)  # at rest on the ground
@@ -227,6 +230,7 @@ def test_offboard_is_denied_without_a_setpoint_stream(make_standin, make_vehicle
 # ------------------------------------------------------------------------------------ flight
 
 
+@pytest.mark.slow  # seconds of real-time flight
 def test_px4_offboard_hover_then_land(make_standin, make_vehicle):
     standin = make_standin()
     v = make_vehicle()
@@ -253,6 +257,7 @@ def test_px4_offboard_hover_then_land(make_standin, make_vehicle):
     v.disconnect()
 
 
+@pytest.mark.slow  # seconds of real-time flight
 def test_link_loss_stops_the_stream_then_the_vehicle_holds_and_lands_when_heard_again(make_standin, make_vehicle):
     standin = make_standin()
     v = make_vehicle(link_loss_deadline_s=0.3)
@@ -280,6 +285,7 @@ def test_link_loss_stops_the_stream_then_the_vehicle_holds_and_lands_when_heard_
     wait_until(lambda: not standin.armed, 10.0, "the vehicle to land")
 
 
+@pytest.mark.slow  # seconds of real-time flight
 def test_safe_stop_forces_a_disarm_in_flight_and_a_plain_disarm_is_refused(make_standin, make_vehicle):
     standin = make_standin()
     v = make_vehicle()
@@ -317,6 +323,7 @@ def test_ardupilot_refuses_or_sets_its_guided_parameters(make_standin, make_vehi
     assert int(standin.params["GUID_OPTIONS"]) & 8 and standin.params["GUID_TIMEOUT"] == v.cfg.guided_timeout_s
 
 
+@pytest.mark.slow  # seconds of real-time flight
 def test_ardupilot_guided_nogps_hover_and_guided_timeout(make_standin, make_vehicle):
     standin = make_standin(flavour="ardupilot")
     v = make_vehicle(ArduPilotCfg)
