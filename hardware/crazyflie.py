@@ -210,7 +210,7 @@ class Crazyflie(Robot):
         self.last_send_s: float | None = None
         """monotonic time the latest commander packet was handed to the link [s]"""
         self.on_link_lost: list[Callable[[str], None]] = []
-        """called once (watchdog thread) with the reason when the link is lost, after safe_stop"""
+        """called once (watchdog thread) with the reason when the link is lost, after the stop is latched"""
 
     # ----------------------------------------------------------------------------------- schema
 
@@ -261,8 +261,7 @@ class Crazyflie(Robot):
             if missing:
                 raise RobotError(f"{self.name}: the firmware lacks {missing}; flash a firmware with the PID "
                                  "controller's state estimate, gyro and pm log groups and the flightmode parameters")
-            for name in RATE_MODE_PARAMS:  # rate mode on every axis, checked by reading back
-                cf.param.set_value(name, 0)
+            self._set_rate_mode(cf)
             period_ms = int(round(self.cfg.log_period_s * 1000))
             for block_name, block, cb in (("tether_pose", POSE_BLOCK, self._on_pose),
                                           ("tether_attitude", ATTITUDE_BLOCK, self._on_attitude)):
@@ -284,9 +283,6 @@ class Crazyflie(Robot):
             if self._state is None:
                 raise RobotError(f"{self.name}: connected, but no state from the log blocks within "
                                  f"{self.cfg.connect_timeout_s} s")
-            for name in RATE_MODE_PARAMS:
-                if int(float(cf.param.get_value(name, timeout=self.cfg.connect_timeout_s))) != 0:
-                    raise RobotError(f"{self.name}: {name} did not switch to rate mode (0)")
         except BaseException:
             self._cf = None
             cf.close_link()
@@ -294,6 +290,28 @@ class Crazyflie(Robot):
         self._closing.clear()
         self._watchdog = threading.Thread(target=self._watch, name="crazyflie-watchdog", daemon=True)
         self._watchdog.start()
+
+    def _set_rate_mode(self, cf) -> None:
+        """Rate mode (0) on every axis, confirmed by the firmware's answer to each write."""
+        confirmed = {name: threading.Event() for name in RATE_MODE_PARAMS}
+
+        def on_update(name: str, value: str) -> None:
+            if name in confirmed and int(float(value)) == 0:
+                confirmed[name].set()
+
+        for name in RATE_MODE_PARAMS:
+            group, var = name.split(".")
+            cf.param.add_update_callback(group=group, name=var, cb=on_update)
+            cf.param.set_value(name, 0)
+        try:
+            for name, done in confirmed.items():
+                if not done.wait(self.cfg.connect_timeout_s):
+                    raise RobotError(f"{self.name}: {name} did not switch to rate mode (0) within "
+                                     f"{self.cfg.connect_timeout_s} s")
+        finally:
+            for name in RATE_MODE_PARAMS:
+                group, var = name.split(".")
+                cf.param.remove_update_callback(group=group, name=var, cb=on_update)
 
     def disconnect(self) -> None:
         cf = self._cf
@@ -425,13 +443,22 @@ class Crazyflie(Robot):
         unlocks thrust at zero first). On a lost link nothing arrives: the firmware's own watchdogs
         (emergency stop 1 s after the last keepalive, motors off 2 s after the last setpoint) act."""
         self._require_connected("safe_stop")
-        cf = self._cf
+        self._latch_stop(why)
+        self._send_stop()
+
+    def _latch_stop(self, why: str) -> None:
+        """From now on no flight setpoint leaves until the next send() after a stop (recorded)."""
         with self._lock:
             self._stopped = True
-        for _ in range(self.cfg.stop_repeats):
-            if cf.link is not None:
-                cf.commander.send_stop_setpoint()
         self.safe_stops.append((time.monotonic(), why))
+
+    def _send_stop(self) -> None:
+        # best effort: while cflib tears a failed link down it holds its send lock (up to 1 s, the UDP
+        # driver's receive timeout), so this may wait; the stop is latched before
+        cf = self._cf
+        for _ in range(self.cfg.stop_repeats):
+            if cf is not None and cf.link is not None:
+                cf.commander.send_stop_setpoint()
 
     def emergency_stop(self) -> None:
         """The supervisor's emergency stop: motors off and the Crazyflie locked until it is restarted."""
@@ -491,8 +518,15 @@ class Crazyflie(Robot):
             self._new_state.notify_all()
 
     def _watch(self) -> None:
-        """Every watchdog_period_s: a stale state or a lost link -> safe_stop, once, then on_link_lost."""
-        while not self._closing.wait(self.cfg.watchdog_period_s):
+        """A stale state or a lost link -> the stop latched, on_link_lost, the stop sent; once. Wakes
+        every watchdog_period_s, and just after the moment the latest state turns stale."""
+        period = self.cfg.watchdog_period_s
+        while True:
+            arrival = self._state_arrival_s
+            wait = period if arrival is None else \
+                min(period, max(0.0005, arrival + self.cfg.state_timeout_s - time.monotonic() + 0.0005))
+            if self._closing.wait(wait):
+                return
             now = time.monotonic()
             with self._lock:
                 lost = self._lost
@@ -502,7 +536,8 @@ class Crazyflie(Robot):
                                          f"(state_timeout_s {self.cfg.state_timeout_s:g})")
                     self._new_state.notify_all()
             if lost is not None:
-                self.safe_stop(f"link lost: {lost}")
+                self._latch_stop(f"link lost: {lost}")
                 for cb in list(self.on_link_lost):
                     cb(lost)
+                self._send_stop()
                 return

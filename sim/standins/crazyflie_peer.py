@@ -143,6 +143,7 @@ class CrazyfliePeer:
         self._running = False
         self.silent = False
         self.port_closed = False
+        self._requests: list[str] = []  # toggles asked for by signal handlers, applied by the loop
         self._t0 = time.monotonic()
         self.params = {(g, n): v for g, n, _t, v in PARAM_TOC}
         self._blocks: dict[int, dict] = {}  # id -> {"vars": [(toc index, fetch type)], "period": ticks, "on": bool}
@@ -168,7 +169,7 @@ class CrazyfliePeer:
     def event(self, kind: str, **fields) -> None:
         if self._events is not None:
             self._events.write(json.dumps({"t_s": round(time.monotonic() - self._t0, 4), "wall_s": time.time(),
-                                           "event": kind, **fields}) + "\n")
+                                           "monotonic_s": time.monotonic(), "event": kind, **fields}) + "\n")
 
     def open_port(self) -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -184,19 +185,28 @@ class CrazyfliePeer:
         self.port_closed = True
 
     def toggle_silent(self, *_args) -> None:
-        self.silent = not self.silent
-        self.event("silent" if self.silent else "talking")
+        """Silent link on / off (a signal handler may call it: applied by the loop, between packets)."""
+        self._requests.append("silent")
 
     def toggle_port(self, *_args) -> None:
-        if self.port_closed:
-            self.open_port()
-            self.event("port_open")
-        else:
-            self.close_port()
-            self.event("port_closed")
+        """Close / reopen the port (as toggle_silent, applied by the loop)."""
+        self._requests.append("port")
 
     def stop(self, *_args) -> None:
         self._running = False
+
+    def _apply_requests(self) -> None:
+        while self._requests:
+            what = self._requests.pop(0)
+            if what == "silent":
+                self.silent = not self.silent
+                self.event("silent" if self.silent else "talking")
+            elif self.port_closed:
+                self.open_port()
+                self.event("port_open")
+            else:
+                self.close_port()
+                self.event("port_closed")
 
     def _send(self, port: int, channel: int, payload: bytes) -> None:
         if self._sock is None or self._client is None or self.silent:
@@ -219,6 +229,7 @@ class CrazyfliePeer:
         next_tick = time.monotonic()
         try:
             while self._running:
+                self._apply_requests()
                 now = time.monotonic()
                 wait = max(0.0, next_tick - now)
                 if self._sock is not None:

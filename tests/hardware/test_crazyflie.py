@@ -181,12 +181,23 @@ def test_body_rate_signs_reach_the_vehicle(robot, axis):
     assert max(others) < 0.5 * w[axis], w.tolist()
 
 
-def test_flies_the_onnx_hover_policy_as_the_runner_does(peer, robot):
+def test_flies_the_onnx_hover_policy_as_the_runner_does(peer, tmp_path):
     """tether.runtime + tether.observation + the runner's action history and actuation: take off from
     the ground to the goal and hold it for several seconds."""
+    # loaded before connecting: creating the onnxruntime session starves cflib's threads in this process
+    # for a few hundred ms on a loaded machine, which the staleness watchdog rightly calls a link loss
+    policy = OnnxPolicy(HOVER_POLICY)
+    robot = Crazyflie(CrazyflieCfg(uri=peer.uri, toc_cache_dir=str(tmp_path / "toc"), state_timeout_s=0.3))
+    robot.connect()
+    try:
+        _fly_hover(policy, robot, peer)
+    finally:
+        robot.disconnect()
+
+
+def _fly_hover(policy, robot, peer):
     from tether_deploy.actuation import ActionToCommand
 
-    policy = OnnxPolicy(HOVER_POLICY)
     c = policy.contract
     check_vehicle(c, robot.vehicle, "the Crazyflie")
     to_command = ActionToCommand(c.action)
