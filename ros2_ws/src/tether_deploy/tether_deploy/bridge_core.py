@@ -17,7 +17,7 @@ import numpy as np
 
 from hardware.robot import (Command, CtbrCommand, Robot, RobotError, RobotLinkLost, RobotState, RotorCommand,
                             check_vehicle)
-from hardware.safety import LAND, OK, STOP, SafeRobot, SafetyCfg, SafetyLatched, Verdict
+from hardware.safety import LAND, OK, STOP, SafeRobot, SafetyCfg, Verdict
 from tether.actions import ActionMap
 from tether.contract import ActionSpec, PolicyContract
 from tether.observation import quat_wxyz_to_rotmat
@@ -234,5 +234,3 @@ def verdict_text(v: Verdict) -> str:
     """robot/safety's text: 'ok', 'land: <reason>' or 'stop: <reason>'."""
     return v.action if v.ok else f"{v.action}: {v.reason}"
 
-
-__all__ = ["BridgeCore", "SafetyLatched", "TickResult", "make_adapter", "simulated", "verdict_text"]
