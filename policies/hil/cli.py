@@ -25,11 +25,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--validate-twin", type=Path, default=None,
                    help="TwinConfig YAML (hardware.twin keys) to validate parent and child on")
     p.add_argument("--validate-estimated", action="store_true",
-                   help="validate on the twin with the rotor gains estimated from the logs instead of its own "
-                        "disturbances (with --validate-twin: that twin's other settings)")
+                   help="validate on the twin with the disturbance identified from the logs instead of its own "
+                        "disturbances (with --validate-twin: that twin's other settings); skipped, and said so, "
+                        "when the identified model cannot predict the logged flight")
     p.add_argument("--sim-iterations", type=int, default=None,
                    help="rollouts of the simulator stage (default 20); 0: fine-tune on the logs only")
-    p.add_argument("--swap", action="store_true", help="offer the child to the running runner (runner/load_policy)")
+    p.add_argument("--swap", action="store_true", help="offer the child to the running runner (runner/load_policy); "
+                   "refused when the twin validation is worse, or missing (see --swap-unvalidated)")
+    p.add_argument("--swap-unvalidated", action="store_true",
+                   help="with --swap: offer a child that could not be validated (no twin, or 'cannot predict')")
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID of the running runner (--swap)")
     p.add_argument("--report", type=Path, default=None, help="write the report JSON here")
     p.set_defaults(func=run)
@@ -117,9 +121,17 @@ def run(args) -> int:
         raise CommandFailed(" ".join(str(e).split())) from e
     if args.report is not None:
         args.report.write_text(json.dumps(report, indent=2, default=float) + "\n")
+    pred = report["prediction"]
+    if pred["status"] == "cannot predict":
+        print(f"cannot predict: {pred['why']}. No twin validation and no simulator stage were used; the child "
+              "is not claimed to be better than its parent until new flights measure it", file=sys.stderr)
     val = report.get("validation")
     if args.swap and val is not None and val["child"]["success_rate"] < val["parent"]["success_rate"]:
         print("not swapped: the child validates worse than its parent on the twin", file=sys.stderr)
+        return 1
+    if args.swap and val is None and not args.swap_unvalidated:
+        print("not swapped: the child has no twin validation (pass --swap-unvalidated to fly it anyway, "
+              "with the operator ready)", file=sys.stderr)
         return 1
     if args.swap:
         from policies.hil.loop import request_hot_swap

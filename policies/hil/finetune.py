@@ -146,14 +146,21 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
 
     data = build_transitions(steps, contract, reward="rlif" if method == "rlif" else "task")
     child_model, train_logs = finetune_actor(parent_model, data, cfg, logged_policy_actions(steps))
-    sim_report = None
-    if sim_refine is not None and predictable:
+    sim_report, child_val = None, None
+    if sim_refine is not None and predictable and validate_twin is not None:
+        child_val = _validate(_torch_policy(child_model), contract, validate_twin, validate_starts, goal_w)
+        if child_val["success_rate"] >= sim_refine.skip_at_success:
+            sim_report = {"skipped": f"the logs-only child validates {child_val['success_rate']:.2f} >= "
+                                     f"{sim_refine.skip_at_success:g} on the twin"}
+            progress(f"finetune: no simulator stage: {sim_report['skipped']}")
+    if sim_refine is not None and predictable and sim_report is None:
+        child_val = None
         child_model, sim_report = refine_in_sim(child_model, task_cfg, estimate.gains, data.obs[data.sim < 0.5],
                                                 sim_refine, disturbance=estimate)
         progress(f"finetune: continued in the simulator with the identified disturbance: {sim_report['sim_env_steps']:,} "
                  f"sim steps (hover cost {sim_report['cost_first']:.2f} -> {sim_report['cost_last']:.2f}), anchored on "
                  f"{sim_report['robot_anchor_steps']:,} robot steps, {sim_report['time_s']:.1f} s")
-    elif sim_refine is not None:
+    elif sim_refine is not None and not predictable:
         progress("finetune: no simulator stage (the identified model cannot predict the flight)")
     t_train = time.perf_counter() - t0
     estimated = None if estimate is None else estimate.to_dict()
@@ -185,7 +192,7 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
             report["validation_twin"] = dataclasses.asdict(validate_twin)
             report["validation"] = {
                 "parent": validate_on_twin(parent_dir, validate_twin, validate_starts, goal_w),
-                "child": validate_on_twin(export_dir, validate_twin, validate_starts, goal_w)}
+                "child": child_val or validate_on_twin(export_dir, validate_twin, validate_starts, goal_w)}
             prediction["predicted_success"] = report["validation"]["child"]["success_rate"]
             progress(f"finetune: twin validation ({prediction['validated_on']}) success parent "
                      f"{report['validation']['parent']['success_rate']:.2f} -> child "
@@ -209,13 +216,27 @@ def validate_on_twin(policy_dir: str | Path, twin_cfg, num_starts: int = 20, goa
                      seed: int = 4242) -> dict:
     """Hover success on the twin's physics (pybullet, its perturbation) from seeded starts near the goal:
     within the hold tolerance through the hold window (policies.hil.flight.EpisodeCfg)."""
+    policy = OnnxPolicy(policy_dir)
+    return _validate(policy, policy.contract, twin_cfg, num_starts, goal_w, seed)
+
+
+def _torch_policy(model):
+    """obs [M, obs] float32 -> actions [M, A] of an (unexported) actor, as onnxruntime would run it."""
+    deployed = DeployedActor(model).eval()
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return deployed(torch.as_tensor(np.asarray(obs, dtype=np.float32))).numpy()
+    return act
+
+
+def _validate(policy, contract, twin_cfg, num_starts: int, goal_w, seed: int = 4242) -> dict:
     from hardware.twin import physics_overrides, with_policy_rate_gains
     from policies.hil.flight import EpisodeCfg, episode_starts
     from sim.pybullet_ref.evaluate import fly
     from sim.quadrotor.presets import PRESETS
 
-    policy = OnnxPolicy(policy_dir)
-    twin_cfg = with_policy_rate_gains(twin_cfg, policy.contract.action)  # the firmware this policy expects
+    twin_cfg = with_policy_rate_gains(twin_cfg, contract.action)  # the firmware this policy expects
     ep = EpisodeCfg(goal_w=tuple(goal_w))
     starts = episode_starts(num_starts, ep, seed)
     gust = twin_cfg.wind_gust
@@ -231,8 +252,8 @@ def validate_on_twin(policy_dir: str | Path, twin_cfg, num_starts: int = 20, goa
                                     if getattr(ov, f.name) is not None and np.ndim(getattr(ov, f.name)) == 2})
     init = {"pos_w": np.array([s["pos_w"] for s in starts]), "lin_vel_w": np.array([s["lin_vel_w"] for s in starts]),
             "quat_wxyz": np.tile([1.0, 0.0, 0.0, 0.0], (num_starts, 1)), "ang_vel_b": np.zeros((num_starts, 3))}
-    r = fly(policy, policy.contract, PRESETS[twin_cfg.preset], init, np.tile(goal_w, (num_starts, 1)),
-            ep.duration_s, overrides=ov, latency_steps=int(round(twin_cfg.latency_s * policy.contract.control_rate_hz)),
+    r = fly(policy, contract, PRESETS[twin_cfg.preset], init, np.tile(goal_w, (num_starts, 1)),
+            ep.duration_s, overrides=ov, latency_steps=int(round(twin_cfg.latency_s * contract.control_rate_hz)),
             ext_force_w=ext)
     hold = r["t_s"] >= ep.settle_s
     max_err = r["pos_err"][hold].max(axis=0)

@@ -32,8 +32,11 @@ from sim.randomization import RandomizationCfg
 
 @dataclasses.dataclass(frozen=True)
 class SimRefineCfg:
-    iterations: int = 20
+    iterations: int = 12
     """rollouts from fresh starts (each: segments_per_rollout optimizer steps)"""
+    skip_at_success: float = 0.95
+    """finetune skips this stage when the logs-only child already holds at this success on the validation
+    twin (the identified disturbance); > 1: never skip [1]"""
     num_envs: int = 256
     segment_steps: int = 25
     """control steps per back-propagated segment (0.5 s at 50 Hz)"""
