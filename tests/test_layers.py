@@ -254,6 +254,8 @@ def test_the_robot_wheel_installs_into_a_fresh_venv_without_torch_and_flies_the_
     installed = {ROBOT_SETUP["_name"](line.split("==")[0]) for line in subprocess.run(
         [str(py), "-m", "pip", "freeze"], capture_output=True, text=True, check=True).stdout.splitlines()}
     assert not installed & {"torch", "pybullet", "scipy", "opencv-python-headless", "tether"}, installed
+    check = subprocess.run([str(py), "-m", "pip", "check"], capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr  # every requirement of what is installed is met
 
     rclpy_free = [m for m, f in robot_modules().items()
                   if not _needs_ros_or_driver(m, f, robot_modules())]
