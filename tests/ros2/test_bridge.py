@@ -231,6 +231,7 @@ def test_node_flies_the_policy_runner(launcher, rclpy_context, linear_policy_dir
     ({"adapter": "twin", "safety.max_thrust_frac": 1.5}, "safety.max_thrust_frac must be in (0, 1]"),
     ({"adapter": "crazyfly"}, "did you mean 'crazyflie'"),
     ({}, "parameter adapter is empty"),  # the default: none chosen
+    ({"adapter": "arm"}, "adapter is not a quadrotor"),
 ])
 def test_node_refuses_bad_parameters_with_status_2(launcher, policy_dir, params, words):
     proc = launcher.start("bridge_node", {**params, "policy_dir": str(policy_dir)})

@@ -19,7 +19,7 @@ from hardware.robot import (Command, CtbrCommand, Robot, RobotError, RobotLinkLo
                             check_vehicle)
 from hardware.safety import LAND, OK, STOP, SafeRobot, SafetyCfg, Verdict
 from tether.actions import ActionMap
-from tether.contract import ActionSpec, PolicyContract
+from tether.contract import ActionSpec, ContractError, PolicyContract
 from tether.observation import quat_wxyz_to_rotmat
 from tether_deploy.actuation import ActionToCommand
 
@@ -61,8 +61,11 @@ class BridgeCore:
                  auto_arm: bool = False, clock=time.monotonic):
         """``robot``: the adapter, not yet connected; the contract's vehicle and action space are checked
         against it first (ContractError)."""
-        if robot.vehicle is not None:
-            check_vehicle(contract, robot.vehicle, f"the {robot.name} adapter")
+        if robot.vehicle is None:  # an arm: no contract action type maps to joint commands yet
+            raise ContractError(f"the {robot.name} adapter is not a quadrotor (it takes "
+                                f"{', '.join(sorted(robot.command_schema))}); the bridge maps only the contract's "
+                                f"{contract.action.type} actions of a quadrotor policy")
+        check_vehicle(contract, robot.vehicle, f"the {robot.name} adapter")
         self.spec: ActionSpec = contract.action
         self.inner = robot
         self.sim = simulated(robot)
@@ -71,8 +74,7 @@ class BridgeCore:
         safety_clock = (lambda: robot.sim_time_s) if self.sim else clock
         self.robot = SafeRobot(robot, safety, clock=safety_clock)
         layout = robot.vehicle
-        self.to_command = ActionToCommand(self.spec, None if layout is None else layout.rotor_pos_b or None,
-                                          None if layout is None else layout.rotor_spin or None)
+        self.to_command = ActionToCommand(self.spec, layout.rotor_pos_b or None, layout.rotor_spin or None)
         self._map = ActionMap(self.spec)
         self.cmd_timeout_s = cmd_timeout_s
         self.auto_arm = auto_arm

@@ -44,7 +44,7 @@ class BridgeNode(Node):
             robot = make_adapter(params.adapter, params.robot)
             self.core = BridgeCore(robot, contract, params.safety, params.cmd_timeout_s, params.auto_arm)
         except (ContractError, ImportError) as e:
-            log.fatal(f"{params.adapter}: policy {params.policy_dir!r} refused: {e}")
+            log.fatal(f"robot_bridge (adapter {params.adapter!r}, policy {params.policy_dir!r}) refused to start: {e}")
             raise SystemExit(2) from None
         self.params = params
         try:
