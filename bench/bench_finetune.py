@@ -1,92 +1,104 @@
-"""Human-in-the-loop fine-tuning on the perturbed twin (a 30 % weaker motor): prints the figures.
+"""Human-in-the-loop correction on each twin disturbance: prints the figures, with the seed and the load.
 
-  success per round (hold within 5 cm for 10 s with no takeover), intervention rate per round,
-  finetune + export + validation seconds, the perturbation estimated from the logs, and the default
-  method against HG-DAgger (and RLIF) fine-tuned on the same interventions, each with and without the
-  simulator stage (twin validation from the same seeded starts).
+For each disturbance (a steady wind of 10 % of the weight, a payload of 20 % of the mass 2 cm off
+centre, a motor at 60 %, wind plus a motor at 70 %), the correction loop (policies.hil.loop, in-process
+backend, the scripted operator) flies round 0 with the parent, fine-tunes on its corrected episodes,
+and flies round 1 with the child:
+  success per round (hold within 5 cm for 10 s with no takeover), intervention rate (share of steps
+  under the operator), longest success streak, episodes and time to 90 % success, the success finetune
+  predicted for the child on the twin it built from the logs (or "cannot predict") against the
+  measured one, the disturbance identified from the logs, finetune + export + validation seconds
+  (wall, and this process's CPU: the machine is shared).
 
-Run: .venv/bin/python bench/bench_finetune.py [--policy DIR] [--rounds 3] [--episodes 10] [--backend inproc|ros]
-Without --policy it uses tests/fixtures/hover_policy, else trains a hover policy first (~40 s here).
+Run: .venv/bin/python bench/bench_finetune.py [--policy DIR] [--episodes 10] [--seed 0] [--only wind ...]
+Without --policy it uses tests/fixtures/hover_policy. Writes a JSON summary with --out.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+import json
+import os
+import platform
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from hardware.twin import Payload, TwinConfig, WeakMotor, WindGust
+from sim.quadrotor.presets import GRAVITY, PRESETS
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+MASS = PRESETS["crazyflie2x"].mass_kg
+WEIGHT = MASS * GRAVITY
+DISTURBANCES = {
+    "wind": TwinConfig(wind_gust=WindGust(0.0, 1e9, (0.1 * WEIGHT * 0.6, 0.1 * WEIGHT * 0.8, 0.0))),
+    "payload": TwinConfig(payload=Payload(mass_kg=0.2 * MASS, pos_b=(0.0141, -0.0141, 0.0))),
+    "weak_motor": TwinConfig(weak_motor=WeakMotor(index=2, gain=0.6)),
+    "wind_weak_motor": TwinConfig(wind_gust=WindGust(0.0, 1e9, (-0.1 * WEIGHT, 0.0, 0.0)),
+                                  weak_motor=WeakMotor(index=1, gain=0.7)),
+}
 
 
-def parent_policy(work: Path) -> Path:
-    fixture = REPO / "tests" / "fixtures" / "hover_policy"
-    if (fixture / "policy.onnx").is_file():
-        return fixture
-    from policies.export import export_policy
-    from policies.ppo import PPOCfg, train
-    from sim.tasks import make_env
-
-    t0 = time.perf_counter()
-    ckpt = train(make_env("hover", num_envs=512), "hover", PPOCfg(num_iterations=80, save_interval=1000),
-                 work / "run", progress=False)
-    export_policy(ckpt, work / "parent")
-    print(f"trained a hover parent in {time.perf_counter() - t0:.0f} s")
-    return work / "parent"
+def load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg()) + f" on {os.cpu_count()} cores"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--policy", type=Path)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--policy", type=Path, default=REPO / "tests" / "fixtures" / "hover_policy")
     ap.add_argument("--episodes", type=int, default=10)
-    ap.add_argument("--backend", default="inproc", choices=("inproc", "ros"))
-    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", nargs="+", choices=list(DISTURBANCES), default=list(DISTURBANCES))
+    ap.add_argument("--out", type=Path, default=None, help="write the summary JSON here")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    from policies.hil.finetune import finetune
-    from hardware.twin import with_policy_rate_gains
+    from policies.hil.identify import DisturbanceEstimate
     from policies.hil.loop import LoopCfg, run_correction_loop
-    from policies.hil.sim_refine import SimRefineCfg
-    from tether.runtime import OnnxPolicy
 
     work = Path(tempfile.mkdtemp(prefix="bench_finetune_"))
-    parent = args.policy or parent_policy(work)
-    out = args.out or work / "loop"
-    cfg = LoopCfg(rounds=args.rounds, episodes_per_round=args.episodes, backend=args.backend)
-    rep = run_correction_loop(parent, out, cfg, progress=lambda s: None)
-    print(f"\nperturbed twin: {cfg.twin.weak_motor}; {args.episodes} corrected episodes per round ({args.backend})")
-    print("round  policy        success  intervention-rate  finetune+export+validation [s]  twin-validation")
-    for r in rep["rounds"]:
-        ft = r.get("finetune", {})
-        val = ft.get("validation", {}).get("child", {}).get("success_rate")
-        kept = "" if ft.get("deployed", True) else " (child not deployed: validated worse)"
-        print(f"{r['round']:>5}  {r['policy_sha256'][:12]}  {r['success_rate']:7.2f}  {r['intervention_rate']:17.2f}  "
-              f"{ft.get('finetune_export_validate_s', float('nan')):30.1f}  "
-              f"{'' if val is None else f'child {val:.2f}'}{kept}")
-    round0 = [Path(e["bag"]) for e in rep["rounds"][0]["episodes"]]
-    est = rep["rounds"][0].get("finetune", {}).get("perturbation")
-    if est is not None:
-        print(f"\nperturbation estimated from the round-0 logs: rotor gains {[round(g, 3) for g in est['gains']]} "
-              f"(true: motor {cfg.twin.weak_motor.index} at {cfg.twin.weak_motor.gain})")
-    print(f"\nsame interventions (round 0, {len(round0)} episodes), validation on the true perturbed twin from 20 "
-          "seeded starts:")
-    twin = with_policy_rate_gains(cfg.twin, OnnxPolicy(parent).contract.action)
-    for method in ("hil_serl", "hg_dagger", "rlif"):
-        for sim in (SimRefineCfg(), None):
-            t0 = time.perf_counter()
-            r = finetune(parent, round0, method, work / f"cmp_{method}", validate_twin=twin, force=True,
-                         sim_refine=sim, progress=lambda s: None)
-            v = r["validation"]
-            stage = "logs + sim" if sim is not None else "logs only "
-            print(f"  {method:10s} {stage} success {v['parent']['success_rate']:.2f} -> "
-                  f"{v['child']['success_rate']:.2f}, median max error {v['child']['max_err_m_median'] * 100:.1f} cm, "
-                  f"{time.perf_counter() - t0:.1f} s")
-    print(f"\nreport: {out / 'report.json'}, plots: {out / 'report.png'}")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; parent {args.policy}")
+    rows = []
+    for name in args.only:
+        cfg = LoopCfg(rounds=args.rounds, episodes_per_round=args.episodes, twin=DISTURBANCES[name], seed=args.seed)
+        before = load()
+        t0 = time.perf_counter()
+        rep = run_correction_loop(args.policy, work / name, cfg, progress=lambda s: None)
+        wall = time.perf_counter() - t0
+        after = load()
+        print(f"\n== {name}: {DISTURBANCES[name]}\n   seed {args.seed}; {args.episodes} corrected episodes per round; "
+              f"loop {wall:.0f} s; {before} at the start, {after} at the end")
+        print("   round  success  predicted        intervention-rate  streak  finetune+export+validation [s]")
+        for r in rep["rounds"]:
+            ft = r.get("finetune") or {}
+            pred = {"parent": "-", "cannot predict": "cannot predict"}.get(
+                r["prediction_status"], f"{r['predicted_success']:.2f}" if r["predicted_success"] is not None else "-")
+            secs = "" if not ft else f"{ft['finetune_export_validate_s']:.1f} wall, " \
+                                     f"{ft['finetune_export_validate_cpu_s']:.1f} CPU"
+            print(f"   {r['round']:>5}  {r['success_rate']:7.2f}  {pred:>15}  {r['intervention_rate']:17.2f}  "
+                  f"{r['success_streak']:6d}  {secs}")
+            est = ft.get("perturbation")
+            if est:
+                d = DisturbanceEstimate(**{k: est[k] for k in est if k in DisturbanceEstimate.__dataclass_fields__})
+                print(f"          identified: {d.describe()}; explains {d.explained_total:.0%}, unexplained "
+                      f"{d.unexplained_share:.0%}; gate: {ft.get('gate')}")
+        s = rep["summary"]
+        print(f"   to 90 % success: {s['episodes_to_target']} episodes, "
+              f"{'-' if s['time_to_target_s'] is None else round(s['time_to_target_s'])} s (flight + finetune); "
+              f"report {work / name / 'report.json'}")
+        rows.append({"disturbance": name, "twin": str(DISTURBANCES[name]), "seed": args.seed, "load_start": before,
+                     "load_end": after, "loop_s": wall, "summary": s,
+                     "rounds": [{k: r.get(k) for k in ("round", "success_rate", "intervention_rate", "success_streak",
+                                                       "prediction_status", "predicted_success")} |
+                                {"finetune_s": (r.get("finetune") or {}).get("finetune_export_validate_s"),
+                                 "finetune_cpu_s": (r.get("finetune") or {}).get("finetune_export_validate_cpu_s")}
+                                for r in rep["rounds"]]})
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(rows, indent=2, default=float) + "\n")
+        print(f"\nsummary: {args.out}")
 
 
 if __name__ == "__main__":

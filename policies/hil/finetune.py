@@ -35,7 +35,7 @@ from policies.evaluation import task_cfg_from_contract
 from policies.hil.algorithms import (FinetuneCfg, actor_from_onnx, build_transitions, finetune_actor,
                                      logged_policy_actions)
 from policies.hil.dataset import LogError, load_logs, replay_match
-from policies.hil.identify import estimate_disturbance
+from policies.hil.identify import GROUPS, estimate_disturbance
 from policies.hil.sim_refine import SimRefineCfg, refine_in_sim
 from policies.models import DeployedActor
 from tether.config import config_to_dict
@@ -78,7 +78,7 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
              out_dir: str | Path = "artifacts/finetuned", cfg: FinetuneCfg | None = None,
              goal_w=(0.0, 0.0, 1.0), force: bool = False, validate_twin=None, validate_starts: int = 20,
              validate_estimated: bool = False, sim_refine: SimRefineCfg | None = SimRefineCfg(),
-             progress=print) -> dict:
+             progress=print, identify_groups: tuple[str, ...] = GROUPS) -> dict:
     """Fine-tune the deployed policy in ``parent_policy_dir`` on the intervention ``logs``; returns a report.
 
     validate_twin: a hardware.twin.TwinConfig to validate parent and child on (None: skip).
@@ -87,6 +87,7 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
         that model cannot predict the logged flight (report ``prediction``: status and why).
     sim_refine: continue in the simulator with the identified disturbance (None: logs only); skipped
         when the model cannot predict the flight.
+    identify_groups: the disturbance groups identification may use (policies.hil.identify.GROUPS).
     """
     t0 = time.perf_counter()
     torch.set_num_threads(1)
@@ -118,7 +119,7 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
     task_cfg = task_cfg_from_contract(parent_dir)
     estimate, why = None, ""
     try:
-        estimate = estimate_disturbance(steps.select(steps.source == "robot"), task_cfg)
+        estimate = estimate_disturbance(steps.select(steps.source == "robot"), task_cfg, groups=identify_groups)
         progress(f"finetune: identified from the logs: {estimate.describe()} (the model BIC chooses among "
                  f"{len(estimate.candidates) - 1} fitted; it explains {estimate.explained_total:.0%} of the nominal "
                  "model's prediction error)")

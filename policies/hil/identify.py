@@ -2,7 +2,8 @@
 
 Candidate causes, each a group of parameters the training simulator and the twin can both apply:
   * ``rotor_gains``  a thrust (and reaction-torque) multiplier per rotor: a weak motor, a chipped prop;
-  * ``force``        a steady external force in the world frame [N]: a steady wind, a tether;
+  * ``force``        a steady horizontal external force in the world frame [N]: a steady wind, a tether
+                     (a vertical one is, at hover, the same as a change of mass or thrust: ``mass``);
   * ``mass``         added mass [kg] at the centre (negative: lighter than modelled);
   * ``com``          where that mass sits, in the body x-y plane [m] (only with ``mass``): an off-centre
                      point payload, as the twin models one. It shifts the centre of mass (CoM) by
@@ -58,7 +59,7 @@ class DisturbanceEstimate:
     """thrust and reaction-torque multiplier per rotor, motor order (1: as modelled, or not in the model)"""
     gains_sigma: tuple[float, ...]
     force_w: tuple[float, float, float]
-    """steady external force, world frame [N]"""
+    """steady external force, world frame, horizontal (z: 0) [N]"""
     force_sigma_n: tuple[float, float, float]
     added_mass_kg: float
     """mass beyond the model's [kg]"""
@@ -328,7 +329,7 @@ def estimate_disturbance(step: StepLog, task_cfg, window: int = 3, max_windows: 
     pick = np.sort(np.random.default_rng(seed + 1).choice(len(starts), min(len(starts), select_windows), replace=False))
     select = _Predictor(step, starts[pick], task_cfg, window, burn_in)  # model selection on fewer windows
     r_n, mass = predict.n_rot, predict.vehicle.mass_kg
-    index = {"rotor_gains": list(range(r_n)), "force": [r_n, r_n + 1, r_n + 2], "mass": [r_n + 3],
+    index = {"rotor_gains": list(range(r_n)), "force": [r_n, r_n + 1], "mass": [r_n + 3],
              "com": [r_n + 4, r_n + 5]}
     unit = np.array([0.1] * r_n + [0.05 * mass * GRAVITY] * 3 + [0.1 * mass] + [0.02] * 2)
     theta0 = np.concatenate([np.ones(r_n), np.zeros(6)])
@@ -416,8 +417,8 @@ def estimate_disturbance(step: StepLog, task_cfg, window: int = 3, max_windows: 
         why = (f"the model explains {1 - fit['rss'] / rss0:.0%} of the nominal residual; a slowly varying wrench "
                f"would explain only {unexplained:.0%} more")
     else:
-        why = (f"the logs show a disturbance the model does not capture: a wrench varying every {segment_s:g} s "
-               f"explains {unexplained:.0%} more of the nominal residual than the chosen model "
+        why = (f"the logs show a disturbance the model does not capture: an external force and torque, constant "
+               f"over each {segment_s:g} s, explain {unexplained:.0%} more of the nominal residual than the chosen model "
                f"({'favoured' if beats else 'not favoured'} by BIC); a twin built from it cannot predict the flight")
     th = theta
     return DisturbanceEstimate(

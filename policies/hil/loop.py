@@ -296,13 +296,14 @@ def run_correction_loop(parent_dir: str | Path, out_dir: str | Path, cfg: LoopCf
             previous = None
             if r + 1 < cfg.rounds:
                 child = out / f"policy_round{r + 1}"
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 rep = finetune(policy_dir, logs, cfg.method, child, cfg.finetune, goal_w=cfg.episode.goal_w,
                                force=True, validate_twin=twin if cfg.validate_starts else None,
                                validate_starts=cfg.validate_starts,
                                validate_estimated=cfg.validate_on == "estimated", sim_refine=cfg.sim_refine,
                                progress=progress)
                 rep["finetune_export_validate_s"] = time.perf_counter() - t0
+                rep["finetune_export_validate_cpu_s"] = time.process_time() - c0  # this process, not the load
                 row["finetune"] = rep
                 val = rep.get("validation")
                 if val is not None:
