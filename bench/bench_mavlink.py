@@ -3,6 +3,8 @@
   1. state in -> command out: from the adapter's receiver parsing a state message (ATTITUDE_QUATERNION or
      LOCAL_POSITION_NED) to SET_ATTITUDE_TARGET written to the socket, with a hover controller and the
      contract's action mapping (tether.actions) in between, while the vehicle flies in OFFBOARD;
+     The adapter's own work alone (bytes of a state message -> parse -> RobotState -> send() -> bytes of a
+     SET_ATTITUDE_TARGET, one thread, no controller, no socket) is timed apart, for what the machine adds;
   2. link loss -> safe: the stand-in goes silent (SIGUSR1; its socket stays open) and the time from its last
      packet to the adapter having stopped its setpoints and latched RobotLinkLost is compared with
      link_loss_deadline_s, over --trials trials (a fresh connect each).
@@ -113,6 +115,39 @@ def bench_latency(port: int, seconds: float) -> dict[str, np.ndarray]:
             "adapter_ms": np.array(own) * 1e-6, "final_pos": pos}
 
 
+class _NullLink:
+    """A link that drops what it is given (the adapter's own work, without the socket)."""
+
+    def write(self, buf) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def bench_adapter_alone(n: int) -> np.ndarray:
+    """[n] ms: a state message's bytes parsed into the adapter's state, read(), send() encoded, one thread."""
+    from pymavlink.dialects.v20 import ardupilotmega as m
+
+    v = MavlinkVehicle(vehicle_cfg(0, heartbeat_timeout_s=1e9))  # never connected: its link is a _NullLink
+    v._conn, v._target = _NullLink(), (1, 1)
+    v._mav = m.MAVLink(v._conn, srcSystem=1, srcComponent=191)
+    vehicle = m.MAVLink(None, srcSystem=1, srcComponent=1)
+    att = m.MAVLink_attitude_quaternion_message(0, 1.0, 0.0, 0.0, 0.0, 0.01, 0.02, 0.03, [0, 0, 0, 0]).pack(vehicle)
+    pos = m.MAVLink_local_position_ned_message(0, 0.1, 0.2, -1.0, 0.0, 0.0, 0.0).pack(vehicle)
+    cmd = CtbrCommand(PRESET.mass_kg * 9.81, (0.1, -0.1, 0.05))
+    out = np.empty(n)
+    for i in range(n):
+        t0 = time.monotonic_ns()
+        for msg in v._mav.parse_buffer(att if i % 2 else pos):
+            v._handle(msg, t0)
+        if v._att is not None and v._pos is not None:
+            v.read()
+            v.send(cmd)
+        out[i] = (time.monotonic_ns() - t0) * 1e-6
+    return out[2:]
+
+
 def link_loss_trial(proc: subprocess.Popen, port: int, deadline_s: float, amap_cache: dict):
     """One trial: connect, stream, go silent; returns (last packet -> loss latched [s], last packet -> read()
     raised in the control loop [s], last packet -> last setpoint sent [s], no setpoint after the latch);
@@ -195,6 +230,9 @@ def main() -> None:
               f"{np.percentile(t, 99):.3f} ms, max {t.max():.3f} ms; of it receiver -> control thread p50 "
               f"{np.percentile(h, 50):.3f} ms, p99 {np.percentile(h, 99):.3f} ms; the adapter's own share (all but the "
               f"controller) p50 {np.percentile(a, 50):.3f} ms, p99 {np.percentile(a, 99):.3f} ms")
+        alone = bench_adapter_alone(20000)
+        print(f"the adapter's own work alone (one thread, 20000 messages): p50 {np.percentile(alone, 50) * 1e3:.0f} us, "
+              f"p99 {np.percentile(alone, 99) * 1e3:.0f} us, max {alone.max():.3f} ms")
         latched, raised, last_sp, stopped, cache = [], [], [], 0, {}
         for _ in tqdm(range(trials), desc="link-loss trials"):
             a, b, c, ok = link_loss_trial(proc, port, args.deadline, cache)
