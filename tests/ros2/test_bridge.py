@@ -4,6 +4,7 @@ breach lands the vehicle, the policy runner flies through it, and bad parameters
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -107,6 +108,43 @@ def test_core_reports_a_lost_link_and_stops(policy_dir):
             core.reset_safety()
     finally:
         core.disconnect()
+
+
+# ------------------------------------------------------------------------------------ parameters
+
+
+@pytest.mark.parametrize("adapter", ["twin", "crazyflie", "px4", "ardupilot", "arm"])
+def test_parameters_are_generated_from_the_adapter_config(adapter):
+    """robot.* is the adapter's config dataclass field by field (defaults round-trip, every one documented),
+    safety.* is SafetyCfg's, and an override reaches the adapter's config."""
+    from hardware.adapters import adapter_classes
+    from tether_deploy.params import bridge_params_class, node_params, param_specs
+
+    _, cfg_cls = adapter_classes(adapter)
+    cls = bridge_params_class(adapter)
+    specs = param_specs(cls)
+    defaults = {s.name: s.default for s in specs}
+    assert node_params("robot_bridge", defaults) == cls() and cls().robot == cfg_cls()
+    assert all(s.doc for s in specs), [s.name for s in specs if not s.doc]
+    assert {n for n in defaults if n.startswith("safety.")} == {f"safety.{f.name}" for f in
+                                                                dataclasses.fields(SafetyCfg)}
+    first = next(s for s in specs if s.name.startswith("robot.") and s.type is float)
+    changed = node_params("robot_bridge", {"adapter": adapter, first.name: first.default + 1.0})
+    assert getattr(changed.robot, first.name.split(".", 1)[1]) == first.default + 1.0
+
+
+def test_fields_that_cannot_be_ros_parameters_keep_their_defaults():
+    from tether_deploy.params import param_specs, skipped_fields
+
+    @dataclasses.dataclass(frozen=True)
+    class Cfg:
+        rotor_pos_b: tuple[tuple[float, float, float], ...] = ((0.1, 0.0, 0.0),)
+        """rotor positions [m]"""
+        gain: float = 1.0
+        """a gain [1]"""
+
+    assert [s.name for s in param_specs(Cfg)] == ["gain"]
+    assert skipped_fields(Cfg)[0][0] == "rotor_pos_b" and "not a flat array" in skipped_fields(Cfg)[0][1]
 
 
 # ------------------------------------------------------------------------------ the node, over DDS

@@ -204,7 +204,8 @@ def bridge_params_class(adapter: str) -> type:
         raise ParameterError(f"{BRIDGE_NODE}: {cfg_cls.__name__} needs a default for every field to be "
                              f"ROS parameters ({e})") from None
     return dataclasses.make_dataclass(
-        f"BridgeParams_{adapter}", [("robot", cfg_cls, dataclasses.field(default=default))],
+        f"BridgeParams_{adapter}", [(BRIDGE_SELECTOR, str, dataclasses.field(default=adapter)),
+                                    ("robot", cfg_cls, dataclasses.field(default=default))],
         bases=(BridgeParams,), frozen=True, namespace={"__module__": __name__})
 
 
@@ -330,6 +331,8 @@ def _unsupported(tp) -> str | None:
 
 
 def _type_name_safe(tp) -> str:
+    if typing.get_origin(tp) is not None:  # tuple[tuple[float, float, float], ...], not just 'tuple'
+        return str(tp).replace("typing.", "")
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
