@@ -16,6 +16,7 @@ maps the special values to finite numbers for a network.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Callable
 
@@ -82,20 +83,19 @@ def camera_pose_w(params: CameraParams, pos_w: torch.Tensor, quat_wxyz: torch.Te
     return pos_w + (rot_wb @ params.position_b[..., None])[..., 0], rot_wb @ params.rot_bc
 
 
-def _tiles_depth(u: torch.Tensor, v: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, cx: torch.Tensor,
-                 cy: torch.Tensor, rot_wc: torch.Tensor, ground_rel: torch.Tensor,
-                 packs: tuple[torch.Tensor, ...], idxs: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """Nearest hit [E, T, P] over the ground and every kind; the function torch.compile fuses."""
-    rays = raycast.make_rays(u, v, fx, fy, cx, cy, rot_wc)
-    depth = raycast.ground_depth(rays, ground_rel)
-    for kernel, packed, idx in zip(raycast.KERNELS.values(), packs, idxs):
-        depth = torch.minimum(depth, kernel(rays, packed, idx))
-    return depth
+# The intersections must stay one loop nest per kind with the min over K innermost: by default inductor
+# stores reused or long intermediates ([E, T, K, P] each, hundreds of MB at 1k envs) and reads them back,
+# which made the kernel memory-bound at ~600 frames/s. Raising the realize thresholds keeps every
+# intermediate in registers. max_fusion_size: inductor stops fusing at 64 nodes by default; fp
+# contraction lets the C++ compiler emit FMAs (as sim/quadrotor/fused.py does).
+INDUCTOR_OPTIONS = {"max_fusion_size": 1 << 20, "cpp.enable_floating_point_contract_flag": "fast",
+                    "realize_reads_threshold": 1 << 20, "realize_opcount_threshold": 1 << 20,
+                    "realize_acc_reads_threshold": 1 << 20}
 
 
-# max_fusion_size: inductor stops fusing at 64 nodes by default; fp contraction lets the C++ compiler
-# emit FMAs (as sim/quadrotor/fused.py does).
-INDUCTOR_OPTIONS = {"max_fusion_size": 1 << 20, "cpp.enable_floating_point_contract_flag": "fast"}
+def _fresh(fn):
+    """A copy of ``fn`` with its own code object (dynamo keys its compile cache on the code object)."""
+    return type(fn)(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
 
 
 class DepthCamera:
@@ -110,9 +110,15 @@ class DepthCamera:
         rows, cols = cfg.tiles
         self._tile_lo_u = (torch.arange(cols) * cfg.tile_w).repeat(rows).to(self.device, dtype)  # [T]
         self._tile_lo_v = (torch.arange(rows) * cfg.tile_h).repeat_interleave(cols).to(self.device, dtype)
-        self._kernel: Callable[..., torch.Tensor] = _tiles_depth
+        self._kernels: dict[str, Callable[..., torch.Tensor]] = {}
+        for kind in raycast.KERNELS:
+            self._kernels[kind] = functools.partial(raycast.rows_depth, kind)
+        self._ground: Callable[..., torch.Tensor] = raycast.ground_depth
         if compile:
-            self._kernel = torch.compile(_tiles_depth, options=INDUCTOR_OPTIONS)
+            # one code object per compiled function: dynamo counts recompiles per code object
+            self._kernels = {kind: torch.compile(functools.partial(_fresh(raycast.rows_depth), kind),
+                                                 options=INDUCTOR_OPTIONS) for kind in raycast.KERNELS}
+            self._ground = torch.compile(_fresh(raycast.ground_depth), dynamic=False, options=INDUCTOR_OPTIONS)
 
     def sample(self, num_envs: int, generator: torch.Generator | None = None) -> CameraParams:
         return sample_params(self.cfg, self.rand, num_envs, generator, self.device, self.dtype)
@@ -130,24 +136,34 @@ class DepthCamera:
 
     def render_raw(self, scene: Scene, pos_w: torch.Tensor, quat_wxyz: torch.Tensor, params: CameraParams,
                    cull: bool = True) -> torch.Tensor:
-        """True z-depth [E, H, W] [m], +inf where nothing is hit (no range limits, no sensor effects)."""
+        """True z-depth [E, H, W] [m], +inf where nothing is hit (no sensor effects). With ``cull``, a
+        primitive whose bounding sphere lies wholly beyond max_range_m is not tested, so the raw image
+        may read +inf where the unculled one reads a depth beyond the range; :meth:`render` is equal."""
         o_w, rot_wc = camera_pose_w(params, pos_w, quat_wxyz)
+        rot9 = rot_wc.reshape(-1, 9).contiguous()
         packs = (raycast.pack_spheres(scene.spheres, scene.sphere_valid, o_w),
                  raycast.pack_cylinders(scene.cylinders, scene.cylinder_valid, o_w),
                  raycast.pack_boxes(scene.boxes, scene.box_valid, o_w))
         e, t = scene.num_envs, self._u.shape[0]
-        if cull:
-            bounds = self.tile_bounds(params)
-            idxs = tuple(raycast.compact(raycast.tile_visible(c, r, v, o_w, rot_wc, bounds, self.cfg.max_range_m))
-                         for (c, r), v in zip(raycast.bounding_spheres(scene),
-                                              (scene.sphere_valid, scene.cylinder_valid, scene.box_valid)))
-        else:
-            idxs = tuple(torch.arange(max(p.shape[1] - 1, 1), device=self.device).expand(e, t, -1) for p in packs)
-        for idx in idxs:
-            if idx.shape[2] > 1:
-                torch._dynamo.mark_dynamic(idx, 2)
-        depth = self._kernel(self._u, self._v, params.fx, params.fy, params.cx, params.cy, rot_wc,
-                             scene.ground_z_w - o_w[:, 2], packs, idxs)
+        intr = (params.fx, params.fy, params.cx, params.cy)
+        depth = self._ground(self._u, self._v, *intr, rot9, scene.ground_z_w - o_w[:, 2])  # [E, T, P]
+        flat = depth.view(e * t, -1)
+        masks = (scene.sphere_valid, scene.cylinder_valid, scene.box_valid)
+        bounds = self.tile_bounds(params) if cull else None
+        for (kind, kernel), packed, (centre, radius), valid in zip(self._kernels.items(), packs,
+                                                                   raycast.bounding_spheres(scene), masks):
+            if cull:
+                lists = raycast.work_lists(raycast.tile_visible(centre, radius, valid, o_w, rot_wc, bounds,
+                                                                self.cfg.max_range_m))
+            else:
+                lists = raycast.all_rows(e * t, valid.shape[1], self.device)
+            for rows, idx in lists:
+                if rows.numel() == 1:  # one row would be its own compiled shape: test it twice
+                    rows, idx = rows.repeat(2), idx.repeat(1, 2)
+                for x, dim in ((rows, 0), (idx, 1)) + (((idx, 0),) if idx.shape[0] > 1 else ()):
+                    torch._dynamo.maybe_mark_dynamic(x, dim)
+                hit = kernel(self._u, self._v, *intr, rot9, packed, rows // t, rows % t, idx)
+                flat[rows] = torch.minimum(flat[rows], hit)
         k = self.cfg.intrinsics
         return raycast.untile(depth, k.width, k.height, self.cfg.tile_w, self.cfg.tile_h)
 

@@ -27,17 +27,6 @@ INF = math.inf
 _TINY = 1e-12  # keeps 1/d finite for a ray parallel to a slab or a vertical ray in a cylinder
 
 
-@dataclasses.dataclass(frozen=True)
-class Rays:
-    """Per-pixel ray quantities, tile-major ``[E, T, P]``, world axes, origin at the camera."""
-
-    dx: torch.Tensor
-    dy: torch.Tensor
-    dz: torch.Tensor
-    inv_dz: torch.Tensor
-    """1 / dz, finite"""
-
-
 def tile_pixels(width: int, height: int, tile_w: int, tile_h: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(u, v) [T, P] float pixel coordinates in tile-major order (tiles row by row, pixels row by row)."""
     rows, cols = height // tile_h, width // tile_w
@@ -53,17 +42,6 @@ def untile(x: torch.Tensor, width: int, height: int, tile_w: int, tile_h: int) -
     return x.reshape(e, rows, cols, tile_h, tile_w).permute(0, 1, 3, 2, 4).reshape(e, height, width)
 
 
-def make_rays(u: torch.Tensor, v: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, cx: torch.Tensor,
-              cy: torch.Tensor, rot_wc: torch.Tensor) -> Rays:
-    """Rays for pixels (u, v) [T, P] of cameras with intrinsics [E] and orientation R_wc [E, 3, 3]."""
-    xn = (u - cx[:, None, None]) / fx[:, None, None]  # [E, T, P] optical x / z
-    yn = (v - cy[:, None, None]) / fy[:, None, None]
-    r = rot_wc[:, None, None]  # [E, 1, 1, 3, 3]
-    d = [r[..., i, 0] * xn + r[..., i, 1] * yn + r[..., i, 2] for i in range(3)]
-    dz = torch.where(d[2] >= 0, d[2].clamp_min(_TINY), d[2].clamp_max(-_TINY))
-    return Rays(d[0], d[1], d[2], 1.0 / dz)
-
-
 # ------------------------------------------------------------------ per-primitive constants, camera-relative
 # Each packs the per-primitive numbers its intersection needs, relative to the camera centre o_w [E, 3],
 # plus a padding row (valid = 0) at index M that compacted index lists point to when a tile's list is short.
@@ -73,18 +51,16 @@ def _append_pad(p: torch.Tensor) -> torch.Tensor:
 
 
 def pack_spheres(s: torch.Tensor, valid: torch.Tensor, o_w: torch.Tensor) -> torch.Tensor:
-    """[E, Ms+1, 5]: centre - o (3), |c|^2 - r^2, valid"""
+    """[E, Ms+1, 5]: centre - o (3), r^2, valid"""
     c = s[..., :3] - o_w[:, None]
-    cc = (c * c).sum(-1) - s[..., 3] ** 2
-    return _append_pad(torch.cat([c, cc[..., None], valid[..., None].to(s.dtype)], -1))
+    return _append_pad(torch.cat([c, s[..., 3:4] ** 2, valid[..., None].to(s.dtype)], -1))
 
 
 def pack_cylinders(c: torch.Tensor, valid: torch.Tensor, o_w: torch.Tensor) -> torch.Tensor:
-    """[E, Mc+1, 6]: axis xy - o (2), z_min - oz, z_max - oz, |c_xy|^2 - r^2, valid"""
+    """[E, Mc+1, 6]: axis xy - o (2), z_min - oz, z_max - oz, r^2, valid"""
     xy = c[..., :2] - o_w[:, None, :2]
     z = c[..., 2:4] - o_w[:, None, 2:3]
-    cc = (xy * xy).sum(-1) - c[..., 4] ** 2
-    return _append_pad(torch.cat([xy, z, cc[..., None], valid[..., None].to(c.dtype)], -1))
+    return _append_pad(torch.cat([xy, z, c[..., 4:5] ** 2, valid[..., None].to(c.dtype)], -1))
 
 
 def pack_boxes(b: torch.Tensor, valid: torch.Tensor, o_w: torch.Tensor) -> torch.Tensor:
@@ -106,53 +82,44 @@ def bounding_spheres(scene: Scene) -> tuple[tuple[torch.Tensor, torch.Tensor], .
             (b[..., :3], b[..., 3:6].norm(dim=-1)))
 
 
-# ------------------------------------------------------------------ intersections: [E, T, K, P] -> min over K
+# ------------------------------------------------------------------ intersections: min over K
+# Each takes ray components shaped [R, 1, P] and primitive columns [R, K, 1] (broadcast to [R, K, P])
+# and returns the nearest positive hit per ray [R, P] (inf: none).
 
-def _gather(packed: torch.Tensor, idx: torch.Tensor) -> list[torch.Tensor]:
-    """Columns of packed [E, M+1, F] at idx [E, T, K] -> F tensors [E, T, K, 1]."""
-    e, t, k = idx.shape
-    rows = torch.gather(packed, 1, idx.reshape(e, t * k, 1).expand(e, t * k, packed.shape[-1]))
-    return list(rows.reshape(e, t, k, 1, packed.shape[-1]).unbind(-1))
-
-
-def _rays4(r: Rays) -> tuple[torch.Tensor, ...]:
-    return r.dx[:, :, None], r.dy[:, :, None], r.dz[:, :, None], r.inv_dz[:, :, None]
-
-
-def sphere_depth(r: Rays, packed: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Nearest positive hit [E, T, P] (inf: none) of the spheres idx [E, T, K] of each tile."""
-    dx, dy, dz, _ = _rays4(r)
-    cx, cy, cz, cc, valid = _gather(packed, idx)
-    a = dx * dx + dy * dy + dz * dz
-    b = dx * cx + dy * cy + dz * cz
-    disc = b * b - a * cc
-    s = torch.sqrt(disc.clamp_min(0.0))
-    t = (b - torch.where(b > s, s, -s)) / a  # the near root, or the far one from inside
-    hit = (disc >= 0) & (b + s > 0) & (valid > 0)
-    return torch.where(hit, t, INF).amin(2)
+def sphere_depth(dx, dy, dz, inv_dz, cols: list[torch.Tensor]) -> torch.Tensor:
+    """Spheres, solved about the ray's closest approach t_c = (d . c) / (d . d): the squared miss
+    distance |t_c d - c|^2 against r^2 is well conditioned, where b^2 - a (|c|^2 - r^2) loses digits
+    to cancellation for small, distant spheres (1e-4 relative error seen in float32)."""
+    cx, cy, cz, r2, valid = cols
+    inv_a = 1.0 / (dx * dx + dy * dy + dz * dz)
+    tc = (dx * cx + dy * cy + dz * cz) * inv_a
+    px, py, pz = tc * dx - cx, tc * dy - cy, tc * dz - cz
+    gap = r2 - (px * px + py * py + pz * pz)  # >= 0: the ray meets the sphere
+    half = torch.sqrt(gap.clamp_min(0.0) * inv_a)
+    t = torch.where(tc > half, tc - half, tc + half)  # the near root, or the far one from inside
+    hit = (gap >= 0) & (tc + half > 0) & (valid > 0)
+    return torch.where(hit, t, INF).amin(-2)
 
 
-def cylinder_depth(r: Rays, packed: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Nearest positive hit [E, T, P] of the vertical cylinders idx [E, T, K]: the ray's interval
-    inside the infinite column intersected with its interval between the caps."""
-    dx, dy, _, inv_dz = _rays4(r)
-    cx, cy, z0, z1, cc, valid = _gather(packed, idx)
-    a = (dx * dx + dy * dy).clamp_min(_TINY)
-    b = dx * cx + dy * cy
-    disc = b * b - a * cc
-    s = torch.sqrt(disc.clamp_min(0.0))
-    t_in, t_out = (b - s) / a, (b + s) / a
+def cylinder_depth(dx, dy, dz, inv_dz, cols: list[torch.Tensor]) -> torch.Tensor:
+    """Vertical cylinders: the ray's interval inside the infinite column (about its closest approach in
+    xy, as for spheres) intersected with its interval between the caps."""
+    cx, cy, z0, z1, r2, valid = cols
+    inv_a = 1.0 / (dx * dx + dy * dy).clamp_min(_TINY)
+    tc = (dx * cx + dy * cy) * inv_a
+    px, py = tc * dx - cx, tc * dy - cy
+    gap = r2 - (px * px + py * py)
+    half = torch.sqrt(gap.clamp_min(0.0) * inv_a)
     tz0, tz1 = z0 * inv_dz, z1 * inv_dz
-    t_near = torch.maximum(t_in, torch.minimum(tz0, tz1))
-    t_far = torch.minimum(t_out, torch.maximum(tz0, tz1))
-    hit = (disc >= 0) & (t_near <= t_far) & (t_far > 0) & (valid > 0)
-    return torch.where(hit, torch.where(t_near > 0, t_near, t_far), INF).amin(2)
+    t_near = torch.maximum(tc - half, torch.minimum(tz0, tz1))
+    t_far = torch.minimum(tc + half, torch.maximum(tz0, tz1))
+    hit = (gap >= 0) & (t_near <= t_far) & (t_far > 0) & (valid > 0)
+    return torch.where(hit, torch.where(t_near > 0, t_near, t_far), INF).amin(-2)
 
 
-def box_depth(r: Rays, packed: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Nearest positive hit [E, T, P] of the yawed boxes idx [E, T, K] (slab test in the box frame)."""
-    dx, dy, _, inv_dz = _rays4(r)
-    ox, oy, oz, hx, hy, hz, cos, sin, valid = _gather(packed, idx)
+def box_depth(dx, dy, dz, inv_dz, cols: list[torch.Tensor]) -> torch.Tensor:
+    """Yawed boxes: the slab test in the box frame."""
+    ox, oy, oz, hx, hy, hz, cos, sin, valid = cols
     bx = cos * dx + sin * dy
     by = cos * dy - sin * dx
     inv_x = 1.0 / torch.where(bx >= 0, bx.clamp_min(_TINY), bx.clamp_max(-_TINY))
@@ -163,18 +130,50 @@ def box_depth(r: Rays, packed: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     t_near = torch.maximum(torch.maximum(torch.minimum(tx0, tx1), torch.minimum(ty0, ty1)), torch.minimum(tz0, tz1))
     t_far = torch.minimum(torch.minimum(torch.maximum(tx0, tx1), torch.maximum(ty0, ty1)), torch.maximum(tz0, tz1))
     hit = (t_near <= t_far) & (t_far > 0) & (valid > 0)
-    return torch.where(hit, torch.where(t_near > 0, t_near, t_far), INF).amin(2)
+    return torch.where(hit, torch.where(t_near > 0, t_near, t_far), INF).amin(-2)
 
 
-def ground_depth(r: Rays, ground_rel: torch.Tensor) -> torch.Tensor:
-    """Hit [E, T, P] of the plane z = ground (ground_rel [E] = ground z - camera z)."""
-    t = ground_rel[:, None, None] * r.inv_dz
-    return torch.where(t > 0, t, INF)
-
-
-KERNELS: dict[str, Callable[[Rays, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+KERNELS: dict[str, Callable[..., torch.Tensor]] = {
     "spheres": sphere_depth, "cylinders": cylinder_depth, "boxes": box_depth}
 """the intersection of each primitive kind, keyed by its Scene field"""
+
+
+def ray_components(u: torch.Tensor, v: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, cx: torch.Tensor,
+                   cy: torch.Tensor, rot_wc: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(dx, dy, dz, 1/dz) world-axes rays of pixels u, v [R, P] of cameras fx.. [R, 1], R_wc [R, 9]."""
+    xn = (u - cx) / fx  # optical x / z
+    yn = (v - cy) / fy
+    d = [rot_wc[:, 3 * i:3 * i + 1] * xn + rot_wc[:, 3 * i + 1:3 * i + 2] * yn + rot_wc[:, 3 * i + 2:3 * i + 3]
+         for i in range(3)]
+    dz = torch.where(d[2] >= 0, d[2].clamp_min(_TINY), d[2].clamp_max(-_TINY))
+    return d[0], d[1], d[2], 1.0 / dz
+
+
+def rows_depth(kind: str, u: torch.Tensor, v: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, cx: torch.Tensor,
+               cy: torch.Tensor, rot_wc: torch.Tensor, packed: torch.Tensor, row_env: torch.Tensor,
+               row_tile: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Nearest hit [R, P] of primitive kind ``kind`` for R (env, tile) rows.
+
+    u, v [T, P] pixel grid; fx, fy, cx, cy [E]; rot_wc [E, 9] row-major R_wc; packed [E, M+1, F] (pack_*);
+    row_env, row_tile [R]; idx [K, R]: the primitives each row tests (M: the padding row). idx is laid out
+    K-major on purpose: inductor then vectorizes along the pixels and loops over K innermost, where an
+    R-major list made it vectorize along K with gathered loads (~10x slower)."""
+    e = row_env[:, None]
+    rays = ray_components(u[row_tile], v[row_tile], fx[e], fy[e], cx[e], cy[e], rot_wc[row_env])
+    cols = packed[row_env[None, :], idx].permute(1, 0, 2)  # [R, K, F]
+    return KERNELS[kind](*(r[:, None] for r in rays), list(cols[..., None].unbind(-2)))
+
+
+def ground_depth(u: torch.Tensor, v: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, cx: torch.Tensor,
+                 cy: torch.Tensor, rot_wc: torch.Tensor, ground_rel: torch.Tensor) -> torch.Tensor:
+    """Hit [E, T, P] of the plane z = ground for pixels u, v [T, P], cameras fx.. [E], R_wc [E, 9] row-major
+    (ground_rel [E] = ground z - camera z)."""
+    xn = (u - cx[:, None, None]) / fx[:, None, None]
+    yn = (v - cy[:, None, None]) / fy[:, None, None]
+    r = rot_wc[:, None, None]
+    dz = r[..., 6] * xn + r[..., 7] * yn + r[..., 8]
+    t = ground_rel[:, None, None] / torch.where(dz >= 0, dz.clamp_min(_TINY), dz.clamp_max(-_TINY))
+    return torch.where(t > 0, t, INF)
 
 
 # ------------------------------------------------------------------ culling
@@ -196,14 +195,32 @@ def tile_visible(centre_w: torch.Tensor, radius: torch.Tensor, valid: torch.Tens
     return inside & (z - rad <= max_range_m) & valid[:, None]
 
 
-def compact(mask: torch.Tensor, bucket: int = 4) -> torch.Tensor:
-    """Index lists [E, T, K] of the True entries of mask [E, T, M] first, the rest M (the padding row);
-    K is the longest list rounded up to a multiple of ``bucket`` (fewer distinct shapes), at most M,
-    at least 1 (a list of only the padding row when nothing is visible)."""
+def work_lists(mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Split the (env, tile) rows of mask [E, T, M] by how many primitives they may see into buckets of
+    K = 1, 2, 4, ... (the last K = M): per non-empty bucket (rows [R] as e * T + t, idx [K, R]) with a
+    row's visible primitives first and the padding row M after them. Rows that see nothing are left out,
+    so the work is about the visible count, at most twice it, not the longest list in the batch."""
     e, t, m = mask.shape
-    longest = int(mask.sum(-1).max()) if mask.numel() else 0
-    k = max(1, min(m, max(bucket, -(-longest // bucket) * bucket)))
-    slot = torch.where(mask, mask.cumsum(-1) - 1, k)  # entries past K go to a scratch column
-    idx = torch.full((e, t, k + 1), m, dtype=torch.long, device=mask.device)
-    idx.scatter_(-1, slot, torch.arange(m, device=mask.device).expand(e, t, m))
-    return idx[..., :k]
+    if m == 0:
+        return []
+    flat = mask.reshape(e * t, m)
+    counts = flat.sum(-1)
+    slot = torch.where(flat, flat.cumsum(-1) - 1, m)  # invisible entries go to a scratch column
+    lists = torch.full((e * t, m + 1), m, dtype=torch.long, device=mask.device)
+    lists.scatter_(-1, slot, torch.arange(m, device=mask.device).expand(e * t, m))
+    out, lo, k = [], 0, 1
+    while lo < m:
+        k = min(k, m)
+        rows = torch.nonzero((counts > lo) & (counts <= k))[:, 0]
+        if rows.numel():
+            out.append((rows, lists[rows, :k].T.contiguous()))
+        lo, k = k, 2 * k
+    return out
+
+
+def all_rows(num_rows: int, m: int, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every row tests every primitive: the unculled work list (same kernel, same numbers)."""
+    if m == 0:
+        return []
+    rows = torch.arange(num_rows, device=device)
+    return [(rows, torch.arange(m, device=device)[:, None].expand(m, num_rows).contiguous())]

@@ -1,0 +1,125 @@
+"""Depth camera throughput: frames/s at 64x48 against primitives per env, eager vs compiled, culling on/off.
+
+A frame is one env's 64x48 z-depth image with range limits (sim.camera.DepthCamera.render, no noise).
+Scenes: random obstacle fields (sim.camera.scene.random_scene: spheres, columns, yawed boxes and walls
+in a 20 m x 20 m square, plus the ground), a camera at 1-2 m height anywhere in the field, any heading,
+pitched +-10 deg, 90 deg horizontal field of view, 20 m range: what a navigation task sees. Every
+compiled and culled image is checked against eager unculled before it is timed (culled = unculled
+exactly; compiled within 1e-4 relative).
+
+Figures are wall-clock medians over repeats, with the 1-min load average (`uptime`) read beside each
+row, because the machine is shared. Never pass/fail.
+
+    python bench/bench_depth_camera.py                       # 8 and 32 primitives, 1 and 2 threads
+    python bench/bench_depth_camera.py --device cuda --envs 65536
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sim.camera.config import CameraRandomizationCfg, DepthCameraCfg, MountCfg  # noqa: E402
+from sim.camera.depth import DepthCamera  # noqa: E402
+from sim.camera.scene import random_scene  # noqa: E402
+
+
+def load_1min() -> float:
+    return os.getloadavg()[0]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def setup(num_envs: int, n_prims: int, device: torch.device, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    # a navigation field's mix: mostly columns, then boxes and walls, a few spheres
+    n_cyl = n_prims // 2
+    n_box = (n_prims - n_cyl) * 2 // 3
+    n_sph = n_prims - n_cyl - n_box
+    scene = random_scene(num_envs, n_sph, n_cyl, n_box, g, extent_m=10.0).to(device)
+    pos = torch.cat([(torch.rand(num_envs, 2, generator=g) - 0.5) * 20.0,
+                     1.0 + torch.rand(num_envs, 1, generator=g)], -1).to(device)
+    yaw = (torch.rand(num_envs, generator=g) - 0.5) * 2 * math.pi
+    pitch = (torch.rand(num_envs, generator=g) - 0.5) * math.radians(20.0)
+    # body quaternion (w, x, y, z) = yaw about z then pitch about y
+    cy, sy, cp, sp = torch.cos(yaw / 2), torch.sin(yaw / 2), torch.cos(pitch / 2), torch.sin(pitch / 2)
+    quat = torch.stack([cy * cp, -sy * sp, cy * sp, sy * cp], -1).to(device)
+    return scene, pos, quat
+
+
+def time_it(fn, device: torch.device, repeats: int, min_s: float = 0.5) -> list[float]:
+    fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        n, t0 = 0, time.perf_counter()
+        while True:
+            fn()
+            n += 1
+            sync(device)
+            if time.perf_counter() - t0 >= min_s / repeats:
+                break
+        times.append((time.perf_counter() - t0) / n)
+    return times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--envs", type=int, nargs="+", default=[2048])
+    ap.add_argument("--prims", type=int, nargs="+", default=[8, 32])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--impls", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"])
+    ap.add_argument("--cull", nargs="+", default=["on", "off"], choices=["on", "off"])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=3.0, help="time per row [s]")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    cfg = DepthCameraCfg(mount=MountCfg(position_b_m=(0.05, 0.0, 0.0)))
+    print(f"machine: {platform.node()}, {os.cpu_count()} CPUs, torch {torch.__version__}, device {device}"
+          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+    print(f"image {cfg.intrinsics.width}x{cfg.intrinsics.height}, tiles {cfg.tile_w}x{cfg.tile_h}, "
+          f"range {cfg.min_range_m}-{cfg.max_range_m} m")
+    header = f"{'envs':>6} {'prims':>5} {'thr':>3} {'impl':>8} {'cull':>4} {'frames/s':>12} {'best':>12} {'load1':>6}"
+    print(header)
+    print("-" * len(header))
+    cams = {impl: DepthCamera(cfg, CameraRandomizationCfg(), device, compile=impl == "compiled") for impl in args.impls}
+    for threads in args.threads:
+        if device.type == "cpu":
+            torch.set_num_threads(threads)
+        for n_envs in args.envs:
+            for n_prims in args.prims:
+                scene, pos, quat = setup(n_envs, n_prims, device)
+                params = cams[args.impls[0]].nominal(n_envs)
+                ref = DepthCamera(cfg, device=device).render(scene, pos, quat, params, cull=False)
+                for impl in args.impls:
+                    cam = cams[impl]
+                    for cull in args.cull:
+                        on = cull == "on"
+                        out = cam.render(scene, pos, quat, params, cull=on)
+                        close = torch.isclose(out, ref, rtol=1e-4, atol=0.0) | (out == ref)
+                        if not bool(close.all()):
+                            raise SystemExit(f"error: {impl} cull={cull} differs from eager unculled at "
+                                             f"{int((~close).sum())} pixels")
+                        times = time_it(lambda: cam.render(scene, pos, quat, params, cull=on), device,
+                                        args.repeats, args.seconds)
+                        med, best = n_envs / statistics.median(times), n_envs / min(times)
+                        print(f"{n_envs:>6} {n_prims:>5} {threads:>3} {impl:>8} {cull:>4} {med:>12,.0f} "
+                              f"{best:>12,.0f} {load_1min():>6.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
