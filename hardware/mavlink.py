@@ -30,9 +30,9 @@ latches the link as lost: streaming stops (so the vehicle's own failsafe takes o
 send() raise RobotLinkLost, and if the vehicle is heard again the adapter commands LAND. Reconnect to fly
 again.
 
-Rotor-level commands are refused: PX4 no longer takes SET_ACTUATOR_CONTROL_TARGET (actuator offboard
-moved to uORB/DDS with control allocation in v1.14) and ArduPilot has no such input; a rotor policy
-goes onboard (tether's C export). Numpy + pymavlink; nothing here prints.
+Rotor-level commands are refused: PX4 dropped direct motor commands over MAVLink around v1.14 (control
+allocation; its maintainers point to the uORB/DDS bridge, mavlink/MAVSDK#2578) and ArduPilot has no such
+input; a rotor policy goes onboard (tether's C export). Numpy + pymavlink; nothing here prints.
 """
 
 from __future__ import annotations
