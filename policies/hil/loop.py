@@ -407,6 +407,8 @@ def plot_report(report: dict, path: Path) -> None:
             lines.append(f"   explains {d.explained_total:.0%}; unexplained by it {d.unexplained_share:.0%}; "
                          f"{'predictable' if d.predictable else 'CANNOT PREDICT'}")
             lines.append(f"   gate: {r['finetune'].get('gate', '')}")
+        if r.get("reverted_to"):
+            lines.append(f"round {r['round']}: the unvalidated child measured worse; the parent flies again")
     a.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", family="monospace", fontsize=8, wrap=True)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
