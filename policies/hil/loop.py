@@ -150,6 +150,10 @@ class _RosStack:
             params += [f"weak_motor.index:={t.weak_motor.index}", f"weak_motor.gain:={t.weak_motor.gain}"]
         if t.payload is not None:
             params += [f"payload.mass_kg:={t.payload.mass_kg}", f"payload.pos_b:={list(t.payload.pos_b)}"]
+        if t.wind_gust is not None:
+            g = t.wind_gust
+            params += [f"wind_gust.start_s:={float(g.start_s)}", f"wind_gust.duration_s:={float(g.duration_s)}",
+                       f"wind_gust.force_w:={[float(x) for x in g.force_w]}"]
         self._start("recorder", "recorder_node", ["recorder.yaml"], [f"output:={bag.resolve()}"])
         time.sleep(2.0)  # the recorder subscribes before the flight starts
         self._start("twin", "twin_node", ["twin.yaml"], params)
