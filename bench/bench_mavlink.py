@@ -33,7 +33,7 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hardware.mavlink import MavlinkVehicle, Px4Cfg  # noqa: E402
+from hardware.mavlink import ArduPilotCfg, MavlinkVehicle, Px4Cfg  # noqa: E402
 from hardware.robot import CtbrCommand, RobotLinkLost  # noqa: E402
 from sim.quadrotor.presets import PRESETS  # noqa: E402
 from sim.standins.mavlink_vehicle import position_hold_ctbr  # noqa: E402
@@ -41,6 +41,8 @@ from tether.actions import ActionMap  # noqa: E402
 from tether.contract import ActionSpec  # noqa: E402
 
 PRESET = PRESETS["px4_1kg"]
+CFGS = {"px4": Px4Cfg, "ardupilot": ArduPilotCfg}
+FLAVOUR = ["px4"]  # set once by main(): which autopilot the stand-in and the adapter are
 GOAL_W = np.array([0.0, 0.0, 1.0])
 
 
@@ -50,11 +52,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_standin(port: int) -> subprocess.Popen:
+def start_standin(port: int, flavour: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
     # 5 Hz heartbeats only shorten each trial's connect(); loss is detected on the 100 Hz state stream
     proc = subprocess.Popen([sys.executable, "-m", "sim.standins.mavlink_vehicle", "--connection",
-                             f"udpout:127.0.0.1:{port}", "--heartbeat-rate-hz", "5"],
+                             f"udpout:127.0.0.1:{port}", "--heartbeat-rate-hz", "5", "--flavour", flavour],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
     if not line.startswith("mavlink stand-in"):
@@ -69,8 +71,8 @@ def toggle_silence(proc: subprocess.Popen) -> int:
     return int(line[3])
 
 
-def vehicle_cfg(port: int, **kw) -> Px4Cfg:
-    return Px4Cfg(connection=f"udpin:127.0.0.1:{port}", vehicle_name=PRESET.name, mass_kg=PRESET.mass_kg,
+def vehicle_cfg(port: int, **kw):
+    return CFGS[FLAVOUR[0]](connection=f"udpin:127.0.0.1:{port}", vehicle_name=PRESET.name, mass_kg=PRESET.mass_kg,
                   max_thrust_n=PRESET.max_thrust_n, **kw)
 
 
@@ -207,6 +209,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=100, help="link-loss trials")
     ap.add_argument("--deadline", type=float, default=0.1, help="link_loss_deadline_s of the trials [s]")
     ap.add_argument("--quick", action="store_true", help="5 s, 20 trials")
+    ap.add_argument("--flavour", choices=sorted(CFGS), default="px4", help="the autopilot (adapter and stand-in)")
     ap.add_argument("--png", type=Path, help="write both distributions to this PNG")
     ap.add_argument("--switch-interval", type=float, default=sys.getswitchinterval(),
                     help="this process's sys.setswitchinterval [s] (Python's 0.005 by default; a smaller one "
@@ -217,15 +220,16 @@ def main() -> None:
         sys.exit(f"error: {args.png} exists; choose another --png path or pass --force")
     seconds, trials = (5.0, 20) if args.quick else (args.seconds, args.trials)
     sys.setswitchinterval(args.switch_interval)
+    FLAVOUR[0] = args.flavour
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores; load before "
           f"{os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1/5/15 min); Python "
-          f"{platform.python_version()}, switch interval {sys.getswitchinterval() * 1e3:g} ms")
+          f"{platform.python_version()}, switch interval {sys.getswitchinterval() * 1e3:g} ms; {args.flavour}")
     port = free_port()
-    proc = start_standin(port)
+    proc = start_standin(port, args.flavour)
     try:
         lat = bench_latency(port, seconds)
         t, h, a = lat["total_ms"], lat["handoff_ms"], lat["adapter_ms"]
-        print(f"state in -> command out ({len(t)} states, {seconds:g} s in OFFBOARD, hover at "
+        print(f"state in -> command out ({len(t)} states, {seconds:g} s flown by setpoints, hover at "
               f"{np.round(lat['final_pos'], 3).tolist()} m): p50 {np.percentile(t, 50):.3f} ms, p99 "
               f"{np.percentile(t, 99):.3f} ms, max {t.max():.3f} ms; of it receiver -> control thread p50 "
               f"{np.percentile(h, 50):.3f} ms, p99 {np.percentile(h, 99):.3f} ms; the adapter's own share (all but the "
