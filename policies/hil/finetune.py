@@ -35,6 +35,7 @@ from policies.evaluation import task_cfg_from_contract
 from policies.hil.algorithms import (FinetuneCfg, actor_from_onnx, build_transitions, finetune_actor,
                                      logged_policy_actions)
 from policies.hil.dataset import LogError, load_logs, replay_match
+from policies.hil.flight import EpisodeCfg
 from policies.hil.identify import GROUPS, estimate_disturbance
 from policies.hil.sim_refine import SimRefineCfg, refine_in_sim
 from policies.models import DeployedActor
@@ -150,9 +151,13 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
     sim_report, child_val = None, None
     if sim_refine is not None and predictable and validate_twin is not None:
         child_val = _validate(_torch_policy(child_model), contract, validate_twin, validate_starts, goal_w)
-        if child_val["success_rate"] >= sim_refine.skip_at_success:
+        tol = EpisodeCfg().tol_m
+        if child_val["success_rate"] >= sim_refine.skip_at_success and \
+                child_val["max_err_m_median"] <= sim_refine.skip_at_err_share * tol:
             sim_report = {"skipped": f"the logs-only child validates {child_val['success_rate']:.2f} >= "
-                                     f"{sim_refine.skip_at_success:g} on the twin"}
+                                     f"{sim_refine.skip_at_success:g} on the twin, median largest error "
+                                     f"{child_val['max_err_m_median'] * 100:.1f} cm <= "
+                                     f"{sim_refine.skip_at_err_share * tol * 100:.1f} cm"}
             progress(f"finetune: no simulator stage: {sim_report['skipped']}")
     if sim_refine is not None and predictable and sim_report is None:
         child_val = None

@@ -36,7 +36,10 @@ class SimRefineCfg:
     """rollouts from fresh starts (each: segments_per_rollout optimizer steps)"""
     skip_at_success: float = 0.95
     """finetune skips this stage when the logs-only child already holds at this success on the validation
-    twin (the identified disturbance); > 1: never skip [1]"""
+    twin (the identified disturbance), with the margin below; > 1: never skip [1]"""
+    skip_at_err_share: float = 0.6
+    """... and the median over starts of its largest hold error is at most this share of the tolerance (a
+    child that holds at 4.5 cm of 5 passes the twin and fails half its real flights) [1]"""
     num_envs: int = 256
     segment_steps: int = 25
     """control steps per back-propagated segment (0.5 s at 50 Hz)"""
