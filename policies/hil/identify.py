@@ -53,20 +53,27 @@ model is declared unable to predict the flight"""
 
 @dataclasses.dataclass(frozen=True)
 class DisturbanceEstimate:
+    """The disturbance identified from logged flight; a group outside ``model`` keeps its nominal value
+    (gains 1, no force, no added mass) and a zero sigma."""
+
     model: tuple[str, ...]
     """the groups the data support (BIC), e.g. ('force',); () is the nominal vehicle"""
     gains: tuple[float, ...]
     """thrust and reaction-torque multiplier per rotor, motor order (1: as modelled, or not in the model)"""
     gains_sigma: tuple[float, ...]
+    """standard error of each gain (bootstrap over episodes) [1]"""
     force_w: tuple[float, float, float]
     """steady external force, world frame, horizontal (z: 0) [N]"""
     force_sigma_n: tuple[float, float, float]
+    """standard error of each force component [N]"""
     added_mass_kg: float
     """mass beyond the model's [kg]"""
     added_mass_sigma_kg: float
+    """its standard error [kg]"""
     payload_pos_b: tuple[float, float, float]
     """where the added mass sits, body frame (z not identifiable at hover: 0) [m]"""
     payload_pos_sigma_m: tuple[float, float, float]
+    """standard error of each coordinate [m]"""
     com_offset_b: tuple[float, float, float]
     """the centre-of-mass offset that follows, dm p / (m + dm) [m]"""
     explained: dict
@@ -81,14 +88,18 @@ class DisturbanceEstimate:
     why: str
     """one sentence: why (not) predictable"""
     candidates: list
-    """every model fitted: groups, parameters, BIC, residual share left"""
+    """every model the selection fitted (groups, parameter count, BIC, residual share left), then the
+    per-segment wrench reference"""
     residual_rms_nominal: float
     """RMS of the whitened prediction error of the nominal model (1 by construction)"""
     residual_rms: float
     """the same with the chosen model"""
     windows: int
+    """prediction windows fitted [1]"""
     window_steps: int
+    """control steps predicted per window [1]"""
     episodes: int
+    """episodes the windows come from [1]"""
     mass_kg: float
     """the model's (nominal) mass [kg], for reading force as a share of the weight"""
 
@@ -127,8 +138,8 @@ class DisturbanceEstimate:
 
     def twin_disturbances(self, preset) -> dict:
         """hardware.twin.TwinConfig fields that apply this disturbance: rotor_gain, a steady wind_gust
-        (the force for the whole flight) and a payload (added mass at the CoM offset; a lighter vehicle
-        or an offset without added mass: as equivalent rotor gains)."""
+        (the force for the whole flight) and a payload (the added mass where it sits; a lighter vehicle:
+        the same thrust-to-weight by rotor gains)."""
         from hardware.twin_config import Payload, WindGust
 
         m = preset.mass_kg
