@@ -213,7 +213,9 @@ class FusedQuadrotorEnv:
         pos_err = torch.sqrt(ex * ex + ey * ey + ez * ez)
         speed = torch.sqrt(vx * vx + vy * vy + vz * vz)  # the base tasks' goals do not move
         up_z = 1.0 - 2.0 * (qx * qx + qy * qy)
-        finite = torch.isfinite(x[:7]).all(0)
+        # pointwise, not a reduction over rows: a sum is finite iff every term is (or it overflows, far
+        # out of bounds anyway)
+        finite = torch.isfinite(px + py + pz + qw + qx + qy + qz)
         crashed = (pz < c.ground_z_m) | (pos_err > c.max_distance_m) | ~finite
         success = self.sampler._success(pos_err, speed) & ~crashed
         terminated = crashed | success
@@ -235,11 +237,13 @@ class FusedQuadrotorEnv:
         # episode statistics of the envs that finished: masked means and their count (no host sync)
         done = terminated | truncated
         w = done.float()
-        count = w.sum()
-        denom = count.clamp_min(1.0)
-        ep_means = torch.cat([(episode_sums * w).sum(-1) / denom,
-                              torch.stack([(episode_step.float() * w).sum() * c.control_dt / denom,
-                                           (pos_err * w).sum() / denom, (crashed.float() * w).sum() / denom])])
+        # one reduction over the envs for all statistics and the count (a reduction per statistic costs
+        # a loop each, and each loop recomputes the dones)
+        stat_rows = torch.cat([episode_sums, torch.stack([episode_step.float() * c.control_dt, pos_err,
+                                                          crashed.float(), torch.ones_like(pos_err)])])
+        sums = (stat_rows * w).sum(-1)
+        count = sums[-1]
+        ep_means = sums[:-1] / count.clamp_min(1.0)
 
         # resets: the finished envs take their pending start
         d1 = done.unsqueeze(0)
