@@ -13,8 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-import torch
 
 from policies import distributed as ddp
 from policies.checkpoint import load_checkpoint
