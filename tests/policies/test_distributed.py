@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from policies import distributed as ddp
 from policies.checkpoint import load_checkpoint
 
