@@ -114,11 +114,13 @@ class DepthCamera:
         for kind in raycast.KERNELS:
             self._kernels[kind] = functools.partial(raycast.rows_depth, kind)
         self._ground: Callable[..., torch.Tensor] = raycast.ground_depth
+        self._rays: Callable[..., tuple[torch.Tensor, ...]] = raycast.row_rays
         if compile:
             # one code object per compiled function: dynamo counts recompiles per code object
             self._kernels = {kind: torch.compile(functools.partial(_fresh(raycast.rows_depth), kind),
                                                  options=INDUCTOR_OPTIONS) for kind in raycast.KERNELS}
             self._ground = torch.compile(_fresh(raycast.ground_depth), dynamic=False, options=INDUCTOR_OPTIONS)
+            self._rays = torch.compile(_fresh(raycast.row_rays), options=INDUCTOR_OPTIONS)
 
     def sample(self, num_envs: int, generator: torch.Generator | None = None) -> CameraParams:
         return sample_params(self.cfg, self.rand, num_envs, generator, self.device, self.dtype)
@@ -162,7 +164,9 @@ class DepthCamera:
                     rows, idx = rows.repeat(2), idx.repeat(1, 2)
                 for x, dim in ((rows, 0), (idx, 1)) + (((idx, 0),) if idx.shape[0] > 1 else ()):
                     torch._dynamo.maybe_mark_dynamic(x, dim)
-                hit = kernel(self._u, self._v, *intr, rot9, packed, rows // t, rows % t, idx)
+                row_env = rows // t
+                rays = self._rays(self._u, self._v, *intr, rot9, row_env, rows % t)
+                hit = kernel(*rays, packed, row_env, idx)
                 flat[rows] = torch.minimum(flat[rows], hit)
         k = self.cfg.intrinsics
         return raycast.untile(depth, k.width, k.height, self.cfg.tile_w, self.cfg.tile_h)

@@ -5,12 +5,13 @@ with that unnormalized direction the ray parameter t of a hit IS its z-depth, so
 ray length is needed and the output is what a depth camera (REP 118) reports.
 
 Layout, so that inductor emits a few compute-bound loops: pixels are ordered tile-major,
-``[E, T, P]`` (T tiles of P pixels), and each primitive kind is one reduction ``min over K`` of a
-pointwise ray-primitive intersection on ``[E, T, K, P]``. ``K`` is the list of primitives a tile may
+``[E, T, P]`` (T tiles of P pixels); each primitive kind is a reduction ``min over K`` of a
+pointwise ray-primitive intersection on ``[R, K, P]`` (R rows = (env, tile) pairs). ``K`` is the list of primitives a tile may
 see: with culling, only those whose bounding sphere meets the tile's frustum (conservative, so
-nothing visible is dropped) compacted to the front of an index list of the batch's longest list;
-without culling, every primitive. Both run the same kernel on the same numbers, so culling on and off
-give the same image bit for bit (the min is exact whatever the order).
+nothing visible is dropped), tiles bucketed by that count (:func:`work_lists`); without culling, every
+primitive. Both run the same per-pair arithmetic, so in eager mode culling on and off give the same
+image bit for bit (the min is exact whatever the order); compiled, each K specialization may contract
+FMAs differently, which moves a grazing ray by an ulp.
 """
 
 from __future__ import annotations
@@ -149,19 +150,24 @@ def ray_components(u: torch.Tensor, v: torch.Tensor, fx: torch.Tensor, fy: torch
     return d[0], d[1], d[2], 1.0 / dz
 
 
-def rows_depth(kind: str, u: torch.Tensor, v: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, cx: torch.Tensor,
-               cy: torch.Tensor, rot_wc: torch.Tensor, packed: torch.Tensor, row_env: torch.Tensor,
-               row_tile: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Nearest hit [R, P] of primitive kind ``kind`` for R (env, tile) rows.
-
-    u, v [T, P] pixel grid; fx, fy, cx, cy [E]; rot_wc [E, 9] row-major R_wc; packed [E, M+1, F] (pack_*);
-    row_env, row_tile [R]; idx [K, R]: the primitives each row tests (M: the padding row). idx is laid out
-    K-major on purpose: inductor then vectorizes along the pixels and loops over K innermost, where an
-    R-major list made it vectorize along K with gathered loads (~10x slower)."""
+def row_rays(u: torch.Tensor, v: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor,
+             rot_wc: torch.Tensor, row_env: torch.Tensor, row_tile: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(dx, dy, dz, 1/dz) [R, P] of the pixels u, v [T, P] of (env, tile) rows; fx.. [E], rot_wc [E, 9]."""
     e = row_env[:, None]
-    rays = ray_components(u[row_tile], v[row_tile], fx[e], fy[e], cx[e], cy[e], rot_wc[row_env])
+    return ray_components(u[row_tile], v[row_tile], fx[e], fy[e], cx[e], cy[e], rot_wc[row_env])
+
+
+def rows_depth(kind: str, dx: torch.Tensor, dy: torch.Tensor, dz: torch.Tensor, inv_dz: torch.Tensor,
+               packed: torch.Tensor, row_env: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Nearest hit [R, P] of primitive kind ``kind`` for R (env, tile) rows with rays [R, P] (row_rays).
+
+    packed [E, M+1, F] (pack_*); row_env [R]; idx [K, R]: the primitives each row tests (M: the padding
+    row). idx is laid out K-major on purpose: inductor then vectorizes along the pixels and loops over K
+    innermost, where an R-major list made it vectorize along K with gathered loads (~10x slower). The rays
+    come in as tensors, not expressions: inlined into the K loop, their expression trees multiplied
+    through every reuse and the compile did not finish in 5 minutes."""
     cols = packed[row_env[None, :], idx].permute(1, 0, 2)  # [R, K, F]
-    return KERNELS[kind](*(r[:, None] for r in rays), list(cols[..., None].unbind(-2)))
+    return KERNELS[kind](dx[:, None], dy[:, None], dz[:, None], inv_dz[:, None], list(cols[..., None].unbind(-2)))
 
 
 def ground_depth(u: torch.Tensor, v: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, cx: torch.Tensor,

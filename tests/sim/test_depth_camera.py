@@ -301,18 +301,20 @@ def test_bad_configs():
 
 @pytest.mark.slow
 def test_compiled_matches_eager():
-    """The inductor kernels: culled == unculled bit for bit, and eager within float rounding."""
+    """The inductor kernels against eager, culled and unculled: the same depth to float rounding. (Only
+    eager is bit-exact between culling on and off: the compiled kernels differ per K specialization in
+    how the C++ compiler contracts FMAs, which moves grazing rays by an ulp.)"""
     g = torch.Generator().manual_seed(8)
     n = 16
     cfg = DepthCameraCfg()
     scene = random_scene(n, 4, 8, 8, g, fill=0.8)
-    pos, quat = field_poses(n, g)
+    pos, quat = free_poses(scene, g)
     compiled, eager = DepthCamera(cfg, compile=True), DepthCamera(cfg)
     params = eager.nominal(n)
-    a, b = compiled.render(scene, pos, quat, params, cull=True), compiled.render(scene, pos, quat, params, cull=False)
-    assert torch.equal(a, b)
     ref = eager.render(scene, pos, quat, params)
-    same_class = torch.isfinite(a) == torch.isfinite(ref)
-    assert same_class.float().mean() > 0.999
-    both = torch.isfinite(a) & torch.isfinite(ref)
-    torch.testing.assert_close(a[both], ref[both], rtol=1e-4, atol=0)
+    for cull in (True, False):
+        out = compiled.render(scene, pos, quat, params, cull=cull)
+        assert (torch.isfinite(out) == torch.isfinite(ref)).float().mean() > 0.999
+        both = torch.isfinite(out) & torch.isfinite(ref)
+        assert both.float().mean() > 0.3
+        torch.testing.assert_close(out[both], ref[both], rtol=1e-4, atol=0)
