@@ -149,23 +149,40 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
     data = build_transitions(steps, contract, reward="rlif" if method == "rlif" else "task")
     child_model, train_logs = finetune_actor(parent_model, data, cfg, logged_policy_actions(steps))
     sim_report, child_val = None, None
-    if sim_refine is not None and predictable and validate_twin is not None:
-        child_val = _validate(_torch_policy(child_model), contract, validate_twin, validate_starts, goal_w)
-        tol = EpisodeCfg().tol_m
-        if child_val["success_rate"] >= sim_refine.skip_at_success and \
-                child_val["max_err_m_median"] <= sim_refine.skip_at_err_share * tol:
+    tol = EpisodeCfg().tol_m
+    if sim_refine is not None and predictable:
+        def holds(val: dict) -> bool:
+            return val["success_rate"] >= sim_refine.skip_at_success and \
+                val["max_err_m_median"] <= sim_refine.skip_at_err_share * tol
+
+        def check(model) -> dict | None:
+            return None if validate_twin is None else \
+                _validate(_torch_policy(model), contract, validate_twin, validate_starts, goal_w)
+
+        child_val = check(child_model)
+        if child_val is not None and holds(child_val):
             sim_report = {"skipped": f"the logs-only child validates {child_val['success_rate']:.2f} >= "
                                      f"{sim_refine.skip_at_success:g} on the twin, median largest error "
                                      f"{child_val['max_err_m_median'] * 100:.1f} cm <= "
                                      f"{sim_refine.skip_at_err_share * tol * 100:.1f} cm"}
             progress(f"finetune: no simulator stage: {sim_report['skipped']}")
-    if sim_refine is not None and predictable and sim_report is None:
-        child_val = None
-        child_model, sim_report = refine_in_sim(child_model, task_cfg, estimate.gains, data.obs[data.sim < 0.5],
-                                                sim_refine, disturbance=estimate)
-        progress(f"finetune: continued in the simulator with the identified disturbance: {sim_report['sim_env_steps']:,} "
-                 f"sim steps (hover cost {sim_report['cost_first']:.2f} -> {sim_report['cost_last']:.2f}), anchored on "
-                 f"{sim_report['robot_anchor_steps']:,} robot steps, {sim_report['time_s']:.1f} s")
+        else:
+            blocks = []
+            for b in range(sim_refine.max_blocks if validate_twin is not None else 1):
+                child_model, rep_b = refine_in_sim(child_model, task_cfg, estimate.gains, data.obs[data.sim < 0.5],
+                                                   dataclasses.replace(sim_refine, seed=sim_refine.seed + b),
+                                                   disturbance=estimate)
+                blocks.append(rep_b)
+                child_val = check(child_model)
+                progress(f"finetune: simulator stage {b + 1}: {rep_b['sim_env_steps']:,} sim steps with the identified "
+                         f"disturbance (hover cost {rep_b['cost_first']:.2f} -> {rep_b['cost_last']:.2f}), anchored on "
+                         f"{rep_b['robot_anchor_steps']:,} robot steps, {rep_b['time_s']:.1f} s"
+                         + ("" if child_val is None else f"; child validates {child_val['success_rate']:.2f}"))
+                if child_val is None or holds(child_val):
+                    break
+            sim_report = {**blocks[0], "blocks": len(blocks), "cost_last": blocks[-1]["cost_last"],
+                          "sim_env_steps": sum(x["sim_env_steps"] for x in blocks),
+                          "time_s": sum(x["time_s"] for x in blocks)}
     elif sim_refine is not None and not predictable:
         progress("finetune: no simulator stage (the identified model cannot predict the flight)")
     t_train = time.perf_counter() - t0

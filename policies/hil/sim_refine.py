@@ -37,6 +37,9 @@ class SimRefineCfg:
     skip_at_success: float = 0.95
     """finetune skips this stage when the logs-only child already holds at this success on the validation
     twin (the identified disturbance), with the margin below; > 1: never skip [1]"""
+    max_blocks: int = 3
+    """finetune repeats the stage (fresh starts, seed + block) until the child holds on the validation
+    twin as skip_at_* say, at most this many times [1]"""
     skip_at_err_share: float = 0.6
     """... and the median over starts of its largest hold error is at most this share of the tolerance (a
     child that holds at 4.5 cm of 5 passes the twin and fails half its real flights) [1]"""
@@ -65,8 +68,8 @@ class SimRefineCfg:
     seed: int = 0
 
     def __post_init__(self):
-        if min(self.iterations, self.num_envs, self.segment_steps, self.segments_per_rollout) < 1:
-            raise ValueError("iterations, num_envs, segment_steps and segments_per_rollout must be >= 1")
+        if min(self.iterations, self.num_envs, self.segment_steps, self.segments_per_rollout, self.max_blocks) < 1:
+            raise ValueError("iterations, num_envs, segment_steps, segments_per_rollout and max_blocks must be >= 1")
         if not 0 <= self.gain_spread < 0.5:
             raise ValueError(f"gain_spread must be in [0, 0.5), got {self.gain_spread}")
 
