@@ -43,6 +43,10 @@ from tether.config import config_to_dict
 from tether.contract import ContractError, sha256_file
 from tether.runtime import OnnxPolicy
 
+PREDICTION_MARGIN = 0.25
+"""the twin predicts real success only as well as its hold errors clear the tolerance: success is also
+counted at tolerance x (1 -+ this), and a band wider than MAX_PREDICTION_BAND means 'cannot predict'"""
+MAX_PREDICTION_BAND = 0.3
 MIN_REPLAY_MATCH = 0.75
 """fraction of the parent's logged actions the rebuilt observations must reproduce"""
 
@@ -216,7 +220,17 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
             report["validation"] = {
                 "parent": validate_on_twin(parent_dir, validate_twin, validate_starts, goal_w),
                 "child": child_val or validate_on_twin(export_dir, validate_twin, validate_starts, goal_w)}
-            prediction["predicted_success"] = report["validation"]["child"]["success_rate"]
+            child = report["validation"]["child"]
+            lo, hi = child["success_band"]
+            if hi - lo > MAX_PREDICTION_BAND:
+                prediction.update(status="cannot predict", why=(
+                    f"the child's hold errors sit at the tolerance on the twin (median largest error "
+                    f"{child['max_err_m_median'] * 100:.1f} cm of {EpisodeCfg().tol_m * 100:g}): its success there is "
+                    f"{lo:.2f} at {1 - PREDICTION_MARGIN:.0%} of the tolerance and {hi:.2f} at "
+                    f"{1 + PREDICTION_MARGIN:.0%}, too close to call for real flights"))
+                progress(f"finetune: CANNOT PREDICT the child's success: {prediction['why']}")
+            else:
+                prediction["predicted_success"] = child["success_rate"]
             progress(f"finetune: twin validation ({prediction['validated_on']}) success parent "
                      f"{report['validation']['parent']['success_rate']:.2f} -> child "
                      f"{report['validation']['child']['success_rate']:.2f}")
@@ -281,5 +295,7 @@ def _validate(policy, contract, twin_cfg, num_starts: int, goal_w, seed: int = 4
     hold = r["t_s"] >= ep.settle_s
     max_err = r["pos_err"][hold].max(axis=0)
     success = (max_err < ep.tol_m) & ~r["crashed"]
+    band = [float(((max_err < f * ep.tol_m) & ~r["crashed"]).mean()) for f in (1 - PREDICTION_MARGIN, 1 + PREDICTION_MARGIN)]
     return {"success_rate": float(success.mean()), "num_starts": num_starts,
-            "max_err_m_median": float(np.median(max_err)), "crashes": int(r["crashed"].sum())}
+            "max_err_m_median": float(np.median(max_err)), "crashes": int(r["crashed"].sum()),
+            "success_band": band}

@@ -23,7 +23,7 @@ import numpy as np
 from hardware.twin import TwinConfig, WeakMotor, with_policy_rate_gains
 from policies.hil.algorithms import FinetuneCfg
 from policies.hil.dataset import load_log
-from policies.hil.finetune import finetune, lineage
+from policies.hil.finetune import MAX_PREDICTION_BAND, finetune, lineage
 from policies.hil.flight import EpisodeCfg, episode_starts, episode_success, fly_corrected_episode
 from policies.hil.sim_refine import SimRefineCfg
 from tether.actions import ActionMap
@@ -320,15 +320,17 @@ def run_correction_loop(parent_dir: str | Path, out_dir: str | Path, cfg: LoopCf
                 rep["deployed"] = not rep["gate"].startswith("refused")
                 if not rep["deployed"]:  # do no harm: a child that validates worse stays on the shelf
                     progress(f"round {r}: child validates worse than its parent on the twin; keeping the parent")
-                    prediction = {"status": "predicted", "predicted_success": val["parent"]["success_rate"]}
+                    lo, hi = val["parent"]["success_band"]
+                    close = hi - lo > MAX_PREDICTION_BAND
+                    prediction = {"status": "cannot predict" if close else "predicted",
+                                  "predicted_success": None if close else val["parent"]["success_rate"]}
                     rounds.append(row)
                     continue
                 if val is None:
                     progress(f"round {r}: deploying the child UNVALIDATED ({rep['gate']}); no improvement is claimed")
                     previous = (policy_dir, success, rate)
-                    prediction = {"status": "cannot predict", "predicted_success": None}
-                else:
-                    prediction = {"status": "predicted", "predicted_success": val["child"]["success_rate"]}
+                prediction = {"status": rep["prediction"]["status"],
+                              "predicted_success": rep["prediction"]["predicted_success"]}
                 if stack is not None:
                     status = request_hot_swap(child, cfg.domain_id)
                     progress(f"hot swap: {status}")
