@@ -99,10 +99,12 @@ def main() -> None:
     print(f"uptime at start: {os.popen('uptime').read().strip()}")
     print(header)
     print("-" * len(header))
-    cams = {impl: DepthCamera(cfg, CameraRandomizationCfg(), device, compile=impl == "compiled") for impl in args.impls}
     for threads in args.threads:
         if device.type == "cpu":
             torch.set_num_threads(threads)
+        # fresh compiled kernels per thread count: inductor's CPU kernels bake the thread count in
+        cams = {impl: DepthCamera(cfg, CameraRandomizationCfg(), device, compile=impl == "compiled")
+                for impl in args.impls}
         for n_envs in args.envs:
             for n_prims in args.prims:
                 scene, pos, quat = setup(n_envs, n_prims, device)

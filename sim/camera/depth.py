@@ -16,7 +16,6 @@ maps the special values to finite numbers for a network.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import Callable
 
@@ -98,6 +97,12 @@ def _fresh(fn):
     return type(fn)(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
 
 
+def _kind_kernel(kind: str) -> Callable[..., torch.Tensor]:
+    def kernel(dx, dy, dz, inv_dz, packed, row_env, idx):
+        return raycast.rows_depth(kind, dx, dy, dz, inv_dz, packed, row_env, idx)
+    return kernel
+
+
 class DepthCamera:
     """Renders depth for a batch of envs; holds only the config, pixel grids and compiled kernels."""
 
@@ -112,13 +117,14 @@ class DepthCamera:
         self._tile_lo_v = (torch.arange(rows) * cfg.tile_h).repeat_interleave(cols).to(self.device, dtype)
         self._kernels: dict[str, Callable[..., torch.Tensor]] = {}
         for kind in raycast.KERNELS:
-            self._kernels[kind] = functools.partial(raycast.rows_depth, kind)
+            self._kernels[kind] = _kind_kernel(kind)
         self._ground: Callable[..., torch.Tensor] = raycast.ground_depth
         self._rays: Callable[..., tuple[torch.Tensor, ...]] = raycast.row_rays
         if compile:
             # one code object per compiled function: dynamo counts recompiles per code object
-            self._kernels = {kind: torch.compile(functools.partial(_fresh(raycast.rows_depth), kind),
-                                                 options=INDUCTOR_OPTIONS) for kind in raycast.KERNELS}
+            # (a functools.partial would share torch.compile's wrapper code object across the kinds)
+            self._kernels = {kind: torch.compile(_fresh(_kind_kernel(kind)), options=INDUCTOR_OPTIONS)
+                             for kind in raycast.KERNELS}
             self._ground = torch.compile(_fresh(raycast.ground_depth), dynamic=False, options=INDUCTOR_OPTIONS)
             self._rays = torch.compile(_fresh(raycast.row_rays), options=INDUCTOR_OPTIONS)
 
@@ -162,10 +168,10 @@ class DepthCamera:
             for rows, idx in lists:
                 if rows.numel() == 1:  # one row would be its own compiled shape: test it twice
                     rows, idx = rows.repeat(2), idx.repeat(1, 2)
-                for x, dim in ((rows, 0), (idx, 1)) + (((idx, 0),) if idx.shape[0] > 1 else ()):
-                    torch._dynamo.maybe_mark_dynamic(x, dim)
-                row_env = rows // t
-                rays = self._rays(self._u, self._v, *intr, rot9, row_env, rows % t)
+                row_env, row_tile = rows // t, rows % t
+                for x, dim in ((row_env, 0), (row_tile, 0), (idx, 1)) + (((idx, 0),) if idx.shape[0] > 1 else ()):
+                    torch._dynamo.maybe_mark_dynamic(x, dim)  # one graph for every bucket size
+                rays = self._rays(self._u, self._v, *intr, rot9, row_env, row_tile)
                 hit = kernel(*rays, packed, row_env, idx)
                 flat[rows] = torch.minimum(flat[rows], hit)
         k = self.cfg.intrinsics
