@@ -629,10 +629,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nproc", type=int, default=1,
                    help="data-parallel processes on this machine (each with --num-envs envs; gloo on CPUs, NCCL "
                         "on GPUs, one GPU per process); for several machines use torchrun (README)")
-    p.add_argument("--physics", choices=("auto", "fused", "eager", "compiled"), default="auto",
-                   help="simulator step: fused (one compiled kernel for physics, observation, reward, resets), "
-                        "eager (op by op), compiled (torch.compile of the eager physics); auto: fused where the "
-                        "task supports it, else eager")
+    # eager by default: on 7 time-to-hover seeds the fused env failed 3 that eager passes (cause not found
+    # yet; the step-by-step parity tests agree), so the faster kernel stays opt-in until it is explained
+    p.add_argument("--physics", choices=("auto", "fused", "eager", "compiled"), default="eager",
+                   help="simulator step: eager (op by op); fused (one compiled kernel for physics, observation, "
+                        "reward, resets; 3.5-5x the env throughput); compiled (torch.compile of the eager physics); "
+                        "auto: fused where the task supports it, else eager")
     p.add_argument("--run-dir", help="run folder for checkpoints, config and TensorBoard (default: "
                                      "artifacts/runs/<task>_seed<seed>, or the --resume folder)")
     p.add_argument("--resume", help="run folder (its latest checkpoint) or checkpoint file to continue; same task, "
