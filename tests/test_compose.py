@@ -67,8 +67,11 @@ def compose_binary() -> Path:
 
 
 def compose(*args: str, file: Path = COMPOSE_FILE, env: dict | None = None) -> subprocess.CompletedProcess:
+    # the file interpolates ROS_*/TETHER_*/TORCH_* from the environment: start from one without them, so a
+    # ROS test earlier in the session (which sets ROS_DOMAIN_ID) cannot change what the defaults look like
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("ROS_", "TETHER_", "TORCH_"))}
     return subprocess.run([str(compose_binary()), "-f", str(file), *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, cwd=ROOT, timeout=60)
+                          env={**clean, **(env or {})}, cwd=ROOT, timeout=60)
 
 
 def config(*profiles: str, file: Path = COMPOSE_FILE, env: dict | None = None) -> dict:
