@@ -69,7 +69,7 @@ def fly_and_time(uri: str, cfg: CrazyflieCfg, duration_s: float) -> dict:
     try:
         robot.arm()
         stamp, n, t_end = None, 0, time.monotonic() + duration_s
-        with tqdm(total=int(duration_s), desc="hover flight", unit="s") as bar:
+        with tqdm(total=int(duration_s), desc="hover flight", unit="s", disable=None) as bar:
             while time.monotonic() < t_end:
                 s = robot.wait_state(stamp, 1.0)
                 arrival = robot.state_arrival_s
@@ -119,7 +119,7 @@ def loss_trials(peer, events_path: Path, cfg: CrazyflieCfg, how: str, n: int) ->
     sig = signal.SIGUSR1 if how == "silent" else signal.SIGUSR2
     onset_kind, back_kind = ("silent", "talking") if how == "silent" else ("port_closed", "port_open")
     times, within, undetected, early = [], 0, 0, 0
-    bar = tqdm(total=n, desc=f"link loss ({how})", unit="trial")
+    bar = tqdm(total=n, desc=f"link loss ({how})", unit="trial", disable=None)
     while len(times) + undetected < n:
         robot = Crazyflie(cfg)
         robot.connect()

@@ -92,7 +92,7 @@ def bench_latency(port: int, seconds: float) -> dict[str, np.ndarray]:
     try:
         end = time.monotonic() + seconds + 3.0
         warmup_end = time.monotonic() + 3.0  # the climb to the goal is not measured
-        with tqdm(total=int(seconds), desc="flight", unit="s") as bar:
+        with tqdm(total=int(seconds), desc="flight", unit="s", disable=None) as bar:
             while time.monotonic() < end:
                 seq, rx_ns = v.wait_state(seq, 1.0)
                 woke_ns = time.monotonic_ns()
@@ -238,7 +238,7 @@ def main() -> None:
         print(f"the adapter's own work alone (one thread, 20000 messages): p50 {np.percentile(alone, 50) * 1e3:.0f} us, "
               f"p99 {np.percentile(alone, 99) * 1e3:.0f} us, max {alone.max():.3f} ms")
         latched, raised, last_sp, stopped, cache = [], [], [], 0, {}
-        for _ in tqdm(range(trials), desc="link-loss trials"):
+        for _ in tqdm(range(trials), desc="link-loss trials", disable=None):
             a, b, c, ok = link_loss_trial(proc, port, args.deadline, cache)
             latched.append(a)
             raised.append(b)
