@@ -528,7 +528,11 @@ class MavlinkVehicle(Robot):
         what = what or name
         target, first_sent_ns = self._target, time.monotonic_ns()
         for confirmation in range(self.cfg.command_retries):
-            sent_ns = self._send_msg(m.MAVLink_command_long_message(
+            # stamped before the write: the receiver thread can parse the ACK before this thread is scheduled
+            # again after sendto (a quick vehicle on a quiet machine), so a stamp taken after the write would
+            # call that ACK stale and miss it on every try
+            sent_ns = time.monotonic_ns()
+            self._send_msg(m.MAVLink_command_long_message(
                 target[0], target[1], command, confirmation, *[float(p) for p in params]))
             deadline = time.monotonic() + self.cfg.command_timeout_s
             with self._lock:
@@ -585,7 +589,8 @@ class MavlinkVehicle(Robot):
         _, m = _mavlink()
         target = self._target
         for _ in range(self.cfg.command_retries):
-            sent_ns = self._send_msg(
+            sent_ns = time.monotonic_ns()  # before the write, as in _command: the answer may be parsed before it returns
+            self._send_msg(
                 m.MAVLink_param_request_read_message(target[0], target[1], name.encode(), -1) if set_to is None else
                 m.MAVLink_param_set_message(target[0], target[1], name.encode(), float(set_to), param_type))
             with self._lock:

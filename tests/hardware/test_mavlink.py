@@ -217,6 +217,34 @@ def test_state_arrives_converted_and_commands_are_checked(make_standin, make_veh
     np.testing.assert_allclose(sent.body_rates_b, [-v.cfg.body_rate_limits_rad_s[0], 0.5, v.cfg.body_rate_limits_rad_s[2]])
 
 
+def test_an_answer_parsed_before_the_send_returns_still_counts(make_standin, make_vehicle):
+    # On a quiet machine the stand-in answers so fast that the receiver thread parses the COMMAND_ACK (or
+    # PARAM_VALUE) before the sending thread is scheduled again after sendto; the adapter once stamped the
+    # request after the write, called that answer stale, and gave up "no COMMAND_ACK after 3 tries".
+    # Here every request's write returns only once its answer has been parsed: that order, every time.
+    make_standin(flavour="ardupilot")
+    v = make_vehicle(ArduPilotCfg)
+    real_send = v._send_msg
+
+    def send_then_wait_for_the_answer(msg):
+        before_ns = time.monotonic_ns()
+        done_ns = real_send(msg)
+        kind = msg.get_type()
+        if kind in ("COMMAND_LONG", "PARAM_REQUEST_READ", "PARAM_SET"):
+            answers = v._acks if kind == "COMMAND_LONG" else v._params
+            key = msg.command if kind == "COMMAND_LONG" else msg.param_id
+            with v._lock:
+                assert v._lock.wait_for(lambda: answers.get(key, (0, -1))[1] >= before_ns, 5.0), f"no answer to {kind}"
+            done_ns = time.monotonic_ns()
+        return done_ns
+
+    v._send_msg = send_then_wait_for_the_answer
+    v.connect()  # SET_MESSAGE_INTERVAL x3 and the GUID_ parameters, each answered before its send returned
+    v.arm()  # GUIDED_NOGPS, then arm
+    wait_until(lambda: v.armed and v.mode == "GUIDED_NOGPS", 5.0, "an armed GUIDED_NOGPS HEARTBEAT")
+    v.safe_stop()
+
+
 def test_offboard_is_denied_without_a_setpoint_stream(make_standin, make_vehicle):
     standin = make_standin()
     v = make_vehicle()
