@@ -474,8 +474,9 @@ class Ros2Arm(Robot):
             rclpy.shutdown(context=ctx)
             raise
         self._ctx, self._node, self._executor = ctx, node, executor
-        self._thread = threading.Thread(target=self._spin, args=(ctx, executor), name=f"{cfg.node_name}-executor",
-                                        daemon=True)
+        self._stop_spin = threading.Event()
+        self._thread = threading.Thread(target=self._spin, args=(ctx, executor, self._stop_spin),
+                                        name=f"{cfg.node_name}-executor", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + cfg.connect_timeout_s
         while time.monotonic() < deadline:
@@ -492,11 +493,11 @@ class Ros2Arm(Robot):
                          "or fix joint_names / joint_state_topic")
 
     @staticmethod
-    def _spin(ctx, executor) -> None:
+    def _spin(ctx, executor, stop: threading.Event) -> None:
         from rclpy.executors import ExternalShutdownException
 
         try:
-            while ctx.ok():
+            while ctx.ok() and not stop.is_set():
                 executor.spin_once(timeout_sec=0.05)
         except ExternalShutdownException:
             pass
@@ -518,11 +519,14 @@ class Ros2Arm(Robot):
             self._pub.wait_for_all_acked(rclpy.duration.Duration(seconds=0.5))
         ctx, node, executor, thread = self._ctx, self._node, self._executor, self._thread
         self._ctx = self._node = self._executor = self._thread = self._pub = None
-        rclpy.shutdown(context=ctx)
+        # stop the spin, then destroy the node, then shut its context down: destroying a node whose context
+        # is already shut down segfaulted rclpy in a CI run (destroy_node after rclpy.shutdown)
+        self._stop_spin.set()
         if thread is not None:
             thread.join(2.0)
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
+        rclpy.shutdown(context=ctx)
 
     # ------------------------------------------------------------------ streams
 
