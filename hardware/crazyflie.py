@@ -38,7 +38,7 @@ from typing import Callable
 
 import numpy as np
 
-from hardware.robot import (Command, CtbrCommand, Robot, RobotAlreadyConnectedError, RobotError, RobotLinkLost,
+from hardware.robot import (CTBR_SCHEMA, Command, CtbrCommand, Robot, RobotAlreadyConnectedError, RobotError, RobotLinkLost,
                             RobotState, RotorCommand, Schema, VehicleFacts, check_finite_command)
 from tether.presets import PRESETS
 
@@ -216,7 +216,7 @@ class Crazyflie(Robot):
 
     @property
     def command_schema(self) -> Schema:
-        return {"thrust_n": ((), "N"), "body_rates_b": ((3,), "rad/s")}
+        return dict(CTBR_SCHEMA)
 
     @property
     def is_connected(self) -> bool:

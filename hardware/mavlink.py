@@ -46,7 +46,7 @@ import time
 import numpy as np
 
 from hardware import mavlink_frames as frames
-from hardware.robot import (Command, CtbrCommand, Robot, RobotAlreadyConnectedError, RobotError, RobotLinkLost,
+from hardware.robot import (CTBR_SCHEMA, Command, CtbrCommand, Robot, RobotAlreadyConnectedError, RobotError, RobotLinkLost,
                             RobotState, RotorCommand, Schema, VehicleFacts, check_finite_command)
 from tether.presets import PX4_1KG
 
@@ -234,7 +234,7 @@ class MavlinkVehicle(Robot):
 
     @property
     def command_schema(self) -> Schema:
-        return {"thrust_n": ((), "N"), "body_rates_b": ((3,), "rad/s")}
+        return dict(CTBR_SCHEMA)
 
     @property
     def is_connected(self) -> bool:

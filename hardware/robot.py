@@ -109,6 +109,9 @@ class CtbrCommand:
 
 Command = RotorCommand | CtbrCommand
 
+CTBR_SCHEMA: Schema = {"thrust_n": ((), "N"), "body_rates_b": ((3,), "rad/s")}
+"""what an adapter that takes a :class:`CtbrCommand` accepts (its command_schema, or part of it)"""
+
 
 def check_finite_command(cmd: Command) -> None:
     """Raise ValueError if a command holds NaN or Inf (a robot must never act on one)."""

@@ -14,7 +14,7 @@ import dataclasses
 
 import numpy as np
 
-from hardware.robot import (Command, CtbrCommand, Robot, RobotAlreadyConnectedError, RobotState, RotorCommand,
+from hardware.robot import (CTBR_SCHEMA, Command, CtbrCommand, Robot, RobotAlreadyConnectedError, RobotState, RotorCommand,
                             Schema, check_finite_command)
 from hardware.twin_config import (Payload, TwinConfig, TwinParams, WeakMotor, WindGust,  # noqa: F401 (re-exported)
                                   twin_vehicle, with_policy_rate_gains)
@@ -94,8 +94,7 @@ class DigitalTwin(Robot):
 
     @property
     def command_schema(self) -> Schema:
-        return {"rotor_cmd": ((self.n_rotors,), "1 (fraction of max rotor speed, motor order)"),
-                "thrust_n": ((), "N"), "body_rates_b": ((3,), "rad/s")}
+        return {"rotor_cmd": ((self.n_rotors,), "1 (fraction of max rotor speed, motor order)"), **CTBR_SCHEMA}
 
     @property
     def is_connected(self) -> bool:
