@@ -15,7 +15,10 @@ Conventions (stated once, here):
 Versions: 2.0 adds the sections ``vehicle`` (what it was trained on, with the randomization ranges),
 ``latency`` (the delay distribution and where it acts), ``controller`` (what the outputs drive) and
 ``frames`` (axes, initial action history, hold rule). 1.0 files still load; ``contract.missing``
-names the sections they lack and :func:`compat_note` says what that limits.
+names the sections they lack and :func:`compat_note` says what that limits. 2.1 adds ``images``: image
+inputs beside the state vector (observation groups: the vector group is ``observation``, fed as the
+ONNX input ``input_name``; each :class:`ImageInput` is one more ONNX input of its own name). A 2.0
+runtime refuses a 2.1 policy at load (its ONNX has inputs the 2.0 contract reader does not feed).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from typing import Any
 from tether.config import check_value, config_to_dict, field_docs
 
 CONTRACT_VERSION = "2.0"
+IMAGES_CONTRACT_VERSION = "2.1"
+"""the version of a contract with image inputs (``images``); without them a contract is 2.0"""
 SUPPORTED_MAJOR_VERSIONS = ("1", "2")
 V2_SECTIONS = ("vehicle", "latency", "controller", "frames")
 QUATERNION_ORDER = "wxyz"
@@ -322,6 +327,105 @@ class FramesSpec:
             raise ContractError(f"frames.hold must be one of {HOLD_RULES}, got {self.hold!r}")
 
 
+IMAGE_ENCODINGS = ("32FC1", "16UC1")
+IMAGE_POOLINGS = ("nearest",)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageInput:
+    """One image input of a policy (an observation group of its own): what the robot's camera must
+    publish, and what the network does with it.
+
+    The ONNX input ``name`` takes the camera image as published, decoded to metres: float32 [B, 1,
+    height, width], z-depth along the optical axis, with REP 117 special values (+inf: no return within
+    range, -inf: too near, NaN: invalid; a 16UC1 image's 0 is NaN). Everything after that is IN the
+    graph (one implementation, the one trained with): +inf -> max_range_m, -inf -> min_range_m, the
+    ``pooling`` down to pooled_height x pooled_width (NaN ignored unless a whole block is NaN), a block
+    still NaN -> ``invalid_m``, then the encoder. So the runner only decodes, checks and feeds.
+    """
+
+    name: str
+    """ONNX input name and observation group, e.g. 'depth'"""
+    quantity: str
+    """vocabulary entry the image holds, e.g. 'depth_c'"""
+    width: int
+    """image width the camera publishes and the input takes [px]"""
+    height: int
+    """image height [px]"""
+    encoding: str
+    """REP 118 encoding of the sensor_msgs/Image: '32FC1' (metres) or '16UC1' (millimetres, 0 = no data)"""
+    topic: str
+    """sensor_msgs/Image topic the runner subscribes to (relative to the robot's namespace)"""
+    camera_info_topic: str
+    """sensor_msgs/CameraInfo topic of the same camera"""
+    fx_fy_cx_cy_px: tuple[float, float, float, float]
+    """nominal intrinsics trained with at width x height, pixel centres at integers (camera_info P) [px]"""
+    intrinsics_tolerance_rel: float
+    """a camera_info whose fx, fy differ by more than this fraction, or cx, cy by more than this fraction of
+    the width / height, from the nominal ones is refused (training randomized within it) [1]"""
+    mount_position_b_m: tuple[float, float, float]
+    """camera_link origin in the body frame (FLU) [m]"""
+    mount_rpy_rad: tuple[float, float, float]
+    """camera_link roll, pitch, yaw in the body frame, URDF convention, pitch > 0 looks down [rad];
+    the optical frame is z forward, x right, y down (REP 103)"""
+    min_range_m: float
+    """nearer returns are -inf, then read as this in the graph [m]"""
+    max_range_m: float
+    """returns beyond this are +inf, then read as this in the graph [m]"""
+    pooling: str
+    """'nearest': the nearest depth of each block (a max-pool of -depth), in the graph"""
+    pooled_width: int
+    """width after pooling: width must be a multiple of it [px]"""
+    pooled_height: int
+    """height after pooling: height must be a multiple of it [px]"""
+    invalid_m: float
+    """what a pooled block with no valid pixel reads, in the graph [m]"""
+    max_age_s: float
+    """an image whose header stamp is older than this at the tick is unusable (the policy is not run on
+    it; the robot holds a safe action) [s]"""
+    normalization: str = "depth_m / max_range_m, in the graph"
+    """what the graph does to the pooled depth before the encoder (for readers)"""
+
+    def __post_init__(self):
+        if self.quantity not in VOCABULARY or VOCABULARY[self.quantity].frame != "camera":
+            raise ContractError(f"images.{self.name}: quantity {self.quantity!r} is not a camera quantity of the "
+                                f"vocabulary")
+        if self.encoding not in IMAGE_ENCODINGS:
+            raise ContractError(f"images.{self.name}: encoding must be one of {IMAGE_ENCODINGS}, got {self.encoding!r}")
+        if self.pooling not in IMAGE_POOLINGS:
+            raise ContractError(f"images.{self.name}: pooling must be one of {IMAGE_POOLINGS}, got {self.pooling!r}")
+        if min(self.width, self.height, self.pooled_width, self.pooled_height) < 1 or \
+                self.width % self.pooled_width or self.height % self.pooled_height:
+            raise ContractError(f"images.{self.name}: {self.width}x{self.height} px must be a whole multiple of the "
+                                f"pooled {self.pooled_width}x{self.pooled_height}")
+        if not 0.0 <= self.min_range_m < self.max_range_m or not math.isfinite(self.max_range_m):
+            raise ContractError(f"images.{self.name}: need 0 <= min_range_m < max_range_m < inf [m], got "
+                                f"{self.min_range_m}, {self.max_range_m}")
+        if not self.max_age_s > 0 or not self.intrinsics_tolerance_rel >= 0:
+            raise ContractError(f"images.{self.name}: max_age_s must be > 0 s and intrinsics_tolerance_rel >= 0")
+        if len(self.fx_fy_cx_cy_px) != 4 or min(self.fx_fy_cx_cy_px[:2]) <= 0:
+            raise ContractError(f"images.{self.name}: fx_fy_cx_cy_px needs 4 values with fx, fy > 0 [px]")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """the ONNX input's shape after the batch axis: (channels, height, width)"""
+        return (1, self.height, self.width)
+
+    def intrinsics_error(self, fx: float, fy: float, cx: float, cy: float, width: int, height: int) -> str | None:
+        """None if a camera_info (its P, at width x height) matches what training used, else what differs."""
+        if (width, height) != (self.width, self.height):
+            return f"camera_info is {width}x{height} px, the policy takes {self.width}x{self.height}"
+        nfx, nfy, ncx, ncy = self.fx_fy_cx_cy_px
+        tol = self.intrinsics_tolerance_rel
+        if abs(fx - nfx) > tol * nfx or abs(fy - nfy) > tol * nfy:
+            return f"camera_info focal lengths ({fx:.1f}, {fy:.1f}) px differ from the trained ({nfx:.1f}, {nfy:.1f}) " \
+                   f"by more than {tol:.0%}"
+        if abs(cx - ncx) > tol * self.width or abs(cy - ncy) > tol * self.height:
+            return f"camera_info principal point ({cx:.1f}, {cy:.1f}) px differs from the trained ({ncx:.1f}, " \
+                   f"{ncy:.1f}) by more than {tol:.0%} of the image"
+        return None
+
+
 def _tuples(value):
     return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
@@ -350,16 +454,35 @@ class PolicyContract:
     """2.0: what the outputs drive"""
     frames: FramesSpec | None = None
     """2.0: axes, initial action history, hold rule"""
+    images: tuple[ImageInput, ...] = ()
+    """2.1: image inputs, each one more ONNX input after ``input_name`` in this order"""
 
     def __post_init__(self):
         if self.version is None:
-            object.__setattr__(self, "version", "1.0" if self.missing else CONTRACT_VERSION)
+            object.__setattr__(self, "version", "1.0" if self.missing else
+                               IMAGES_CONTRACT_VERSION if self.images else CONTRACT_VERSION)
         if str(self.version).split(".")[0] not in SUPPORTED_MAJOR_VERSIONS:
             raise ContractError(f"contract version {self.version!r} is not supported (this runtime reads "
                                 f"{', '.join(v + '.x' for v in SUPPORTED_MAJOR_VERSIONS)})")
         if self.major_version >= 2 and self.missing:
             raise ContractError(f"contract {self.version} is missing its section(s) {list(self.missing)}")
+        if self.images and (self.major_version, int(str(self.version).split(".")[1])) < (2, 1):
+            raise ContractError(f"contract {self.version} cannot hold images (they need {IMAGES_CONTRACT_VERSION})")
+        names = [self.input_name] + [im.name for im in self.images]
+        if len(set(names)) != len(names):
+            raise ContractError(f"input names must differ, got {names}")
         _check_sections(self)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """the ONNX inputs in order: the state vector, then each image"""
+        return (self.input_name,) + tuple(im.name for im in self.images)
+
+    def image(self, name: str) -> ImageInput:
+        for im in self.images:
+            if im.name == name:
+                return im
+        raise KeyError(f"policy has no image input {name!r}; it has {[im.name for im in self.images]}")
 
     @property
     def major_version(self) -> int:
@@ -386,6 +509,8 @@ class PolicyContract:
         for name in V2_SECTIONS:
             if d[name] is None:
                 del d[name]
+        if not self.images:
+            del d["images"]
         if self.vehicle is not None:
             d["vehicle"].update({k: getattr(self.vehicle, k) for k in VehicleSpec.DERIVED})
         if self.latency is not None:
@@ -525,6 +650,10 @@ def contract_from_dict(d: dict[str, Any], where: str = "policy.json") -> PolicyC
     action = ActionSpec(**a)
     sections = {name: _section(cls, d[name], f"{where}: {name}") for name, cls in _SECTION_TYPES.items()
                 if d.get(name) is not None}
+    images = d.get("images", [])
+    if not isinstance(images, list):
+        raise ContractError(f"{where}: images must be a list, got {type(images).__name__}")
+    sections["images"] = tuple(_section(ImageInput, im, f"{where}: images[{i}]") for i, im in enumerate(images))
     try:
         return PolicyContract(
             task=d["task"], control_rate_hz=float(rate), action_latency_s=float(d["action_latency_s"]),

@@ -33,8 +33,8 @@ class OnnxPolicy:
     def _check_io(self, c: PolicyContract) -> None:
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         names_in, names_out = [i.name for i in inputs], [o.name for o in outputs]
-        if names_in != [c.input_name]:
-            raise ContractError(f"{self.onnx_path}: inputs {names_in}, contract says [{c.input_name!r}]")
+        if names_in != list(c.input_names):
+            raise ContractError(f"{self.onnx_path}: inputs {names_in}, contract says {list(c.input_names)}")
         if names_out != [c.output_name]:
             raise ContractError(f"{self.onnx_path}: outputs {names_out}, contract says [{c.output_name!r}]")
         in_dim, out_dim = inputs[0].shape[-1], outputs[0].shape[-1]
@@ -42,12 +42,28 @@ class OnnxPolicy:
             raise ContractError(f"{self.onnx_path}: input width {in_dim}, contract obs_dim {c.obs_dim}")
         if out_dim != c.action.dim:
             raise ContractError(f"{self.onnx_path}: output width {out_dim}, contract action.dim {c.action.dim}")
+        for inp, im in zip(inputs[1:], c.images):
+            if list(inp.shape[1:]) != list(im.shape):
+                raise ContractError(f"{self.onnx_path}: input {im.name!r} is {inp.shape[1:]} after the batch axis, "
+                                    f"the contract says {list(im.shape)}")
 
-    def __call__(self, obs: np.ndarray) -> np.ndarray:
-        """obs float32 [obs_dim] or [B, obs_dim] -> actions [action_dim] or [B, action_dim], clipped."""
+    def __call__(self, obs: np.ndarray, images: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """obs float32 [obs_dim] or [B, obs_dim] -> actions [action_dim] or [B, action_dim], clipped.
+
+        images: one array per image input of the contract (``contract.images``), by name, each
+        [1, H, W] (with obs 1-D) or [B, 1, H, W]: depth in metres as decoded, REP 117 specials allowed
+        (the graph handles them; tether.contract.ImageInput)."""
         obs = np.asarray(obs, dtype=np.float32)
         batched = obs.ndim == 2
-        out = self.session.run(None, {self.contract.input_name: obs if batched else obs[None]})[0]
+        feed = {self.contract.input_name: obs if batched else obs[None]}
+        if self.contract.images or images:
+            given = sorted(images or {})
+            if given != sorted(im.name for im in self.contract.images):
+                raise ContractError(f"policy takes images {[im.name for im in self.contract.images]}, got {given}")
+            for im in self.contract.images:
+                x = np.asarray(images[im.name], dtype=np.float32)
+                feed[im.name] = x if batched else x[None]
+        out = self.session.run(None, feed)[0]
         # np.minimum/np.maximum in place: np.clip's Python wrapper costs more than the whole clip here
         np.maximum(out, self.contract.action.low, out=out)
         np.minimum(out, self.contract.action.high, out=out)
