@@ -1,5 +1,8 @@
 """Checkpoints: weights + optimizer + the resolved configs they were trained with, written atomically.
 
+A checkpoint records the observation groups its model reads and their widths (``obs_groups``, in the
+order they are concatenated); one written before observation groups read the "policy" group alone.
+
 A run folder holds ``run.json`` naming its run id, and every checkpoint carries the id of the run that
 wrote it, so that the latest checkpoint of a folder is never one left behind by an older run there.
 """
@@ -28,9 +31,12 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(path: str | Path, *, model, optimizer, task: str, env, ppo_cfg, iteration: int,
                     global_step: int, train_time_s: float, learning_rate: float,
-                    logs: dict[str, float] | None = None, run_id: str | None = None, world_size: int = 1) -> Path:
-    """world_size: processes of a data-parallel run (each with ``env.run.num_envs`` envs)."""
+                    logs: dict[str, float] | None = None, run_id: str | None = None, world_size: int = 1,
+                    obs_groups: dict[str, int] | None = None) -> Path:
+    """world_size: processes of a data-parallel run (each with ``env.run.num_envs`` envs).
+    obs_groups: {group: width} the model reads, in order (default: the "policy" group, env.obs_dim)."""
     path = Path(path)
+    obs_groups = dict(obs_groups) if obs_groups is not None else {"policy": env.obs_dim}
     payload = {
         "format": CHECKPOINT_FORMAT,
         "run_id": run_id,
@@ -43,6 +49,7 @@ def save_checkpoint(path: str | Path, *, model, optimizer, task: str, env, ppo_c
         "run_cfg": config_to_dict(env.run),
         "world_size": world_size,
         "obs_dim": env.obs_dim,
+        "obs_groups": obs_groups,
         "action_dim": env.cfg.action_dim,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -63,8 +70,17 @@ def task_config_hash(task_cfg) -> str:
     return config_hash(config_to_dict(task_cfg))
 
 
+def checkpoint_groups(ckpt: dict[str, Any]) -> dict[str, int]:
+    """{group: width} a checkpoint's model reads, in order; a checkpoint older than observation groups
+    read the "policy" group (its ``obs_dim``) alone."""
+    return dict(ckpt.get("obs_groups") or {"policy": ckpt["obs_dim"]})
+
+
 def load_checkpoint(path: str | Path, task: str | None = None, obs_dim: int | None = None,
-                    action_dim: int | None = None, action_space: str | None = None) -> dict[str, Any]:
+                    action_dim: int | None = None, action_space: str | None = None,
+                    obs_groups: dict[str, int] | None = None) -> dict[str, Any]:
+    """The checkpoint at ``path``, checked against what is given (task, "policy" width obs_dim, action
+    width, action space, the {group: width} obs_groups its model must read in that order)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -84,9 +100,17 @@ def load_checkpoint(path: str | Path, task: str | None = None, obs_dim: int | No
                               f"{action_space!r}; a resumed run keeps its action space")
     if obs_dim is not None and ckpt["obs_dim"] != obs_dim:
         raise CheckpointError(f"{path}: observation width {ckpt['obs_dim']} != environment's {obs_dim}")
+    if obs_groups is not None and list(checkpoint_groups(ckpt).items()) != list(dict(obs_groups).items()):
+        raise CheckpointError(f"{path}: its model reads observation groups {_groups_text(checkpoint_groups(ckpt))}, "
+                              f"this run {_groups_text(obs_groups)}; resume with the ppo.actor_groups it was "
+                              f"trained with, on an env giving those widths")
     if action_dim is not None and ckpt["action_dim"] != action_dim:
         raise CheckpointError(f"{path}: action width {ckpt['action_dim']} != environment's {action_dim}")
     return ckpt
+
+
+def _groups_text(groups: dict[str, int]) -> str:
+    return "[" + ", ".join(f"{g} ({w})" for g, w in groups.items()) + "]"
 
 
 # ------------------------------------------------------------------------------------ run folders

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from policies.checkpoint import load_checkpoint
+from policies.checkpoint import checkpoint_groups, load_checkpoint
 from policies.models import ActorCritic, DeployedActor
 from sim.quadrotor.presets import GRAVITY
 from sim.randomization import latency_step_range
@@ -61,8 +61,9 @@ def env_from_checkpoint(ckpt: dict, num_envs: int = 1, **overrides):
 
 
 def model_from_checkpoint(ckpt: dict) -> ActorCritic:
-    ppo = ckpt["ppo_cfg"]
-    model = ActorCritic(ckpt["obs_dim"], ckpt["action_dim"], tuple(ppo["actor_hidden"]), tuple(ppo["critic_hidden"]))
+    ppo, groups = ckpt["ppo_cfg"], checkpoint_groups(ckpt)
+    model = ActorCritic(sum(groups.values()), ckpt["action_dim"], tuple(ppo["actor_hidden"]),
+                        tuple(ppo["critic_hidden"]), groups=tuple(groups))
     model.load_state_dict(ckpt["model"])
     return model.eval()
 

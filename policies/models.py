@@ -1,9 +1,23 @@
-"""Actor-critic MLP and the running observation normalizer (folded into the exported graph)."""
+"""Actor-critic MLP, the running observation normalizer (folded into the exported graph), and the
+depth-image modules (the in-graph preprocessing of tether.contract.ImageInput and a small CNN encoder).
+
+Observation groups: an env returns a dict of named groups ("policy", "privileged", "depth", ...).
+:class:`ActorCritic` reads the vector groups named in ``groups``, concatenated in that order (and
+normalized together); it also takes a bare tensor, the "policy" group of a one-group model.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
+import torch.nn.functional as F
+
+from tether.contract import ImageInput
+
+Obs = torch.Tensor | Mapping[str, torch.Tensor]
+"""a model's input: a dict of observation groups, or the one group's tensor of a one-group model"""
 
 
 class EmpiricalNormalization(nn.Module):
@@ -42,11 +56,28 @@ def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int, act: type[nn.Module]
     return nn.Sequential(*layers)
 
 
+def concat_groups(obs: Obs, groups: tuple[str, ...]) -> torch.Tensor:
+    """The vector groups ``groups`` of ``obs`` side by side [B, sum of widths]; a tensor is the one group."""
+    if isinstance(obs, torch.Tensor):
+        if len(groups) != 1:
+            raise ValueError(f"a model reading groups {list(groups)} needs a dict of them, got one tensor")
+        return obs
+    missing = [g for g in groups if g not in obs]
+    if missing:
+        raise KeyError(f"observation has no group(s) {missing} (it has {sorted(obs)}); the model reads {list(groups)}")
+    return obs[groups[0]] if len(groups) == 1 else torch.cat([obs[g] for g in groups], dim=-1)
+
+
 class ActorCritic(nn.Module):
+    """Gaussian MLP policy + value MLP on the normalized concatenation of the vector groups ``groups``
+    (obs_dim = the sum of their widths; default: the "policy" group alone, as every checkpoint before
+    observation groups). ``groups`` is no tensor, so the state dict is the same whatever the groups."""
+
     def __init__(self, obs_dim: int, action_dim: int, actor_hidden: tuple[int, ...] = (64, 64),
                  critic_hidden: tuple[int, ...] = (64, 64), init_log_std: float = -0.5,
-                 action_bias: torch.Tensor | None = None):
+                 action_bias: torch.Tensor | None = None, groups: tuple[str, ...] = ("policy",)):
         super().__init__()
+        self.groups = tuple(groups)
         self.obs_normalizer = EmpiricalNormalization(obs_dim)
         self.actor = mlp(obs_dim, actor_hidden, action_dim)
         self.critic = mlp(obs_dim, critic_hidden, 1)
@@ -58,14 +89,19 @@ class ActorCritic(nn.Module):
             self.actor[-1].weight.mul_(0.01)
             self.actor[-1].bias.zero_()
 
-    def act_mean(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.actor(self.obs_normalizer(obs)) + self.action_bias
+    def flat(self, obs: Obs) -> torch.Tensor:
+        """The un-normalized MLP input [B, obs_dim]: the groups concatenated (what the normalizer updates on)."""
+        return concat_groups(obs, self.groups)
 
-    def value(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.critic(self.obs_normalizer(obs)).squeeze(-1)
+    def act_mean(self, obs: Obs) -> torch.Tensor:
+        return self.actor(self.obs_normalizer(self.flat(obs))) + self.action_bias
 
-    def distribution(self, obs: torch.Tensor) -> torch.distributions.Normal:
-        return torch.distributions.Normal(self.act_mean(obs), self.log_std.exp().expand(obs.shape[0], -1))
+    def value(self, obs: Obs) -> torch.Tensor:
+        return self.critic(self.obs_normalizer(self.flat(obs))).squeeze(-1)
+
+    def distribution(self, obs: Obs) -> torch.distributions.Normal:
+        mean = self.act_mean(obs)
+        return torch.distributions.Normal(mean, self.log_std.exp().expand(mean.shape[0], -1))
 
 
 class DeployedActor(nn.Module):
@@ -73,6 +109,7 @@ class DeployedActor(nn.Module):
 
     def __init__(self, model: ActorCritic, low: float = -1.0, high: float = 1.0):
         super().__init__()
+        self.groups = model.groups
         self.obs_normalizer = model.obs_normalizer
         self.actor = model.actor
         self.register_buffer("action_bias", model.action_bias.clone())

@@ -62,6 +62,9 @@ class PPOCfg:
     critic_warmup_iterations: int = 0
     """first iterations train the value function only (fine-tuning a given actor: a fresh critic's
     advantages are noise, and following them would first unlearn what the actor knows)"""
+    actor_groups: tuple[str, ...] = ("policy",)
+    """observation groups of the env ([N, width] vectors) concatenated in this order into the actor and
+    critic input and normalized together, e.g. ("policy", "privileged") for a privileged teacher"""
 
     def __post_init__(self):
         # one line per broken value, naming the key: config_from_dict prefixes "ppo."
@@ -89,13 +92,17 @@ class PPOCfg:
             raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
         if not 0.0 <= self.gae_lambda <= 1.0:
             raise ValueError(f"gae_lambda must be in [0, 1], got {self.gae_lambda}")
+        groups = self.actor_groups
+        if not groups or any(not isinstance(g, str) or not g for g in groups) or len(set(groups)) != len(groups):
+            raise ValueError(f"actor_groups must be a non-empty list of distinct group names, got {list(groups)}")
         for name in ("actor_hidden", "critic_hidden"):
             widths = getattr(self, name)
             if not widths or any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in widths):
                 raise ValueError(f"{name} must be a non-empty list of layer widths >= 1, got {list(widths)}")
 
 
-# Tasks whose PPO settings differ from PPOCfg()'s, by name (an explicit registry, as sim.tasks.TASKS).
+# Tasks whose PPO settings differ from PPOCfg()'s, by name (an explicit registry, as sim.tasks.TASKS):
+# a task registers its own defaults with one entry here (e.g. its actor_groups).
 # hover_robust: its integral action has a slow mode (a period of ~5 s when under-damped); at gamma 0.99 the
 # discount horizon is 2 s at 50 Hz and PPO learned an under-damped integral loop that held 5 cm on 42 % of
 # vehicles drawn from the class; at 0.995 (4 s) 91 % (issue 10 notes).
@@ -108,6 +115,19 @@ PPO_DEFAULTS: dict[str, PPOCfg] = {
 def ppo_defaults(task: str) -> PPOCfg:
     """The PPO config ``task`` trains with unless told otherwise."""
     return PPO_DEFAULTS.get(task, PPOCfg())
+
+
+def group_widths(obs: dict[str, torch.Tensor], groups: tuple[str, ...]) -> dict[str, int]:
+    """{group: width} of the vector groups ``groups`` of an env's observation dict, in that order."""
+    missing = [g for g in groups if g not in obs]
+    if missing:
+        raise ValueError(f"ppo.actor_groups {list(groups)}: the env has no group(s) {missing} (it returns "
+                         f"{sorted(obs)})")
+    not_vectors = [f"{g} {list(obs[g].shape)}" for g in groups if obs[g].ndim != 2]
+    if not_vectors:
+        raise ValueError(f"ppo.actor_groups must name [num_envs, width] vector groups; {', '.join(not_vectors)} "
+                         f"is not one (image groups go through an encoder: a depth student is distilled)")
+    return {g: obs[g].shape[1] for g in groups}
 
 
 def _wait_for(device: torch.device) -> None:
@@ -138,14 +158,18 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
 
     run_dir = Path(run_dir)
     device = env.device
-    num_envs, obs_dim, act_dim = env.num_envs, env.obs_dim, env.cfg.action_dim
+    num_envs, act_dim = env.num_envs, env.cfg.action_dim
     if num_envs * cfg.num_steps < cfg.num_minibatches:
         raise ValueError(f"num_minibatches {cfg.num_minibatches} > the {num_envs * cfg.num_steps} samples of a "
                          f"rollout ({num_envs} envs x {cfg.num_steps} steps); use more envs or fewer minibatches")
+    # the env draws from its own generator: resetting it here changes no other random stream
+    next_obs = env.reset()
+    widths = group_widths(next_obs, cfg.actor_groups)
+    obs_dim = sum(widths.values())  # the MLP input; env.obs_dim with the default ("policy",)
     resumed = None
     if resume is not None:
-        resumed = load_checkpoint(resume, task=task, obs_dim=obs_dim, action_dim=act_dim,
-                                  action_space=getattr(env.cfg, "action_space", None))
+        resumed = load_checkpoint(resume, task=task, obs_dim=env.obs_dim, action_dim=act_dim,
+                                  action_space=getattr(env.cfg, "action_space", None), obs_groups=widths)
         run_id = resumed.get("run_id") or run_id
     run_id = run_id or new_run_id()
     main = dist_ctx is None or dist_ctx.is_main
@@ -158,11 +182,13 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
     torch.manual_seed(cfg.seed if dist_ctx is None else ddp.rank_seed(cfg.seed, dist_ctx.rank))
 
     model = ActorCritic(obs_dim, act_dim, cfg.actor_hidden, cfg.critic_hidden, cfg.init_log_std,
-                        action_bias=env.hover_action.clone()).to(device)
+                        action_bias=env.hover_action.clone(), groups=cfg.actor_groups).to(device)
     if init is not None:
         if init.actor[0].in_features != obs_dim or init.log_std.shape[0] != act_dim:
             raise ValueError(f"init model is {init.actor[0].in_features} obs -> {init.log_std.shape[0]} actions, "
                              f"the env {obs_dim} -> {act_dim}")
+        if tuple(getattr(init, "groups", ("policy",))) != cfg.actor_groups:
+            raise ValueError(f"init model reads groups {list(init.groups)}, ppo.actor_groups is {list(cfg.actor_groups)}")
         model.actor = copy.deepcopy(init.actor).to(device)
         model.obs_normalizer = copy.deepcopy(init.obs_normalizer).to(device)
         model.obs_normalizer.until = 0  # frozen: the actor's weights were learned on these statistics
@@ -183,7 +209,8 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
 
     ddp.broadcast_module(model, dist_ctx)  # every rank starts from rank 0's weights and statistics
 
-    obs_buf = torch.zeros(cfg.num_steps, num_envs, obs_dim, device=device)  # [T, N, obs]
+    # one buffer per group the model reads: {group: [T, N, width]}
+    obs_buf = {g: torch.zeros(cfg.num_steps, num_envs, w, device=device) for g, w in widths.items()}
     actions = torch.zeros(cfg.num_steps, num_envs, act_dim, device=device)  # [T, N, act]
     logprobs = torch.zeros(cfg.num_steps, num_envs, device=device)  # [T, N]
     rewards = torch.zeros(cfg.num_steps, num_envs, device=device)
@@ -192,7 +219,7 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
     batch_size = cfg.num_steps * num_envs
     minibatch_size = batch_size // cfg.num_minibatches
 
-    next_obs = env.reset()["policy"]
+    next_obs = {g: next_obs[g] for g in cfg.actor_groups}
     # episode statistics summed on the device, weighted by the episodes they are over: nothing is read
     # back to the host inside the rollout (one read per iteration, at logging)
     episode_sums: dict[str, torch.Tensor] = {}
@@ -206,15 +233,16 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
         rollout_err = torch.zeros((), device=device)
         with torch.no_grad():
             for step in range(cfg.num_steps):
-                ddp.update_normalizer(model.obs_normalizer, next_obs, dist_ctx)
-                obs_buf[step] = next_obs
+                ddp.update_normalizer(model.obs_normalizer, model.flat(next_obs), dist_ctx)
+                for g in cfg.actor_groups:
+                    obs_buf[g][step] = next_obs[g]
                 dist = model.distribution(next_obs)
                 action = dist.sample()
                 values[step] = model.value(next_obs)
                 actions[step] = action
                 logprobs[step] = dist.log_prob(action).sum(-1)
                 next_obs, reward, terminated, truncated, info = env.step(action)
-                next_obs = next_obs["policy"]
+                next_obs = {g: next_obs[g] for g in cfg.actor_groups}
                 # bootstrap time-outs with the value estimate at the step's start (rsl_rl's approximation)
                 rewards[step] = reward + cfg.gamma * values[step] * truncated.float()
                 dones[step] = (terminated | truncated).float()
@@ -237,7 +265,7 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
                 advantages[t] = lastgaelam
             returns = advantages + values
 
-        b_obs = obs_buf.reshape(batch_size, obs_dim)
+        b_obs = {g: buf.reshape(batch_size, buf.shape[-1]) for g, buf in obs_buf.items()}
         b_actions = actions.reshape(batch_size, act_dim)
         b_logprobs, b_advantages = logprobs.reshape(-1), advantages.reshape(-1)
         b_returns, b_values = returns.reshape(-1), values.reshape(-1)
@@ -250,10 +278,11 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
             perm = torch.randperm(batch_size, device=device)
             for start in range(0, batch_size, minibatch_size):
                 mb = perm[start:start + minibatch_size]
-                dist = model.distribution(b_obs[mb])
+                mb_obs = {g: b[mb] for g, b in b_obs.items()}
+                dist = model.distribution(mb_obs)
                 newlogprob = dist.log_prob(b_actions[mb]).sum(-1)
                 entropy = dist.entropy().sum(-1).mean()
-                newvalue = model.value(b_obs[mb])
+                newvalue = model.value(mb_obs)
                 logratio = newlogprob - b_logprobs[mb]
                 ratio = logratio.exp()
                 mb_advantages = b_advantages[mb]
@@ -326,7 +355,8 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
             if main:
                 save_checkpoint(last_ckpt, model=model, optimizer=optimizer, task=task, env=env, ppo_cfg=cfg,
                                 iteration=iteration + 1, global_step=global_step, train_time_s=train_time_s,
-                                learning_rate=lr, logs=logs, run_id=run_id, world_size=world)
+                                learning_rate=lr, logs=logs, run_id=run_id, world_size=world,
+                                obs_groups=widths)
     bar.close()
     ddp.barrier(dist_ctx)  # the last checkpoint is on disk when any rank returns its path
     return last_ckpt
