@@ -8,6 +8,7 @@ normalized together); it also takes a bare tensor, the "policy" group of a one-g
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -117,3 +118,63 @@ class DeployedActor(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return torch.clamp(self.actor(self.obs_normalizer(obs)) + self.action_bias, self.low, self.high)
+
+
+# ------------------------------------------------------------------------------------ depth images
+
+
+class DepthPreprocess(nn.Module):
+    """The in-graph steps of an image input (tether.contract.ImageInput's docstring, the one
+    implementation trained with and exported): raw depth [B, 1, H, W] in metres with REP 117 specials ->
+    +inf -> max_range_m, -inf -> min_range_m, the nearest depth of each block (a max-pool of -depth, NaN
+    ignored unless the whole block is NaN) down to [B, 1, pooled_height, pooled_width], a block still NaN
+    -> invalid_m, then / max_range_m [1]. No parameters; ONNX opset 17: IsInf, IsNaN, Where, MaxPool."""
+
+    def __init__(self, image: ImageInput):
+        super().__init__()
+        if image.pooling != "nearest":
+            raise ValueError(f"images.{image.name}: pooling {image.pooling!r} is not implemented (only 'nearest')")
+        self.name = image.name
+        self.in_hw = (image.height, image.width)
+        self.out_hw = (image.pooled_height, image.pooled_width)
+        self.kernel = (image.height // image.pooled_height, image.width // image.pooled_width)
+        self.min_range_m, self.max_range_m, self.invalid_m = image.min_range_m, image.max_range_m, image.invalid_m
+
+    def forward(self, depth: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_tracing() and tuple(depth.shape[-3:]) != (1, *self.in_hw):
+            raise ValueError(f"image {self.name!r}: expected [B, 1, {self.in_hw[0]}, {self.in_hw[1]}], got "
+                             f"{list(depth.shape)}")
+        inf = torch.isinf(depth)
+        depth = torch.where(inf & (depth > 0), self.max_range_m, torch.where(inf, self.min_range_m, depth))
+        nan = torch.isnan(depth)
+        # nearest = -max(-depth); a NaN pixel reads -inf there, so it never wins unless the block is all NaN
+        neg = torch.where(nan, -math.inf, -depth)
+        nearest = -F.max_pool2d(neg, self.kernel)
+        valid_any = F.max_pool2d((~nan).to(depth.dtype), self.kernel) > 0
+        return torch.where(valid_any, nearest, self.invalid_m) / self.max_range_m
+
+
+class DepthEncoder(nn.Module):
+    """:class:`DepthPreprocess` + a small CNN -> a latent [B, latent_dim]. Sized for a 16x12 pooled
+    image (three 3x3 convs, two of stride 2, then one linear layer: 39k weights at latent 64): cheap on a CPU."""
+
+    def __init__(self, image: ImageInput, latent_dim: int = 64, channels: tuple[int, int, int] = (16, 32, 32)):
+        super().__init__()
+        c1, c2, c3 = channels
+        self.preprocess = DepthPreprocess(image)
+        self.cnn = nn.Sequential(
+            nn.Conv2d(1, c1, 3, padding=1), nn.ELU(),
+            nn.Conv2d(c1, c2, 3, stride=2, padding=1), nn.ELU(),
+            nn.Conv2d(c2, c3, 3, stride=2, padding=1), nn.ELU(),
+            nn.Flatten())
+        with torch.no_grad():
+            flat = self.cnn(torch.zeros(1, 1, *self.preprocess.out_hw)).shape[-1]
+        self.head = nn.Sequential(nn.Linear(flat, latent_dim), nn.ELU())
+        self.latent_dim = latent_dim
+
+    def encode(self, pre: torch.Tensor) -> torch.Tensor:
+        """Latent from a preprocessed image [B, 1, pooled_height, pooled_width]."""
+        return self.head(self.cnn(pre))
+
+    def forward(self, depth: torch.Tensor) -> torch.Tensor:
+        return self.encode(self.preprocess(depth))

@@ -7,6 +7,7 @@ privileged inputs is refused at export."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -114,3 +115,62 @@ def test_checkpoint_without_groups_reads_the_policy_group(tmp_path):
     with pytest.raises(CheckpointError, match="observation groups"):
         train(extra_env(), "hover", dataclasses.replace(cfg, num_iterations=2, actor_groups=("policy", "extra")),
               tmp_path / "old2", resume=old, progress=False)
+
+
+# ------------------------------------------------------------------------------------ depth images
+
+DEPTH = dict(name="depth", quantity="depth_c", width=64, height=48, encoding="32FC1",
+             topic="camera/depth/image_rect_raw", camera_info_topic="camera/depth/camera_info",
+             fx_fy_cx_cy_px=(32.0, 32.0, 31.5, 23.5), intrinsics_tolerance_rel=0.05,
+             mount_position_b_m=(0.03, 0.0, 0.01), mount_rpy_rad=(0.0, 0.1, 0.0), min_range_m=0.1,
+             max_range_m=10.0, pooling="nearest", pooled_width=16, pooled_height=12, invalid_m=0.0, max_age_s=0.1)
+
+
+def depth_image(image, batch: int, seed: int = 0) -> torch.Tensor:
+    """Random raw depth [B, 1, H, W] in range, with REP 117 specials (+inf, -inf, NaN) scattered and one
+    block wholly NaN, one wholly +inf, one wholly -inf, one mixed NaN / +inf (each block 4x4 here)."""
+    g = torch.Generator().manual_seed(seed)
+    lo, hi = image.min_range_m, image.max_range_m
+    x = lo + (hi - lo) * torch.rand(batch, 1, image.height, image.width, generator=g)
+    u = torch.rand(x.shape, generator=g)
+    x[u < 0.1] = math.inf
+    x[(u >= 0.1) & (u < 0.15)] = -math.inf
+    x[u > 0.8] = math.nan
+    kh, kw = image.height // image.pooled_height, image.width // image.pooled_width
+    x[..., :kh, :kw] = math.nan
+    x[..., kh:2 * kh, :kw] = math.inf
+    x[..., 2 * kh:3 * kh, :kw] = -math.inf
+    x[..., 3 * kh:4 * kh, :kw] = math.nan
+    x[..., 3 * kh, 0] = math.inf
+    return x
+
+
+def camera_reference(image, x: torch.Tensor) -> torch.Tensor:
+    """The same steps from sim.camera's functions: specials to range, pool_nearest, NaN -> invalid, / max."""
+    from sim.camera.config import DepthCameraCfg
+    from sim.camera.depth import for_network, pool_nearest
+
+    cam = DepthCameraCfg(min_range_m=image.min_range_m, max_range_m=image.max_range_m)
+    ranged = for_network(x[:, 0], cam, invalid_m=math.nan)  # +-inf to the range limits, NaN kept
+    pooled = pool_nearest(ranged, (image.pooled_height, image.pooled_width))
+    return (for_network(pooled, cam, invalid_m=image.invalid_m) / image.max_range_m)[:, None]
+
+
+@pytest.mark.parametrize("invalid_m", [0.0, 10.0])
+def test_depth_preprocess_is_the_camera_pooling(invalid_m):
+    from policies.models import DepthPreprocess
+    from tether.contract import ImageInput
+
+    image = ImageInput(**{**DEPTH, "invalid_m": invalid_m})
+    x = depth_image(image, 32)
+    got = DepthPreprocess(image)(x)
+    assert got.shape == (32, 1, image.pooled_height, image.pooled_width)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, camera_reference(image, x), rtol=0, atol=0)
+    # the special blocks read what ImageInput states
+    assert torch.all(got[:, 0, 0, 0] == invalid_m / image.max_range_m)
+    assert torch.all(got[:, 0, 1, 0] == 1.0)
+    assert torch.all(got[:, 0, 2, 0] == image.min_range_m / image.max_range_m)
+    assert torch.all(got[:, 0, 3, 0] == 1.0)  # NaN ignored: the one +inf pixel is the block's depth
+    with pytest.raises(ValueError, match=r"expected \[B, 1, 48, 64\]"):
+        DepthPreprocess(image)(x[..., :32])
