@@ -104,3 +104,79 @@ def command_values(msg, names: list[str] | None = None) -> np.ndarray:
             raise ValueError(f"command has {len(got)} names for {len(values)} values")
         return values
     return np.asarray(msg.data, dtype=np.float64)
+
+
+# ---------------------------------------------------------------------------------------- images
+
+IMAGE_BYTES_PER_PIXEL = {"32FC1": 4, "16UC1": 2}
+"""the depth encodings an image input can take (tether.contract.IMAGE_ENCODINGS), bytes per pixel"""
+MM_PER_M = 1000.0
+
+
+def decode_depth(encoding: str, width: int, height: int, step: int, is_bigendian: bool, data) -> np.ndarray:
+    """A depth sensor_msgs/Image's fields -> float32 [height, width] metres, REP 117 specials kept.
+
+    32FC1 is metres as sent (+inf / -inf / NaN pass through); 16UC1 is millimetres, 0 (no data) -> NaN.
+    ``step`` may pad each row; ``is_bigendian`` says the byte order. Raises ValueError naming what does
+    not fit (an unknown encoding, step shorter than a row, data shorter than step x height)."""
+    if encoding not in IMAGE_BYTES_PER_PIXEL:
+        raise ValueError(f"encoding {encoding!r} is not a depth encoding ({sorted(IMAGE_BYTES_PER_PIXEL)})")
+    bpp = IMAGE_BYTES_PER_PIXEL[encoding]
+    if step < width * bpp:
+        raise ValueError(f"step {step} bytes is shorter than a row of {width} px x {bpp} bytes")
+    try:  # bytes, array.array (rclpy), memoryview: no copy
+        buf = np.frombuffer(data, dtype=np.uint8)
+    except TypeError:  # a list of ints (some decoders)
+        buf = np.asarray(data, dtype=np.uint8)
+    if buf.size < step * height:
+        raise ValueError(f"data holds {buf.size} bytes, step x height is {step * height}")
+    rows = buf[:step * height].reshape(height, step)[:, :width * bpp]
+    order = ">" if is_bigendian else "<"
+    if encoding == "32FC1":
+        return np.ascontiguousarray(rows).view(order + "f4").reshape(height, width).astype(np.float32)
+    mm = np.ascontiguousarray(rows).view(order + "u2").reshape(height, width)
+    out = mm.astype(np.float32) / MM_PER_M
+    out[mm == 0] = np.nan
+    return out
+
+
+def depth_msg_to_metres(msg) -> np.ndarray:
+    """decode_depth of a sensor_msgs/Image message."""
+    return decode_depth(msg.encoding, int(msg.width), int(msg.height), int(msg.step), bool(msg.is_bigendian),
+                        msg.data)
+
+
+def fill_depth_image(msg, depth_m: np.ndarray, encoding: str = "32FC1", frame_id: str = "camera_optical") -> None:
+    """float32 [H, W] metres (REP 117 specials) into a sensor_msgs/Image (little endian, no row padding);
+    16UC1 writes millimetres, a non-finite or out-of-range pixel as 0 (no data). The caller stamps it."""
+    d = np.asarray(depth_m, dtype=np.float32)
+    msg.header.frame_id = frame_id
+    msg.height, msg.width = int(d.shape[0]), int(d.shape[1])
+    msg.encoding, msg.is_bigendian = encoding, False
+    if encoding == "32FC1":
+        raw = d.astype("<f4")
+    elif encoding == "16UC1":
+        mm = np.where(np.isfinite(d), np.rint(d * MM_PER_M), 0.0)
+        raw = np.where((mm > 0) & (mm <= np.iinfo(np.uint16).max), mm, 0).astype("<u2")
+    else:
+        raise ValueError(f"encoding {encoding!r} is not a depth encoding ({sorted(IMAGE_BYTES_PER_PIXEL)})")
+    msg.step = msg.width * IMAGE_BYTES_PER_PIXEL[encoding]
+    msg.data = raw.tobytes()
+
+
+def fill_camera_info(msg, width: int, height: int, fx: float, fy: float, cx: float, cy: float,
+                     frame_id: str = "camera_optical") -> None:
+    """An ideal pinhole (no distortion) into sensor_msgs/CameraInfo: K, P, R = I, plumb_bob zeros."""
+    msg.header.frame_id = frame_id
+    msg.width, msg.height = int(width), int(height)
+    msg.distortion_model = "plumb_bob"
+    msg.d = [0.0] * 5
+    msg.k = [float(fx), 0.0, float(cx), 0.0, float(fy), float(cy), 0.0, 0.0, 1.0]
+    msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    msg.p = [float(fx), 0.0, float(cx), 0.0, 0.0, float(fy), float(cy), 0.0, 0.0, 0.0, 1.0, 0.0]
+
+
+def camera_info_intrinsics(msg) -> tuple[float, float, float, float, int, int]:
+    """(fx, fy, cx, cy, width, height) of a sensor_msgs/CameraInfo, from its P (the rectified image's)."""
+    p = list(msg.p)
+    return float(p[0]), float(p[5]), float(p[2]), float(p[6]), int(msg.width), int(msg.height)

@@ -18,6 +18,14 @@ One tick (:meth:`RunnerCore.tick`):
   4. arbitrate between policy, human and e-stop (arbitration.py);
   5. if the arbiter or a fault asks for the safe behaviour, compute it (hold, land or motors off);
   6. apply the action limits and remember the executed action for ``prev_actions``.
+
+Image inputs (contract 2.1, ``contract.images``): each has an :class:`ImageSlot` holding its latest
+image (:meth:`RunnerCore.set_image`, checked on arrival: encoding, size, layout, stamp set) and its
+camera_info (:meth:`RunnerCore.set_camera_info`, judged by ``ImageInput.intrinsics_error``). At a tick
+with a usable state the policy runs only if every image is there, valid and no older than its
+``max_age_s`` (header stamp against the node clock); otherwise the tick is unusable input like a failed
+inference: the safe behaviour flies (hold needs the policy, so it degrades to a land), one log event per
+cause, and the tick is counted by cause (``image_problems``, IMAGE_PROBLEMS).
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from tether.actions import action_map, initial_action
 from tether.contract import ContractError, PolicyContract
 from tether.observation import PositionErrorIntegral, build_observation
 from tether_deploy.arbitration import ArbiterConfig, Decision, HumanInput, arbitrate
+from tether_deploy.image_core import IMAGE_PROBLEMS, ImageFrame, ImageSlot  # noqa: F401 (part of the core's API)
 
 SAFE_BEHAVIOURS = ("hold", "land", "motors_off")
 
@@ -150,6 +159,9 @@ def check_policy(contract: PolicyContract, running: PolicyContract | None = None
                             f"{contract.action.dim} outputs")
     if running is None:
         return
+    if contract.images != running.images:
+        raise ContractError("the image inputs differ from the running policy's (its camera subscriptions are set "
+                            "up for them): reconfigure instead")
     if contract.control_rate_hz != running.control_rate_hz:
         raise ContractError(f"control_rate_hz {contract.control_rate_hz} differs from the running policy's "
                             f"{running.control_rate_hz}: a hot swap keeps the rate (reconfigure instead)")
@@ -168,8 +180,9 @@ def load_policy(policy_dir: str | Path, running: PolicyContract | None = None, i
     policy = OnnxPolicy(policy_dir, intra_op_threads=intra_op_threads)
     check_policy(policy.contract, running)
     probe = np.zeros(policy.contract.obs_dim, dtype=np.float32)
+    images = {im.name: np.full(im.shape, im.max_range_m, dtype=np.float32) for im in policy.contract.images}
     try:
-        out = policy(probe)
+        out = policy(probe, images) if images else policy(probe)
     except Exception as e:  # onnxruntime raises several private exception types
         raise ContractError(f"{policy.onnx_path}: a test inference failed ({e})") from e
     if out.shape != (policy.contract.action.dim,) or not np.all(np.isfinite(out)):
@@ -379,6 +392,13 @@ class RunnerCore:
         self._safe_anchor_w: np.ndarray | None = None
         self._last_executed: np.ndarray | None = None
         self._blind_since: float | None = None  # since when the state has been unusable [s]
+        self.images = {im.name: ImageSlot(im) for im in self.contract.images}
+        self.image_problems: collections.Counter[str] = collections.Counter()  # ticks refused, by cause
+        self.last_image_problem = ""
+        self._image_fault: str | None = None  # the image problem in force (first cause)
+        self._image_reported: set[str] = set()
+        self._image_bad_ticks = 0  # ticks without a usable image in the fault in force
+        self._feed: dict[str, np.ndarray] | None = None  # the images of this tick
         self._set_limits(self.contract)
         self._reset_history(self.contract)
 
@@ -486,6 +506,47 @@ class RunnerCore:
         """A state fault is in force (the safe behaviour flies until enough good states came)."""
         return self.state_fault is not None
 
+    def set_image(self, name: str, frame: ImageFrame) -> str | None:
+        """Offer the image of input ``name``; returns None if it can be used, else why not."""
+        problem = self.images[name].offer(frame)
+        return None if problem is None else problem[1]
+
+    def set_camera_info(self, name: str, fx: float, fy: float, cx: float, cy: float, width: int,
+                        height: int) -> str | None:
+        """Offer the camera_info of input ``name`` (P's fx, fy, cx, cy at width x height px); None if it
+        matches the trained intrinsics, else what differs."""
+        return self.images[name].offer_camera_info(fx, fy, cx, cy, width, height)
+
+    def image_problem(self, now_s: float, clock_s: float) -> str | None:
+        """None if every image input is usable now (and this tick's images are set), else the cause.
+        Counts the tick by cause; logs once per cause within a run of unusable ticks and once on recovery."""
+        self._feed = None
+        if not self.images:
+            return None
+        for name, slot in self.images.items():
+            problem = slot.check(now_s, clock_s, self.cfg.check_stamps, self.cfg.max_stamp_lead_s)
+            if problem is not None:
+                kind, text = problem
+                text = f"image {name!r} ({slot.image.topic}) unusable: {text}"
+                self.image_problems[kind] += 1
+                self.last_image_problem = text
+                self._image_bad_ticks += 1
+                if self._image_fault is None:
+                    self._image_fault = text
+                if kind not in self._image_reported:
+                    self._image_reported.add(kind)
+                    self._events.append(("warn", f"{text}; the policy does not run without a fresh valid image, "
+                                                 f"the safe behaviour flies (logged once per cause; ticks counted "
+                                                 f"in diagnostics image_{kind})"))
+                return text
+        if self._image_fault is not None:
+            self._events.append(("info", f"images usable again after {self._image_bad_ticks} ticks without "
+                                         f"(was: {self._image_fault})"))
+            self._image_fault, self._image_bad_ticks = None, 0
+            self._image_reported.clear()
+        self._feed = {name: slot.depth_m for name, slot in self.images.items()}
+        return None
+
     def set_goal(self, goal_w) -> str | None:
         g = np.asarray(goal_w, dtype=np.float64)
         if g.shape != (3,) or not np.all(np.isfinite(g)):
@@ -504,7 +565,7 @@ class RunnerCore:
             q["pos_err_int_w"] = self._integral.update(goal_w, q["pos_w"])
         try:
             obs = build_observation(self.contract, q)
-            out = self.policy(obs)
+            out = self.policy(obs, self._feed) if self.images else self.policy(obs)
         except Exception as e:  # a failed inference must become the safe behaviour, whatever raised
             return None, f"inference failed: {type(e).__name__}: {e}"
         if not np.all(np.isfinite(out)):
@@ -528,7 +589,9 @@ class RunnerCore:
             return self._cause
         return None
 
-    def tick(self, now_s: float, human: HumanInput | None, estop: bool) -> TickResult:
+    def tick(self, now_s: float, human: HumanInput | None, estop: bool, clock_s: float | None = None) -> TickResult:
+        """One command at ``now_s`` [s, monotonic]; ``clock_s``: the node clock now (image stamps are
+        judged against it; None: the same clock as now_s)."""
         self._take_pending()
         state_problem = self.state_problem(now_s)
         if state_problem is not None:
@@ -540,7 +603,9 @@ class RunnerCore:
             self._blind_since = None
         policy_action, policy_problem = None, None
         if state_problem is None:
-            policy_action, policy_problem = self._infer(self.state, self.goal_w)
+            policy_problem = self.image_problem(now_s, now_s if clock_s is None else clock_s)
+            if policy_problem is None:
+                policy_action, policy_problem = self._infer(self.state, self.goal_w)
         fault = state_problem or policy_problem
         human_action = None
         if human is not None and human.action is not None:
