@@ -332,3 +332,40 @@ def load_logs(logs: list[str | Path], contract: PolicyContract, accepted_shas: s
     if not logs:
         raise LogError("no intervention logs given")
     return StepLog.concat([load_log(p, contract, accepted_shas, goal_w, policy) for p in logs])
+
+
+def tick_images(log: str | Path, image, tick_s: np.ndarray, msgs: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The image of input ``image`` (tether.contract.ImageInput) the runner could see at each tick: the
+    newest message on its topic stamped at or before the tick (``tick_s`` [N], the runner's clock, e.g.
+    StepLog.t_s), decoded to metres as the runner decodes it (tether_deploy.conversions.depth_msg_to_metres).
+
+    Returns (images [N, 1, H, W] float32, NaN where no image preceded the tick; age [N] s of each at its
+    tick, inf where none). ``msgs``: read_messages(log) if already read. The runner ran the policy only
+    where the age was within image.max_age_s. LogError if the topic is missing or an image does not fit."""
+    from tether_deploy.conversions import depth_msg_to_metres
+
+    msgs = read_messages(log) if msgs is None else msgs
+    topic = image.topic if image.topic.startswith("/") else "/" + image.topic
+    items = msgs.get(topic, [])
+    if not items:
+        raise LogError(f"{log}: no images on {topic} (record it: the policy takes the image input {image.name!r})")
+    stamps = _stamps(msgs, topic)
+    order = np.argsort(stamps, kind="stable")
+    stamps = stamps[order]
+    tick_ns = np.round(np.asarray(tick_s, dtype=np.float64) * 1e9).astype(np.int64)
+    idx = np.searchsorted(stamps, tick_ns, side="right") - 1
+    out = np.full((len(tick_ns), 1, image.height, image.width), np.nan, dtype=np.float32)
+    age = np.full(len(tick_ns), np.inf)
+    decoded: dict[int, np.ndarray] = {}
+    for n, k in enumerate(idx):
+        if k < 0:
+            continue
+        if k not in decoded:
+            m = items[order[k]][1]
+            if (m.encoding, m.width, m.height) != (image.encoding, image.width, image.height):
+                raise LogError(f"{log}: {topic} holds a {m.width}x{m.height} {m.encoding} image, the policy takes "
+                               f"{image.width}x{image.height} {image.encoding}")
+            decoded[k] = depth_msg_to_metres(m)
+        out[n, 0] = decoded[k]
+        age[n] = (tick_ns[n] - stamps[k]) * 1e-9
+    return out, age
