@@ -1,25 +1,49 @@
-"""Export a checkpoint to ``policy.onnx`` (normalizer folded into the graph) + ``policy.json``."""
+"""Export a policy to ``policy.onnx`` (normalization in the graph) + ``policy.json`` (its contract).
+
+Two entries, one path:
+
+- :func:`export_policy` (``tether export``): a PPO checkpoint's deterministic actor. A checkpoint whose
+  model reads "privileged" (a teacher) is refused: distill it into a student first.
+- :func:`export_module`: any torch module, e.g. a distilled depth student (policies/distill.py)::
+
+      export_module(actor, out_dir, task="navigate", env=env, normalization={...}, provenance={...})
+
+  ``actor(obs, *images)`` takes the state vector obs float32 [B, env.obs_dim] (the "policy" group, laid
+  out by ``env.slices``) then one tensor per image input of ``env.image_inputs()`` in that order, each
+  [B, 1, H, W] raw depth in metres with REP 117 specials (its preprocessing is in the module:
+  policies.models.DepthPreprocess), and returns actions [B, action_dim] clipped to the action bounds.
+  The ONNX graph has one named input per contract input (``contract.input_names``: "obs", then each
+  image by its name), a dynamic batch axis, and is parity-checked in onnxruntime against the module.
+"""
 
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
-from policies.checkpoint import checkpoint_groups, load_checkpoint
+from policies.checkpoint import checkpoint_groups, load_checkpoint, task_config_hash
 from policies.models import ActorCritic, DeployedActor
 from sim.quadrotor.presets import GRAVITY
 from sim.randomization import latency_step_range
 from tether.config import config_to_dict
-from tether.contract import (ControllerSpec, FramesSpec, LatencySpec, PolicyContract, VehicleSpec, save_contract,
-                             sha256_file)
+from tether.contract import (ControllerSpec, FramesSpec, ImageInput, LatencySpec, PolicyContract, VehicleSpec,
+                             save_contract, sha256_file)
+from tether.errors import UserError
 from tether.runtime import OnnxPolicy
 
 OPSET = 17
+PARITY_TOL = 1e-5
+"""max |onnxruntime - torch| an export accepts [normalized action units]"""
+PRIVILEGED_REFUSAL = ("a teacher with privileged inputs cannot be deployed; distill it into a student first "
+                      "(tether distill)")
 
 
 def _source_revision() -> str:
@@ -68,6 +92,23 @@ def model_from_checkpoint(ckpt: dict) -> ActorCritic:
     return model.eval()
 
 
+def deployable_groups(groups, what: str) -> None:
+    """UserError unless ``groups`` (the vector groups a model reads) is the deployable state alone."""
+    groups = tuple(groups)
+    if "privileged" in groups:
+        raise UserError(PRIVILEGED_REFUSAL)
+    if groups != ("policy",):
+        raise UserError(f"{what} reads observation groups {list(groups)}; a deployed policy's state input is the "
+                        f"'policy' group alone (the contract's observation): train with ppo.actor_groups "
+                        f"['policy'], or distill it into a student")
+
+
+def normalization_section(normalizer) -> dict:
+    """The contract's ``normalization`` of an EmpiricalNormalization folded into the graph."""
+    return {"in_graph": True, "formula": "(obs - mean) / (std + eps)", "eps": normalizer.eps,
+            "mean": normalizer.mean.tolist(), "std": normalizer.var.sqrt().tolist()}
+
+
 def export_policy(checkpoint: str | Path, out_dir: str | Path, parent: dict | None = None,
                   recorded_obs: np.ndarray | None = None, overwrite: bool = True) -> tuple[Path, PolicyContract, float]:
     """Write policy.onnx + policy.json into ``out_dir``; returns (dir, contract, max parity error).
@@ -75,58 +116,120 @@ def export_policy(checkpoint: str | Path, out_dir: str | Path, parent: dict | No
     Parity: the ONNX in onnxruntime against the torch actor on random observations and on
     observations recorded from the environment (``recorded_obs``, or a short rollout of our own).
     Raises if the difference exceeds 1e-5. Files are written to a temporary name and renamed, so a
-    failed export never leaves a half-written policy where a runner may load it.
+    failed export never leaves a half-written policy where a runner may load it. A checkpoint whose
+    model reads other groups than "policy" (a privileged teacher) is refused (UserError).
     """
     ckpt = load_checkpoint(checkpoint)
+    deployable_groups(checkpoint_groups(ckpt), f"checkpoint {checkpoint}")
+    env = env_from_checkpoint(ckpt, num_envs=256)
+    model = model_from_checkpoint(ckpt)
+    actor = DeployedActor(model).eval()
+    if recorded_obs is None:
+        _check_out_dir(Path(out_dir), overwrite)  # before the rollout: a refused folder costs nothing
+        recorded_obs = _record_observations(env, actor)
+    provenance = {
+        "config_hash": ckpt["config_hash"], "checkpoint": str(Path(checkpoint).resolve()),
+        "run_id": ckpt.get("run_id"), "iteration": ckpt["iteration"], "train_time_s": ckpt["train_time_s"],
+        "parent": parent,
+        # how it was trained (device, envs per process, processes), for information: never read back
+        "run_cfg": ckpt.get("run_cfg"), "world_size": ckpt.get("world_size", 1),
+    }
+    return export_module(actor, out_dir, task=ckpt["task"], env=env,
+                         normalization=normalization_section(model.obs_normalizer), provenance=provenance,
+                         test_obs=recorded_obs, overwrite=overwrite)
+
+
+def env_image_inputs(env) -> tuple[ImageInput, ...]:
+    """The contract's image inputs of an env (``env.image_inputs()``; none for a flat-vector task)."""
+    return tuple(env.image_inputs()) if callable(getattr(env, "image_inputs", None)) else ()
+
+
+def export_module(actor: nn.Module, out_dir: str | Path, *, task: str, env, normalization: dict,
+                  provenance: dict, test_obs: np.ndarray | None = None,
+                  test_images: dict[str, np.ndarray] | None = None, overwrite: bool = True,
+                  n_random: int = 512) -> tuple[Path, PolicyContract, float]:
+    """Export ``actor`` (see the module docstring: ``actor(obs, *images) -> clipped actions``) to
+    ``out_dir``/policy.onnx + policy.json; returns (dir, contract, max parity error).
+
+    task: the registered task name; env: an env of it (its config, ``slices``, ``action_spec()`` and
+    ``image_inputs()`` make the contract); normalization: the contract's normalization section (what
+    the graph does to obs, e.g. :func:`normalization_section`); provenance: what made the policy
+    (``config_hash`` defaults to the env's task config hash; onnx_sha256, opset, created, source_revision,
+    preset, task_cfg are filled in). Parity in onnxruntime on ``n_random`` random states and images
+    (NaN, +-inf pixels included) plus ``test_obs`` / ``test_images`` (random images where not given) must
+    be within 1e-5. A module reading "privileged" (its ``groups``) is refused. The files are written
+    and checked in a temporary folder, then renamed into ``out_dir``.
+    """
+    deployable_groups(getattr(actor, "groups", ("policy",)), f"model {type(actor).__name__}")
     out_dir = Path(out_dir)
+    _check_out_dir(out_dir, overwrite)
+    images = env_image_inputs(env)
+    obs_dim = sum(s.length for s in env.slices)
+    actor = actor.eval()
+
+    sections = contract_sections(env.cfg)
+    meta = {"config_hash": task_config_hash(env.cfg), "preset": env.cfg.vehicle.name,
+            "task_cfg": config_to_dict(env.cfg), **provenance}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp:
+        tmp = Path(tmp)
+        examples = (torch.zeros(1, obs_dim),) + tuple(torch.zeros(1, *im.shape) for im in images)
+        names = ["obs"] + [im.name for im in images]
+        torch.onnx.export(actor, examples, str(tmp / "policy.onnx"), input_names=names, output_names=["actions"],
+                          dynamic_axes={n: {0: "batch"} for n in names + ["actions"]}, opset_version=OPSET,
+                          dynamo=False)
+        contract = PolicyContract(
+            task=task, control_rate_hz=env.cfg.control_rate_hz, action_latency_s=sections["latency"].mean_s,
+            **sections, observation=env.slices, action=env.action_spec(), images=images,
+            normalization=normalization,
+            provenance={**meta, "onnx_sha256": sha256_file(tmp / "policy.onnx"), "opset": OPSET,
+                        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                        "source_revision": _source_revision()})
+        save_contract(contract, tmp / "policy.json")
+
+        obs, feeds = _parity_inputs(obs_dim, images, n_random, test_obs, test_images)
+        with torch.no_grad():
+            expected = actor(torch.from_numpy(obs), *(torch.from_numpy(feeds[im.name]) for im in images)).numpy()
+        got = OnnxPolicy(tmp)(obs, images=feeds if images else None)
+        max_err = float(np.abs(got - expected).max())
+        if not max_err <= PARITY_TOL:
+            raise RuntimeError(f"ONNX parity check failed: max |onnx - torch| = {max_err:.3g} > {PARITY_TOL:g}")
+        # the graph first, the contract naming its hash last: a runner never sees a contract without its graph
+        os.replace(tmp / "policy.onnx", out_dir / "policy.onnx")
+        os.replace(tmp / "policy.json", out_dir / "policy.json")
+    return out_dir, contract, max_err
+
+
+def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise FileExistsError(f"{out_dir} is a file, not a folder for policy.onnx + policy.json")
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise FileExistsError(f"{out_dir} is not empty; pass overwrite=True to replace the policy in it")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    env = env_from_checkpoint(ckpt, num_envs=256)
-    model = model_from_checkpoint(ckpt)
-    actor = DeployedActor(model).eval()
 
-    tmp_onnx = out_dir / ".policy.onnx.tmp"
-    example = torch.zeros(1, ckpt["obs_dim"])
-    torch.onnx.export(actor, (example,), str(tmp_onnx), input_names=["obs"], output_names=["actions"],
-                      dynamic_axes={"obs": {0: "batch"}, "actions": {0: "batch"}}, opset_version=OPSET,
-                      dynamo=False)
 
-    if recorded_obs is None:
-        recorded_obs = _record_observations(env, actor)
+def random_depth(image: ImageInput, n: int, rng: np.random.Generator) -> np.ndarray:
+    """[n, 1, H, W] float32 depth as a camera publishes it: in range, with REP 117 specials scattered
+    (+inf 10 %, -inf 5 %, NaN 20 %) and the first pooling block of every image wholly NaN."""
+    x = rng.uniform(image.min_range_m, image.max_range_m, size=(n, *image.shape)).astype(np.float32)
+    u = rng.uniform(size=x.shape)
+    x[u < 0.1] = math.inf
+    x[(u >= 0.1) & (u < 0.15)] = -math.inf
+    x[u > 0.8] = math.nan
+    x[..., :image.height // image.pooled_height, :image.width // image.pooled_width] = math.nan
+    return x
+
+
+def _parity_inputs(obs_dim: int, images: tuple[ImageInput, ...], n_random: int, test_obs, test_images):
     rng = np.random.default_rng(0)
-    random_obs = rng.normal(size=(512, ckpt["obs_dim"])).astype(np.float32) * 2.0
-    test_obs = np.concatenate([random_obs, recorded_obs.astype(np.float32)])
-
-    sections = contract_sections(env.cfg)
-    contract = PolicyContract(
-        task=ckpt["task"], control_rate_hz=env.cfg.control_rate_hz,
-        action_latency_s=sections["latency"].mean_s, **sections,
-        observation=env.slices, action=env.action_spec(),
-        normalization={"in_graph": True, "formula": "(obs - mean) / (std + eps)", "eps": model.obs_normalizer.eps,
-                       "mean": model.obs_normalizer.mean.tolist(), "std": model.obs_normalizer.var.sqrt().tolist()},
-        provenance={
-            "onnx_sha256": sha256_file(tmp_onnx), "opset": OPSET,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "config_hash": ckpt["config_hash"], "source_revision": _source_revision(),
-            "checkpoint": str(Path(checkpoint).resolve()), "run_id": ckpt.get("run_id"), "iteration": ckpt["iteration"],
-            "train_time_s": ckpt["train_time_s"], "preset": env.cfg.vehicle.name,
-            "task_cfg": config_to_dict(env.cfg), "parent": parent,
-            # how it was trained (device, envs per process, processes), for information: never read back
-            "run_cfg": ckpt.get("run_cfg"), "world_size": ckpt.get("world_size", 1),
-        })
-    os.replace(tmp_onnx, out_dir / "policy.onnx")
-    save_contract(contract, out_dir / "policy.json")
-
-    with torch.no_grad():
-        expected = actor(torch.from_numpy(test_obs)).numpy()
-    got = OnnxPolicy(out_dir)(test_obs)
-    max_err = float(np.abs(got - expected).max())
-    if max_err > 1e-5:
-        raise RuntimeError(f"ONNX parity check failed: max |onnx - torch| = {max_err:.3g} > 1e-5")
-    return out_dir, contract, max_err
+    obs = [rng.normal(size=(n_random, obs_dim)).astype(np.float32) * 2.0]
+    feeds = {im.name: [random_depth(im, n_random, rng)] for im in images}
+    if test_obs is not None and len(test_obs):
+        obs.append(np.asarray(test_obs, dtype=np.float32))
+        for im in images:
+            given = (test_images or {}).get(im.name)
+            feeds[im.name].append(np.asarray(given, dtype=np.float32) if given is not None
+                                  else random_depth(im, len(test_obs), rng))
+    return np.concatenate(obs), {k: np.concatenate(v) for k, v in feeds.items()}
 
 
 def _record_observations(env, actor, steps: int = 50) -> np.ndarray:
@@ -137,4 +240,3 @@ def _record_observations(env, actor, steps: int = 50) -> np.ndarray:
             out.append(obs.numpy().copy())
             obs = env.step(actor(obs))[0]["policy"]
     return np.concatenate(out)
-

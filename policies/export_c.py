@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from tether.contract import VOCABULARY, ContractError, PolicyContract, load_policy_dir, sha256_file
+from tether.errors import UserError
 
 TOLERANCE = 1e-5
 """max |C - onnxruntime| accepted on any output"""
@@ -433,9 +434,19 @@ def _source(tr: _Translator, contract: PolicyContract, prefix: str, sha: str) ->
     return "\n".join(lines)
 
 
+def refuse_images(contract: PolicyContract) -> None:
+    """UserError for a policy with image inputs: the C export translates state-vector MLPs only."""
+    if contract.images:
+        raise UserError(f"the onboard C export takes a state-vector MLP policy; this one also takes image input(s) "
+                        f"{[im.name for im in contract.images]} (contract {contract.version}); deploy it with the "
+                        f"ROS 2 runner (onnxruntime) instead of --onboard c")
+
+
 def translate(onnx_path: str | Path, contract: PolicyContract, name: str = DEFAULT_NAME) -> tuple[str, str]:
     """(C source, header) of the policy in ``onnx_path`` with the facts of ``contract``."""
     import onnx
+
+    refuse_images(contract)
 
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
         raise OnboardError(f"name {name!r} is not a C identifier (it prefixes every symbol and names the files)")
@@ -566,11 +577,13 @@ def verify(c_path: Path, policy_dir: str | Path, obs: np.ndarray, name: str = DE
 def export_c(policy_dir: str | Path, out_dir: str | Path, name: str = DEFAULT_NAME, force: bool = False,
              verify_outputs: bool = True, recorded_obs: np.ndarray | None = None, n_random: int = 1024) -> OnboardExport:
     """Write ``<name>.c`` + ``<name>.h`` into ``out_dir`` from the policy in ``policy_dir`` and verify them
-    (random observations + a short pybullet flight, or ``recorded_obs``) against onnxruntime.
+    (random observations + a short pybullet flight, or ``recorded_obs``) against onnxruntime. A policy
+    with image inputs is refused (UserError): only state-vector MLPs translate.
 
     Refuses (FileExistsError) to replace existing files without ``force``. The files are written under a
     temporary name, verified, then renamed: a failed check leaves nothing that firmware could include."""
     onnx_path, contract = load_policy_dir(policy_dir)
+    refuse_images(contract)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise FileExistsError(f"{out_dir} is a file, not a folder for {name}.c + {name}.h")

@@ -174,3 +174,112 @@ def test_depth_preprocess_is_the_camera_pooling(invalid_m):
     assert torch.all(got[:, 0, 3, 0] == 1.0)  # NaN ignored: the one +inf pixel is the block's depth
     with pytest.raises(ValueError, match=r"expected \[B, 1, 48, 64\]"):
         DepthPreprocess(image)(x[..., :32])
+
+
+# ------------------------------------------------------------------------------------ multi-input export
+
+
+class CameraHoverEnv(HoverEnv):
+    """hover whose contract also declares a depth image input (the export reads env.image_inputs())."""
+
+    def image_inputs(self):
+        from tether.contract import ImageInput
+
+        return (ImageInput(**DEPTH),)
+
+
+class ImagePolicy(torch.nn.Module):
+    """A stand-in depth student: normalized state + DepthEncoder latent -> MLP, clipped."""
+
+    def __init__(self, obs_dim: int, action_dim: int, image):
+        super().__init__()
+        from policies.models import DepthEncoder, EmpiricalNormalization, mlp
+
+        self.obs_normalizer = EmpiricalNormalization(obs_dim)
+        with torch.no_grad():  # statistics other than (0, 1): the normalization must be in the graph
+            self.obs_normalizer.mean.uniform_(-1.0, 1.0)
+            self.obs_normalizer.var.uniform_(0.5, 4.0)
+        self.encoder = DepthEncoder(image, latent_dim=16)
+        self.actor = mlp(obs_dim + 16, (32,), action_dim)
+
+    def forward(self, obs: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+        z = self.encoder(depth)
+        return torch.clamp(self.actor(torch.cat([self.obs_normalizer(obs), z], -1)), -1.0, 1.0)
+
+
+@pytest.fixture(scope="module")
+def image_export(tmp_path_factory):
+    from policies.export import export_module, normalization_section
+
+    torch.manual_seed(0)
+    env = CameraHoverEnv(HoverCfg(), dataclasses.replace(run_defaults("hover"), num_envs=2, physics="eager"))
+    image = env.image_inputs()[0]
+    actor = ImagePolicy(env.obs_dim, env.cfg.action_dim, image).eval()
+    out, contract, err = export_module(actor, tmp_path_factory.mktemp("img") / "policy", task="hover", env=env,
+                                       normalization=normalization_section(actor.obs_normalizer),
+                                       provenance={"note": "test"})
+    return env, actor, out, contract, err
+
+
+def test_image_policy_exports_one_named_input_per_contract_input(image_export):
+    import numpy as np
+    import onnx
+
+    from tether.contract import IMAGES_CONTRACT_VERSION, load_contract
+    from tether.runtime import OnnxPolicy
+
+    env, actor, out, contract, err = image_export
+    assert 0.0 <= err <= 1e-5
+    on_disk = load_contract(out / "policy.json")
+    assert on_disk.version == IMAGES_CONTRACT_VERSION and on_disk.input_names == ("obs", "depth")
+    assert on_disk.images == env.image_inputs() and on_disk.obs_dim == env.obs_dim
+    graph = onnx.load(str(out / "policy.onnx")).graph
+    assert [i.name for i in graph.input] == ["obs", "depth"]
+    assert {"IsNaN", "IsInf", "Where", "MaxPool", "Sub", "Div"} <= {n.op_type for n in graph.node}
+    assert graph.input[1].type.tensor_type.shape.dim[0].dim_param  # a dynamic batch axis
+
+    # independent parity on fresh inputs, NaN / +-inf pixels and whole special blocks included
+    policy = OnnxPolicy(out)
+    depth = depth_image(on_disk.images[0], 200, seed=5).numpy()
+    obs = (np.random.default_rng(5).normal(size=(200, env.obs_dim)) * 2.0).astype(np.float32)
+    with torch.no_grad():
+        expected = actor(torch.from_numpy(obs), torch.from_numpy(depth)).numpy()
+    got = policy(obs, images={"depth": depth})
+    assert np.isfinite(got).all()
+    assert float(np.abs(got - expected).max()) <= 1e-5
+    assert (np.abs(expected) < 0.999).mean() > 0.5, "parity must be tested where outputs are not all clipped"
+    np.testing.assert_allclose(policy(obs[0], images={"depth": depth[0]}), got[0], atol=1e-6)
+    # the image matters: another image, another action
+    assert np.abs(policy(obs, images={"depth": depth[::-1].copy()}) - got).max() > 1e-4
+
+
+def test_privileged_teacher_is_refused_at_export(tmp_path):
+    from policies.export import PRIVILEGED_REFUSAL, export_module, export_policy
+    from policies.models import ActorCritic, DeployedActor
+    from tether.errors import UserError
+
+    env = extra_env(num_envs=2)
+    teacher = ActorCritic(env.obs_dim + EXTRA_DIM, env.cfg.action_dim, groups=("policy", "privileged"))
+    with pytest.raises(UserError) as e:
+        export_module(DeployedActor(teacher), tmp_path / "t", task="hover", env=env, normalization={},
+                      provenance={})
+    assert str(e.value) == PRIVILEGED_REFUSAL and "\n" not in str(e.value)
+    assert not (tmp_path / "t").exists(), "a refused export writes nothing"
+
+    # a checkpoint of a model reading other groups than the state is refused by name as well
+    ckpt = train(extra_env(), "hover", PPOCfg(num_iterations=1, actor_groups=("policy", "extra"), **SMALL),
+                 tmp_path / "run", progress=False)
+    with pytest.raises(UserError, match=r"\['policy', 'extra'\]"):
+        export_policy(ckpt, tmp_path / "p")
+    assert not (tmp_path / "p").exists()
+
+
+def test_onboard_c_export_refuses_an_image_policy(image_export, tmp_path):
+    from policies.export_c import export_c
+    from tether.errors import UserError
+
+    _env, _actor, out, _contract, _err = image_export
+    with pytest.raises(UserError, match=r"image input\(s\) \['depth'\]") as e:
+        export_c(out, tmp_path / "onboard")
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "onboard").exists()
