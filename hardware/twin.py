@@ -4,6 +4,10 @@ The caller drives time: a ROS node timer or a test loop calls :meth:`DigitalTwin
 physics period (1 / rate_hz). Commands take effect ``latency_s`` after they are sent and are held until
 the next one arrives (watchdogs belong to the ROS runner, not to the vehicle). Disturbances (a wind
 gust, an off-centre payload, a weakened motor) and sensor noise are set in :class:`TwinConfig`.
+An optional obstacle world (``TwinConfig.obstacles``: cylinders, boxes, spheres) is built in the twin's
+pybullet client by sim.camera.pybullet_depth.build_scene; touching an obstacle is a crash, as a hard
+landing is. :meth:`DigitalTwin.render_depth` renders a policy's image input (tether.contract.ImageInput)
+with pybullet's own camera (TinyRenderer), not the training ray caster.
 Torch-free: numpy + pybullet (sim.pybullet_ref); never installed on a robot.
 """
 
@@ -16,12 +20,29 @@ import numpy as np
 
 from hardware.robot import (CTBR_SCHEMA, Command, CtbrCommand, Robot, RobotAlreadyConnectedError, RobotState, RotorCommand,
                             Schema, check_finite_command)
-from hardware.twin_config import (Payload, TwinConfig, TwinParams, WeakMotor, WindGust,  # noqa: F401 (re-exported)
-                                  twin_vehicle, with_policy_rate_gains)
+from hardware.twin_config import (Obstacles, Payload, TwinConfig, TwinParams, WeakMotor,  # noqa: F401 (re-exported)
+                                  WindGust, twin_vehicle, with_policy_rate_gains)
+from sim.camera.config import R_LINK_OPTICAL, PinholeCfg
+from sim.camera.pybullet_depth import build_scene, render_depth
 from sim.pybullet_ref.quadrotor import PhysicsOverrides, PybulletQuadrotors
 from sim.pybullet_ref.rate_control import ctbr_to_rotor_cmd, make_rate_controller
 from sim.quadrotor.presets import PRESETS, QuadrotorPreset
+from tether.contract import ImageInput
 from tether.observation import quat_wxyz_to_rotmat
+
+NEAR_PLANE_M = 0.02
+"""the render's near clip plane [m] (below any image input's min_range_m in practice)"""
+FAR_PLANE_M = 100.0
+"""the render's far clip plane [m]; nothing drawn reads this, i.e. beyond max_range_m (+inf)"""
+
+
+def rpy_to_rotmat(rpy) -> np.ndarray:
+    """URDF roll, pitch, yaw [rad] -> R = Rz(yaw) Ry(pitch) Rx(roll) [3, 3] (sim.camera.depth's convention)."""
+    r, p, y = rpy
+    rx = np.array([[1, 0, 0], [0, np.cos(r), -np.sin(r)], [0, np.sin(r), np.cos(r)]])
+    ry = np.array([[np.cos(p), 0, np.sin(p)], [0, 1, 0], [-np.sin(p), 0, np.cos(p)]])
+    rz = np.array([[np.cos(y), -np.sin(y), 0], [np.sin(y), np.cos(y), 0], [0, 0, 1]])
+    return rz @ ry @ rx
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +110,7 @@ class DigitalTwin(Robot):
         """the crash since connect() or reset(), None while the vehicle is intact"""
         self._on_ground = False
         self._speed_before_m_s = 0.0
+        self._obstacles: dict[int, str] = {}  # pybullet body id -> what it is, for a crash report
 
     # ----------------------------------------------------------------------------------- schema
 
@@ -112,9 +134,31 @@ class DigitalTwin(Robot):
             raise RobotAlreadyConnectedError(f"{self.name} is already connected")
         self._quads = PybulletQuadrotors(self.preset, 1, self.cfg.dt_s, self.cfg.substeps,
                                          physics_overrides(self.cfg), ground_z_m=self.cfg.ground_z_m)
+        self._build_world()
         self._rng = np.random.default_rng(self.cfg.seed)
         self._step = 0
         self.reset(self.cfg.init_pos_w)
+
+    def _build_world(self) -> None:
+        """The obstacles (collision: group 2, the vehicle's mask) and a visual-only ground slab for the
+        camera (the physics ground stays the quadrotor world's plane)."""
+        import pybullet as pb
+
+        client, obs = self._quads.client, self.cfg.obstacles or Obstacles()
+        ground = self.cfg.ground_z_m
+        ids = build_scene(client, obs.rows("spheres"), obs.rows("cylinders"), obs.rows("boxes"), ground_z_w=ground)
+        names = [f"sphere at ({r[0]:.2f}, {r[1]:.2f}, {r[2]:.2f}) m" for r in obs.rows("spheres")] + \
+                [f"column at ({r[0]:.2f}, {r[1]:.2f}) m" for r in obs.rows("cylinders")] + \
+                [f"box at ({r[0]:.2f}, {r[1]:.2f}, {r[2]:.2f}) m" for r in obs.rows("boxes")]
+        if ground is not None:  # build_scene's first body: the ground slab, seen but not touched
+            pb.setCollisionFilterGroupMask(ids[0], -1, 0, 0, physicsClientId=client)
+            ids = ids[1:]
+        self._obstacles = dict(zip(ids, names))
+        for body in ids:
+            pb.setCollisionFilterGroupMask(body, -1, 2, 1, physicsClientId=client)
+        if ids:  # without a ground the vehicle collides with nothing until told so
+            for body in self._quads.bodies:
+                pb.setCollisionFilterGroupMask(body, -1, 1, 2, physicsClientId=client)
 
     def disconnect(self) -> None:
         if self._quads is not None:
@@ -177,9 +221,27 @@ class DigitalTwin(Robot):
             ext = np.asarray(gust.force_w, dtype=np.float64)[None]
         self._quads.step(rotor_cmd, ext)
         self._step += 1
+        if self._obstacles:
+            self._check_obstacles()
         if self.cfg.ground_z_m is not None:
             self._check_ground()
         return self.sim_time_s
+
+    def _check_obstacles(self) -> None:
+        """Touching an obstacle at any speed is a crash (the rotors hit it): motors stop, it latches."""
+        import pybullet as pb
+
+        if self.crash is not None:
+            return
+        client, body = self._quads.client, self._quads.bodies[0]
+        for obstacle, what in self._obstacles.items():
+            if pb.getContactPoints(bodyA=body, bodyB=obstacle, physicsClientId=client):
+                s = self._quads.state()
+                self.crash = Crash(self.sim_time_s, f"hit the {what} at {self._speed_before_m_s:.2f} m/s",
+                                   tuple(float(x) for x in s["pos_w"][0]))
+                self._pending.clear()
+                self._active = RotorCommand(np.zeros(self.n_rotors))
+                return
 
     def _check_ground(self) -> None:
         """Crash detection: touching down faster than crash_speed_m_s, or lying tilted past
@@ -204,6 +266,24 @@ class DigitalTwin(Robot):
                 self._active = RotorCommand(np.zeros(self.n_rotors))
         self._on_ground = on_ground
         self._speed_before_m_s = speed
+
+    # ----------------------------------------------------------------------------------- camera
+
+    def render_depth(self, image: ImageInput) -> np.ndarray:
+        """What the camera of ``image`` sees now (true pose, the contract's mount and intrinsics): z-depth
+        float32 [height, width] metres from pybullet's TinyRenderer, REP 117 specials: +inf beyond
+        max_range_m (or nothing drawn), -inf nearer than min_range_m."""
+        self._require_connected("render_depth")
+        s = self._quads.state()
+        rot_wb = quat_wxyz_to_rotmat(s["quat_wxyz"][0])
+        rot_wc = rot_wb @ rpy_to_rotmat(image.mount_rpy_rad) @ np.asarray(R_LINK_OPTICAL)
+        o_w = s["pos_w"][0] + rot_wb @ np.asarray(image.mount_position_b_m)
+        fx, fy, cx, cy = image.fx_fy_cx_cy_px
+        k = PinholeCfg(image.width, image.height, fx, fy, cx, cy)
+        d = render_depth(self._quads.client, k, o_w, rot_wc, NEAR_PLANE_M, FAR_PLANE_M)
+        d[d > image.max_range_m] = np.inf
+        d[d < image.min_range_m] = -np.inf
+        return d
 
     # --------------------------------------------------------------------------------- commands
 

@@ -57,6 +57,60 @@ class WeakMotor:
         return self.index < 0
 
 
+OBSTACLE_ROW = {"cylinders": 5, "boxes": 7, "spheres": 4}
+"""numbers per obstacle row, in sim.camera.scene's field order (CYLINDER_FIELDS, BOX_FIELDS, SPHERE_FIELDS)"""
+
+
+def _flat(rows) -> tuple[float, ...]:
+    out: list[float] = []
+    for r in rows:
+        out.extend(_flat(r) if isinstance(r, (list, tuple)) else [float(r)])
+    return tuple(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class Obstacles:
+    """Static obstacles in the twin's world (pybullet bodies: the vehicle collides with them, the camera sees
+    them), as sim.camera.pybullet_depth.build_scene takes them. Rows are flattened (ROS parameters are flat
+    arrays); a list of rows is accepted and flattened."""
+
+    cylinders: tuple[float, ...] = ()
+    """vertical columns, 5 numbers each: x, y, z_min, z_max, radius [m]"""
+    boxes: tuple[float, ...] = ()
+    """boxes and walls, 7 numbers each: centre x, y, z, half extents x, y, z, yaw about world z [m, rad]"""
+    spheres: tuple[float, ...] = ()
+    """spheres, 4 numbers each: centre x, y, z, radius [m]"""
+
+    def __post_init__(self):
+        for kind, n in OBSTACLE_ROW.items():
+            flat = _flat(getattr(self, kind))
+            object.__setattr__(self, kind, flat)
+            if len(flat) % n:
+                raise ValueError(f"twin.obstacles.{kind} holds {len(flat)} numbers, not rows of {n} "
+                                 f"(see the field doc for their order)")
+            if not all(np.isfinite(flat)):
+                raise ValueError(f"twin.obstacles.{kind} must be finite numbers, got {list(flat)}")
+        for x, y, z0, z1, r in self.rows("cylinders"):
+            if not (r > 0 and z1 > z0):
+                raise ValueError(f"twin.obstacles.cylinders row ({x}, {y}, {z0}, {z1}, {r}) needs radius > 0 and "
+                                 f"z_max > z_min [m]")
+        for row in self.rows("boxes"):
+            if min(row[3:6]) <= 0:
+                raise ValueError(f"twin.obstacles.boxes row {row} needs half extents > 0 [m]")
+        for row in self.rows("spheres"):
+            if row[3] <= 0:
+                raise ValueError(f"twin.obstacles.spheres row {row} needs radius > 0 [m]")
+
+    def rows(self, kind: str) -> list[tuple[float, ...]]:
+        """The rows of ``kind`` ('cylinders', 'boxes', 'spheres')."""
+        flat, n = getattr(self, kind), OBSTACLE_ROW[kind]
+        return [tuple(flat[i:i + n]) for i in range(0, len(flat), n)]
+
+    @property
+    def off(self) -> bool:
+        return not (self.cylinders or self.boxes or self.spheres)
+
+
 @dataclasses.dataclass(frozen=True)
 class TwinConfig:
     # vehicle
@@ -107,6 +161,9 @@ class TwinConfig:
     rotor_gain: tuple[float, ...] | None = None
     """thrust and reaction-torque multiplier per rotor, motor order (e.g. estimated from flight logs by
     policies.hil.identify); combines with weak_motor. None ([] as a parameter): all 1"""
+    # world
+    obstacles: Obstacles | None = None
+    """static obstacles the vehicle can hit (a contact is a crash) and a camera sees; None: none"""
 
     def __post_init__(self):
         if self.preset not in PRESETS:
@@ -163,7 +220,8 @@ class TwinConfig:
         if unknown:
             raise ValueError(f"{where}: unknown key(s) {unknown}; known keys are {sorted(known)}")
         kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
-        for key, typ in (("wind_gust", WindGust), ("payload", Payload), ("weak_motor", WeakMotor)):
+        for key, typ in (("wind_gust", WindGust), ("payload", Payload), ("weak_motor", WeakMotor),
+                         ("obstacles", Obstacles)):
             if isinstance(kw.get(key), dict):
                 sub = {k: (tuple(v) if isinstance(v, list) else v) for k, v in kw[key].items()}
                 try:
@@ -194,9 +252,19 @@ class TwinParams(TwinConfig):
     """frame_id of state/odom's pose"""
     body_frame: str = "base_link"
     """child_frame_id of state/odom and frame_id of state/imu"""
+    camera_rate_hz: float = 30.0
+    """with a policy that has image inputs: each is rendered by pybullet's own camera (the contract's mount,
+    intrinsics, size, encoding) and published with its camera_info this often; 0: no camera [Hz]"""
+    camera_frame: str = "camera_depth_optical_frame"
+    """frame_id of the images and camera_info (the optical frame: z forward, x right, y down)"""
 
     def __post_init__(self):
         super().__post_init__()
+        if not 0 <= self.camera_rate_hz <= self.rate_hz:
+            raise ValueError(f"camera_rate_hz must be in [0, rate_hz {self.rate_hz}] Hz (0: no camera), got "
+                             f"{self.camera_rate_hz}")
+        if not self.camera_frame:
+            raise ValueError("camera_frame must be a non-empty frame id")
         if not self.cmd_timeout_s > 0:
             raise ValueError(f"cmd_timeout_s must be > 0 [s], got {self.cmd_timeout_s}")
         if not self.crash_exit_delay_s >= 0:

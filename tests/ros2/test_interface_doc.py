@@ -41,7 +41,8 @@ def test_interface_tables_are_consistent():
 
     assert set(RECORDED) == {t.name for t in itf.RECORDER.subscribes}
     for name, (cls, _, offered) in RECORDED.items():
-        publisher = next(t for n in itf.NODES if n is not itf.RECORDER for t in n.publishes if t.name == name)
+        publisher = next(t for n in itf.NODES if n is not itf.RECORDER for t in n.publishes + n.image_publishes
+                         if t.name == name)
         assert cls is publisher.msg_class and offered == publisher.profile, name
 
 

@@ -71,9 +71,15 @@ class NodeInterface:
     """services it calls"""
     params_key: str = ""
     """key of the node in tether_deploy.params.NODE_PARAMS ('' = none)"""
+    image_subscribes: tuple[Topic, ...] = ()
+    """subscribed only with a policy that has image inputs: one of each per ``contract.images`` entry,
+    named by it (the names here are the default camera's)"""
+    image_publishes: tuple[Topic, ...] = ()
+    """published only with a policy that has image inputs (the twin's camera), as image_subscribes"""
 
     def topic(self, name: str) -> Topic:
-        for t in self.subscribes + self.publishes + self.services + self.clients:
+        for t in self.subscribes + self.publishes + self.services + self.clients + self.image_subscribes + \
+                self.image_publishes:
             if t.name == name:
                 return t
         raise KeyError(f"{self.node} has no topic {name!r}")
@@ -117,6 +123,15 @@ LOAD_POLICY = Topic(qos.LOAD_POLICY, "std_msgs/msg/String", "COMMAND", "-", "any
 RESET_ESTOP = Topic(qos.RESET_ESTOP, "std_srvs/srv/Trigger", "", "-", "on request",
                     "clears the latched e-stop while no e-stop input is pressed")
 
+DEPTH_IMAGE = Topic("camera/depth/image_rect_raw", "sensor_msgs/msg/Image", "SENSOR_DATA", "camera_depth_optical_frame",
+                    "the camera's rate (twin: camera_rate_hz)",
+                    "depth image of an image input: the contract's images[].topic, encoding (32FC1 metres or 16UC1 "
+                    "millimetres, REP 117 specials), width x height; header.stamp = the exposure")
+DEPTH_CAMERA_INFO = Topic("camera/depth/camera_info", "sensor_msgs/msg/CameraInfo", "SENSOR_DATA",
+                          "camera_depth_optical_frame", "with each image",
+                          "the camera's intrinsics (P), checked against the contract's images[].fx_fy_cx_cy_px; "
+                          "the contract's images[].camera_info_topic")
+
 DIAGNOSTIC_VALUES = {
     "mode": "policy | human | safe:<behaviour> | estop | waiting | active | inactive | unconfigured",
     "reason": "why the runner is in that mode (empty for policy and human)",
@@ -134,6 +149,9 @@ DIAGNOSTIC_VALUES = {
     "commands_sent": "cmd/executed messages published",
     "state_to_command_p50_us": "state message in -> command out inside the runner, median of the last 5000 [us]",
     "state_to_command_p99_us": "the same, 99th percentile [us]",
+    "image_unusable_ticks": "ticks with a usable state whose policy did not run for want of a usable image",
+    "image_<cause>": "those ticks by cause (the image checks' table)",
+    "last_image_problem": "the latest image problem, naming the input, its topic and what is wrong",
 }
 """the values of the runner's /diagnostics status 'tether/policy_runner' (level: OK flying, WARN while a
 state fault is in force or messages were rejected since the last report, ERROR in safe/estop/unconfigured)"""
@@ -143,7 +161,9 @@ RUNNER = NodeInterface(
     "Lifecycle node flying an exported policy (policy.onnx + policy.json); arbitration with teleop and e-stop.",
     subscribes=(STATE_ODOM, JOY, ESTOP, GOAL, LOAD_POLICY),
     publishes=(EXECUTED, POLICY, HUMAN, INTERVENTION, RUNNER_MODE, ACTIVE_POLICY, RUNNER_GOAL, DIAGNOSTICS),
-    services=(RESET_ESTOP,), params_key="policy_runner")
+    services=(RESET_ESTOP,), params_key="policy_runner",
+    image_subscribes=(dataclasses.replace(DEPTH_IMAGE, rate="the camera's rate"),
+                      dataclasses.replace(DEPTH_CAMERA_INFO, rate="the camera's rate")))
 
 TWIN = NodeInterface(
     "twin", "twin_node",
@@ -152,8 +172,15 @@ TWIN = NodeInterface(
                                     meaning="the command to execute (names checked against the contract)"),),
     publishes=(STATE_ODOM, STATE_IMU,
                Topic(qos.TWIN_CRASHED, "std_msgs/msg/String", "LATCHED", "-", "once, on a crash",
-                     "why the twin crashed (impact speed or tilt); motors are stopped")),
-    params_key="twin")
+                     "why the twin crashed (impact speed, tilt or an obstacle); motors are stopped")),
+    params_key="twin",
+    image_publishes=(dataclasses.replace(DEPTH_IMAGE, rate="camera_rate_hz (0: no camera)",
+                                         meaning="pybullet's own render (TinyRenderer) of the obstacle world from the "
+                                                 "contract's mount and intrinsics, 32FC1 or 16UC1 as the contract "
+                                                 "says, REP 117 specials (+inf beyond max_range_m, -inf nearer than "
+                                                 "min_range_m); header.stamp = the sim state it shows"),
+                     dataclasses.replace(DEPTH_CAMERA_INFO, meaning="the contract's intrinsics, as a camera driver "
+                                                                    "publishes its calibration")))
 
 _ROBOT_SERVICES = {
     "arm": "check the arming conditions (level, still, inside the geofence, battery; a failure names why), then "
@@ -207,7 +234,7 @@ def recordable() -> dict[str, tuple[Topic, str]]:
     package publishes (the recorder's default ``topics``)."""
     out = {}
     for node in (RUNNER, TWIN, BRIDGE, OPERATOR, KEYBOARD_TELEOP):
-        for t in node.publishes:
+        for t in node.publishes + node.image_publishes:
             out.setdefault(t.name, (t, recorder_subscription_qos(t)))
     return out
 

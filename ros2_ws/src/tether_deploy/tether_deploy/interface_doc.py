@@ -16,7 +16,7 @@ from tether.contract import ActionSpec, Rotor
 from tether_deploy import interface as itf
 from tether_deploy import qos
 from tether_deploy.conversions import command_names
-from tether_deploy.runner_core import REJECTION_KINDS
+from tether_deploy.runner_core import IMAGE_PROBLEMS, REJECTION_KINDS
 
 REPO = Path(__file__).resolve().parents[4]
 DOC = REPO / "docs" / "ROS_INTERFACE.md"
@@ -135,12 +135,29 @@ def generate() -> str:
         "|---|---|",
         *[f"| `{k}` | {_cell(v)} |" for k, v in REJECTION_KINDS.items()],
         "",
+        "## Image checks (policy_runner, a policy with image inputs)",
+        "",
+        "For every image input of the contract (`images`: topic, camera_info topic, encoding, size, intrinsics,",
+        "`max_age_s`) the runner keeps the latest `sensor_msgs/Image` and `CameraInfo`. A tick with a usable",
+        "state runs the policy only with a valid image no older than `max_age_s` (header stamp, node clock);",
+        "otherwise the tick is unusable input: the safe behaviour flies (`hold` needs the policy, so it lands),",
+        "the log says the problem once per cause and once on recovery, `/diagnostics` counts the ticks by cause",
+        "(`image_<cause>`). The runner only decodes (32FC1 metres, 16UC1 millimetres with 0 -> NaN) and feeds;",
+        "clamping, pooling and normalization are in the ONNX graph.",
+        "",
+        "| cause | when |",
+        "|---|---|",
+        *[f"| `{k}` | {_cell(v)} |" for k, v in IMAGE_PROBLEMS.items()],
+        "",
         "## Nodes",
         "",
     ]
     for node in itf.NODES:
         out += [f"### `{node.node}` (`python -m tether_deploy.{node.module}`)", "", node.summary, ""]
-        for title, topics in (("Subscribes", node.subscribes), ("Publishes", node.publishes)):
+        for title, topics in (("Subscribes", node.subscribes), ("Publishes", node.publishes),
+                              ("Subscribes, with a policy that has image inputs (one per `contract.images` entry, "
+                               "named by it)", node.image_subscribes),
+                              ("Publishes, with a policy that has image inputs", node.image_publishes)):
             if topics:
                 out += [f"{title}:", "", *_topic_rows(topics), ""]
         for title, services in (("Services", node.services), ("Calls", node.clients)):

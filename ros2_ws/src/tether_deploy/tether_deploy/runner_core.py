@@ -517,6 +517,16 @@ class RunnerCore:
         matches the trained intrinsics, else what differs."""
         return self.images[name].offer_camera_info(fx, fy, cx, cy, width, height)
 
+    def images_waiting(self) -> str | None:
+        """Before the first tick that can fly: None once every image input has had a valid image and a
+        matching camera_info (whatever their age), else what is missing. The node does not command a
+        vehicle that never saw its camera (as with no state yet)."""
+        for name, slot in self.images.items():
+            problem = slot.problem if slot.depth_m is None else slot.info_problem
+            if problem is not None:
+                return f"image {name!r} ({slot.image.topic}): {problem[1]}"
+        return None
+
     def image_problem(self, now_s: float, clock_s: float) -> str | None:
         """None if every image input is usable now (and this tick's images are set), else the cause.
         Counts the tick by cause; logs once per cause within a run of unusable ticks and once on recovery."""

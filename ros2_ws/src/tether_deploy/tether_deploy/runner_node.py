@@ -16,11 +16,17 @@ fault is said once in the log, counted by cause in /diagnostics, and needs good_
 messages in a row before the policy flies again. Commands are sensor_msgs/JointState, stamped at the
 tick, in the body frame, named by the contract's outputs.
 
+A policy with image inputs (contract 2.1 ``images``) gets one sensor_msgs/Image and one CameraInfo
+subscription per input, on the contract's topics; a tick flies the policy only with a fresh, valid image
+(runner_core / image_core: encoding, size, stamp age, intrinsics), else the safe behaviour, one log line
+per cause and the ticks counted by cause in /diagnostics. A flat-vector policy subscribes to no image.
+
 Topics, types and QoS: interface.RUNNER (docs/ROS_INTERFACE.md is generated from it).
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 
@@ -36,10 +42,10 @@ from tether.contract import ContractError, compat_note
 from tether_deploy import interface as itf
 from tether_deploy import qos
 from tether_deploy.arbitration import EstopLatch, HumanInput
-from tether_deploy.conversions import (command_names, fill_command, fill_point_stamped, odometry_to_quantities,
-                                       stamp_to_s)
+from tether_deploy.conversions import (camera_info_intrinsics, command_names, fill_command, fill_point_stamped,
+                                       odometry_to_quantities, stamp_to_s)
 from tether_deploy.realtime import make_background, make_realtime
-from tether_deploy.runner_core import RunnerConfig, RunnerCore, StateHeader, TickScheduler, load_policy
+from tether_deploy.runner_core import ImageFrame, RunnerConfig, RunnerCore, StateHeader, TickScheduler, load_policy
 from tether_deploy.params import NODE_PARAMS, declare_node_params, node_params, param_specs
 from tether_deploy.teleop_map import StickMapper, joy_mapping_from_parameters
 from tether_deploy.spin import spin_node
@@ -75,6 +81,7 @@ class PolicyRunner(LifecycleNode):
         self._rejections_at_diag = 0  # rejections counted at the last diagnostics message
         self._commands_sent = 0  # cmd/executed messages published (one per tick that commands)
         self._swap_gap_ms = ""
+        self._images_seen = False  # every image input has had a usable image since configure
 
         if self.get_parameter("autostart").value:
             self._autostart_timer = self.create_timer(0.0, self._autostart)
@@ -115,6 +122,7 @@ class PolicyRunner(LifecycleNode):
             self._publish_diagnostics()
             return TransitionCallbackReturn.FAILURE
         c = self.core.contract
+        self._images_seen = False
         self.sched = TickScheduler(self.core.period_s, str(self._p("tick_source")))
         self._exec_pub = self._publisher(itf.EXECUTED)
         self._policy_pub = self._publisher(itf.POLICY)
@@ -131,14 +139,26 @@ class PolicyRunner(LifecycleNode):
             sub(itf.GOAL, self._on_goal), sub(itf.LOAD_POLICY, self._on_load_policy),
             self.create_service(itf.RESET_ESTOP.msg_class, itf.RESET_ESTOP.name, self._on_reset_estop),
         ]
+        image_t, info_t = itf.DEPTH_IMAGE, itf.DEPTH_CAMERA_INFO  # types and QoS; names from the contract
+        for im in c.images:
+            self._io += [
+                self.create_subscription(image_t.msg_class, im.topic, functools.partial(self._on_image, im.name),
+                                         image_t.profile),
+                self.create_subscription(info_t.msg_class, im.camera_info_topic,
+                                         functools.partial(self._on_camera_info, im.name), info_t.profile)]
         self._accept(policy_dir, policy)
         self._publish_goal()
         self.get_logger().info(
             f"configured {c.task} policy from {policy_dir}: {c.obs_dim} obs -> {c.action.dim} {c.action.type} "
-            f"actions at {c.control_rate_hz:g} Hz, sha256 {c.provenance['onnx_sha256'][:12]}, safe behaviour "
+            f"actions at {c.control_rate_hz:g} Hz{self._images_text(c)}, sha256 {c.provenance['onnx_sha256'][:12]}, safe behaviour "
             f"{self.core.cfg.safe_behaviour}, tick source {self.sched.source}")
         self._set_mode("inactive", "configured")
         return TransitionCallbackReturn.SUCCESS
+
+    @staticmethod
+    def _images_text(c) -> str:
+        return "".join(f", image {im.name!r} {im.width}x{im.height} {im.encoding} on {im.topic} (max age "
+                       f"{im.max_age_s * 1e3:.0f} ms)" for im in c.images)
 
     def _publisher(self, t: itf.Topic):
         """A publisher as the interface table declares it (a deadline in control periods on top)."""
@@ -199,6 +219,14 @@ class PolicyRunner(LifecycleNode):
             self._tick(received, received)
             self._rearm("state")
         self._log_events()
+
+    def _on_image(self, name: str, msg) -> None:
+        self.core.set_image(name, ImageFrame(msg.encoding, int(msg.width), int(msg.height), int(msg.step),
+                                             bool(msg.is_bigendian), msg.data, stamp_to_s(msg.header.stamp),
+                                             time.monotonic()))
+
+    def _on_camera_info(self, name: str, msg) -> None:
+        self.core.set_camera_info(name, *camera_info_intrinsics(msg))
 
     def _log_events(self) -> None:
         """Faults, new causes and recoveries: one line each, never one per message."""
@@ -262,8 +290,15 @@ class PolicyRunner(LifecycleNode):
                 why = f" (rejected: {self.core.last_rejection})" if self.core.last_rejection else ""
                 self._set_mode("waiting", f"waiting for the first usable state message{why}")
             return
+        if not self._images_seen:
+            waiting = self.core.images_waiting()
+            if waiting is not None:  # never saw the camera: commanding the vehicle would start it blind
+                if self._mode != "waiting" or waiting != self._last_reason:
+                    self._set_mode("waiting", f"waiting for the first usable image ({waiting})", waiting)
+                return
+            self._images_seen = True
         swaps = self.core.swaps
-        r = self.core.tick(now, self.human, self.estop.latched)
+        r = self.core.tick(now, self.human, self.estop.latched, self.get_clock().now().nanoseconds * 1e-9)
         stamp = self.get_clock().now().to_msg()
         self._msg_exec.header.stamp = stamp
         self._msg_exec.position = r.executed.tolist()
@@ -381,6 +416,10 @@ class PolicyRunner(LifecycleNode):
             values.update({f"rejected_{k}": str(n) for k, n in sorted(rejections.items())})
             values.update(last_rejection=self.core.last_rejection, state_faults=str(self.core.faults),
                           state_recovering=str(self.core.recovering), policy_swaps=str(self.core.swaps))
+            if self.core.images:
+                values.update(image_unusable_ticks=str(sum(self.core.image_problems.values())),
+                              last_image_problem=self.core.last_image_problem)
+                values.update({f"image_{k}": str(n) for k, n in sorted(self.core.image_problems.items())})
         if self._swap_gap_ms:
             values.update(last_swap_tick_gap_ms=self._swap_gap_ms)
         if self.sched is not None:

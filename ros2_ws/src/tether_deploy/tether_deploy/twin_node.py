@@ -7,6 +7,11 @@ payload offset, weakened motor) are parameters, so there are situations a person
 
 Like a flight controller in offboard mode: it sits still ("on the stand", physics paused) until the
 first command, and if commands stop for cmd_timeout_s it cuts the motors (safe_stop). Never on a robot.
+
+With a policy that has image inputs (contract 2.1) the twin is also its camera: each input is rendered
+by pybullet's own renderer in the twin's world (its obstacles and ground) from the contract's mount and
+intrinsics, and published as sensor_msgs/Image (the contract's encoding and topic) with a CameraInfo at
+camera_rate_hz, stamped with the node clock when the state was rendered, in camera_frame.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from tether.observation import quat_wxyz_to_rotmat
 from tether_deploy import interface as itf
 from tether_deploy import qos
 from tether_deploy.actuation import ActionToCommand
-from tether_deploy.conversions import command_names, command_values, fill_imu, fill_odometry
+from tether_deploy.conversions import (command_names, command_values, fill_camera_info, fill_depth_image, fill_imu,
+                                       fill_odometry)
 from tether_deploy.params import declare_node_params
 from tether_deploy.spin import spin_node
 
@@ -75,9 +81,22 @@ class TwinNode(Node):
         self._odom.child_frame_id = self.body_frame
         self._imu.header.frame_id = self.body_frame
         self.create_timer(self.cfg.dt_s, self._on_timer)
+        self._cameras = []  # (image input, image publisher, camera_info publisher, Image, CameraInfo)
+        if contract.images and params.camera_rate_hz > 0:
+            image_t, info_t = itf.DEPTH_IMAGE, itf.DEPTH_CAMERA_INFO  # types and QoS; names from the contract
+            for im in contract.images:
+                info = info_t.msg_class()
+                fill_camera_info(info, im.width, im.height, *im.fx_fy_cx_cy_px, frame_id=params.camera_frame)
+                self._cameras.append((im, self.create_publisher(image_t.msg_class, im.topic, image_t.profile),
+                                      self.create_publisher(info_t.msg_class, im.camera_info_topic, info_t.profile),
+                                      image_t.msg_class(), info))
+            self.create_timer(1.0 / params.camera_rate_hz, self._on_camera_timer)
+        world = self.cfg.obstacles
+        cams = "".join(f", camera {im.name!r} {im.width}x{im.height} {im.encoding} on {im.topic} at "
+                       f"{params.camera_rate_hz:g} Hz" for im, *_ in self._cameras)
         self.get_logger().info(
             f"twin {self.twin.name} at {self.cfg.rate_hz:g} Hz, latency {self.cfg.latency_s * 1e3:.0f} ms, "
-            f"gust {gust}, payload {payload}, weak motor {weak}; waiting for the first command")
+            f"gust {gust}, payload {payload}, weak motor {weak}, obstacles {world}{cams}; waiting for the first command")
 
     def _on_command(self, msg) -> None:
         """A sensor_msgs/JointState command: its names must be the contract's outputs, in order."""
@@ -117,6 +136,15 @@ class TwinNode(Node):
         self._imu.header.stamp = stamp
         fill_imu(self._imu, s.quat_wxyz, s.ang_vel_b, specific_force_b)
         self._imu_pub.publish(self._imu)
+
+    def _on_camera_timer(self) -> None:
+        """Render and publish every image input (pybullet's TinyRenderer, the true pose now)."""
+        for im, image_pub, info_pub, msg, info in self._cameras:
+            stamp = self.get_clock().now().to_msg()
+            fill_depth_image(msg, self.twin.render_depth(im), im.encoding, self.params.camera_frame)
+            msg.header.stamp = info.header.stamp = stamp
+            image_pub.publish(msg)
+            info_pub.publish(info)
 
     def _report_crash(self) -> None:
         """Once per crash: the log, the latched twin/crashed topic (the recorder keeps it), and with
