@@ -249,7 +249,7 @@ def _train(args) -> int:
     import torch
 
     from policies.checkpoint import CheckpointError, load_checkpoint
-    from policies.ppo import PPOCfg, ppo_defaults, train
+    from policies.ppo import PPOCfg, group_widths, ppo_defaults, train
     from sim.tasks import make_env
     from tether.config import config_from_dict, config_to_dict
 
@@ -297,10 +297,14 @@ def _train(args) -> int:
     if env.num_envs * ppo.num_steps < ppo.num_minibatches:
         raise UserError(f"ppo.num_minibatches {ppo.num_minibatches} > the {env.num_envs * ppo.num_steps} samples "
                         f"of a rollout ({env.num_envs} envs x {ppo.num_steps} steps); use more envs or fewer minibatches")
+    try:  # the observation groups ppo.actor_groups names, with their widths (the env draws from its own generator)
+        widths = group_widths(env.reset(), ppo.actor_groups)
+    except ValueError as e:
+        raise UserError(_one_line(e)) from e
     if resume is not None:
         try:
             ckpt = load_checkpoint(resume, task=args.task, obs_dim=env.obs_dim, action_dim=cfg.action_dim,
-                                   action_space=cfg.action_space)
+                                   action_space=cfg.action_space, obs_groups=widths)
         except CheckpointError as e:
             raise UserError(f"--resume: {_one_line(e)}") from e
         if ckpt["iteration"] >= ppo.num_iterations:
