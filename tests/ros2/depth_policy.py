@@ -61,10 +61,13 @@ class DepthHover(torch.nn.Module):
 
 
 class DepthCnn(torch.nn.Module):
-    """DepthEncoder-sized: conv 16-32-64 on the pooled 16x12 image, 64-D latent, MLP 2x256 on latent + obs."""
+    """DepthEncoder-sized: conv 16-32-64 on the pooled 16x12 image, 64-D latent, MLP 2x256 on latent + obs;
+    its (untrained) output is a small perturbation of the linear hover controller, so it flies the twin."""
 
-    def __init__(self, obs_dim: int, act_dim: int, im: ImageInput, hover: float):
+    def __init__(self, w: np.ndarray, b: np.ndarray, im: ImageInput):
         super().__init__()
+        obs_dim, act_dim = w.shape
+        self.w, self.b = torch.nn.Parameter(torch.tensor(w)), torch.nn.Parameter(torch.tensor(b))
         self.pre = DepthPreprocess(im)
         self.cnn = torch.nn.Sequential(
             torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ELU(), torch.nn.Conv2d(16, 32, 3, stride=2, padding=1),
@@ -72,11 +75,10 @@ class DepthCnn(torch.nn.Module):
             torch.nn.Linear(64 * math.ceil(im.pooled_height / 4) * math.ceil(im.pooled_width / 4), 64), torch.nn.ELU())
         self.mlp = torch.nn.Sequential(torch.nn.Linear(64 + obs_dim, 256), torch.nn.ELU(), torch.nn.Linear(256, 256),
                                        torch.nn.ELU(), torch.nn.Linear(256, act_dim))
-        self.hover = hover
 
     def forward(self, obs: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
         z = self.cnn(self.pre(depth))
-        return self.hover + 0.01 * torch.tanh(self.mlp(torch.cat([z, obs], dim=1)))
+        return obs @ self.w + self.b + 0.01 * torch.tanh(self.mlp(torch.cat([z, obs], dim=1)))
 
 
 def _sections(preset_name: str) -> dict:
@@ -117,5 +119,5 @@ def write_depth_hover_policy(out_dir: str | Path, control_rate_hz: float = 100.0
 def write_depth_cnn_policy(out_dir: str | Path, control_rate_hz: float = 30.0, image: ImageInput = DEPTH_IMAGE) -> Path:
     torch.manual_seed(0)
     w, b, spec = hover_gain_matrix("crazyflie2x")
-    model = DepthCnn(w.shape[0], w.shape[1], image, float(b[0]))
+    model = DepthCnn(w, b, image)
     return _write(model, Path(out_dir), image, control_rate_hz, spec, "depth-cnn")
