@@ -94,7 +94,7 @@ class NavigateCfg(QuadrotorTaskCfg, ObstacleFieldCfg):
     """rays of the privileged level ray fan, evenly over 360 deg [1]"""
     fan_range_m: float = 6.0
     """the fan's distances are clipped here [m]"""
-    fan_nearest: int = 16
+    fan_nearest: int = 8
     """the fan tests only this many obstacles, the nearest (cost; exact up to that many) [1]"""
     # depth camera (student)
     render_depth: bool = False

@@ -211,44 +211,40 @@ def place_obstacles(cfg: ObstacleFieldCfg, field: Scene, env_ids: torch.Tensor, 
     n, m, dev = len(env_ids), field.cylinders.shape[1], start_w.device
     if n == 0:
         return
+    k = cfg.placement_tries  # every try drawn at once: [n, k, m] candidates, the first clear one kept
 
-    def uni(lo: float, hi: float, *shape: int) -> torch.Tensor:
-        return lo + (hi - lo) * torch.rand(n, m, *shape, generator=generator, device=dev)
+    def uni(lo: float, hi: float) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(n, k, m, generator=generator, device=dev)
 
     along = goal_w[:, :2] - start_w[:, :2]
-    length = along.norm(dim=-1, keepdim=True).clamp_min(1e-6)  # [n, 1]
-    e_u = along / length  # [n, 2]
-    e_v = torch.stack([-e_u[:, 1], e_u[:, 0]], -1)
-    h = cfg.obstacle_height_m
-    cyl = torch.zeros(n, m, 5, device=dev)
-    box = torch.zeros(n, m, 7, device=dev)
-    placed = torch.zeros(n, m, dtype=torch.bool, device=dev)
-    column = torch.zeros(n, m, dtype=torch.bool, device=dev)  # placed slots holding a column
+    length = along.norm(dim=-1).clamp_min(1e-6)[:, None, None]  # [n, 1, 1]
+    e_u = along / length[:, 0]  # [n, 2]
     probs = torch.tensor(cfg.kind_probs, device=dev)
-    for _try in range(cfg.placement_tries):
-        kind = torch.multinomial(probs / probs.sum(), n * m, replacement=True, generator=generator).view(n, m)
-        u = cfg.field_margin_m + (length - 2 * cfg.field_margin_m).clamp_min(0) * uni(0.0, 1.0)
-        v = uni(-cfg.field_half_width_m, cfg.field_half_width_m)
-        xy = start_w[:, None, :2] + u[..., None] * e_u[:, None] + v[..., None] * e_v[:, None]  # [n, m, 2]
-        radius = uni(*cfg.column_radius_m)
-        half_x = torch.where(kind == 2, uni(*cfg.wall_half_length_m), uni(*cfg.box_half_m))
-        half_y = torch.where(kind == 2, torch.full_like(half_x, cfg.wall_half_thickness_m), uni(*cfg.box_half_m))
-        yaw = uni(-math.pi, math.pi)
-        zeros = torch.zeros_like(radius)
-        c_try = torch.stack([xy[..., 0], xy[..., 1], zeros, zeros + h, radius], -1)
-        b_try = torch.stack([xy[..., 0], xy[..., 1], zeros + 0.5 * h, half_x, half_y, zeros + 0.5 * h, yaw], -1)
-        is_col = kind == 0
-        clear = torch.ones_like(placed)
-        for p in (start_w, goal_w):
-            d = torch.where(is_col, column_distance(p, c_try), box_distance(p, b_try))
-            clear &= d >= cfg.keepout_m
-        take = clear & ~placed
-        cyl = torch.where((take & is_col)[..., None], c_try, cyl)
-        box = torch.where((take & ~is_col)[..., None], b_try, box)
-        column = torch.where(take, is_col, column)
-        placed |= take
+    kind = torch.multinomial(probs / probs.sum(), n * k * m, replacement=True, generator=generator).view(n, k, m)
+    u = cfg.field_margin_m + (length - 2 * cfg.field_margin_m).clamp_min(0) * uni(0.0, 1.0)
+    v = uni(-cfg.field_half_width_m, cfg.field_half_width_m)
+    x = start_w[:, 0, None, None] + u * e_u[:, 0, None, None] - v * e_u[:, 1, None, None]
+    y = start_w[:, 1, None, None] + u * e_u[:, 1, None, None] + v * e_u[:, 0, None, None]
+    is_wall, is_col = kind == 2, kind == 0
+    half_x = torch.where(is_wall, uni(*cfg.wall_half_length_m), uni(*cfg.box_half_m))
+    half_y = torch.where(is_wall, torch.full_like(half_x, cfg.wall_half_thickness_m), uni(*cfg.box_half_m))
+    zeros, h = torch.zeros_like(x), cfg.obstacle_height_m
+    cyl = torch.stack([x, y, zeros, zeros + h, uni(*cfg.column_radius_m)], -1).view(n, k * m, 5)
+    box = torch.stack([x, y, zeros + 0.5 * h, half_x, half_y, zeros + 0.5 * h, uni(-math.pi, math.pi)],
+                      -1).view(n, k * m, 7)
+    clear = torch.ones(n, k, m, dtype=torch.bool, device=dev)
+    for p in (start_w, goal_w):
+        d = torch.where(is_col, column_distance(p, cyl).view(n, k, m), box_distance(p, box).view(n, k, m))
+        clear &= d >= cfg.keepout_m
+    first = clear.to(torch.uint8).argmax(1)  # [n, m] the first clear try (0 when none: then not placed)
+    placed = clear.any(1)
+
+    def pick(t: torch.Tensor) -> torch.Tensor:  # [n, k, m, F] -> [n, m, F] at the first clear try
+        return t.gather(1, first[:, None, :, None].expand(-1, 1, -1, t.shape[-1]))[:, 0]
+
+    column = pick(is_col[..., None])[..., 0]
     active = placed & (torch.arange(m, device=dev) < counts[:, None])
-    field.cylinders[env_ids] = cyl
-    field.boxes[env_ids] = box
+    field.cylinders[env_ids] = pick(cyl.view(n, k, m, 5))
+    field.boxes[env_ids] = pick(box.view(n, k, m, 7))
     field.cylinder_valid[env_ids] = active & column
     field.box_valid[env_ids] = active & ~column
