@@ -136,7 +136,7 @@ def export_policy(checkpoint: str | Path, out_dir: str | Path, parent: dict | No
     }
     return export_module(actor, out_dir, task=ckpt["task"], env=env,
                          normalization=normalization_section(model.obs_normalizer), provenance=provenance,
-                         test_obs=recorded_obs, overwrite=overwrite)
+                         test_obs=recorded_obs, overwrite=overwrite, images=())  # a PPO actor reads state only
 
 
 def env_image_inputs(env) -> tuple[ImageInput, ...]:
@@ -147,7 +147,7 @@ def env_image_inputs(env) -> tuple[ImageInput, ...]:
 def export_module(actor: nn.Module, out_dir: str | Path, *, task: str, env, normalization: dict,
                   provenance: dict, test_obs: np.ndarray | None = None,
                   test_images: dict[str, np.ndarray] | None = None, overwrite: bool = True,
-                  n_random: int = 512) -> tuple[Path, PolicyContract, float]:
+                  n_random: int = 512, images: tuple[ImageInput, ...] | None = None) -> tuple[Path, PolicyContract, float]:
     """Export ``actor`` (see the module docstring: ``actor(obs, *images) -> clipped actions``) to
     ``out_dir``/policy.onnx + policy.json; returns (dir, contract, max parity error).
 
@@ -158,14 +158,26 @@ def export_module(actor: nn.Module, out_dir: str | Path, *, task: str, env, norm
     preset, task_cfg are filled in). Parity in onnxruntime on ``n_random`` random states and images
     (NaN, +-inf pixels included) plus ``test_obs`` / ``test_images`` (random images where not given) must
     be within 1e-5. A module reading "privileged" (its ``groups``) is refused. The files are written
-    and checked in a temporary folder, then renamed into ``out_dir``.
+    and checked in a temporary folder, then renamed into ``out_dir``. images: the image inputs the
+    actor takes (default: all of ``env.image_inputs()``; () for a state-only actor on an env with a camera).
     """
     deployable_groups(getattr(actor, "groups", ("policy",)), f"model {type(actor).__name__}")
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, overwrite)
-    images = env_image_inputs(env)
+    images = env_image_inputs(env) if images is None else tuple(images)
     obs_dim = sum(s.length for s in env.slices)
     actor = actor.eval()
+    examples = (torch.zeros(1, obs_dim),) + tuple(torch.zeros(1, *im.shape) for im in images)
+    try:
+        with torch.no_grad():
+            probe = actor(*examples)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"export_module: {type(actor).__name__} must take (obs [B, {obs_dim}]"
+                         + "".join(f", {im.name} [B, {', '.join(map(str, im.shape))}]" for im in images)
+                         + f") as the contract's inputs; calling it so failed: {' '.join(str(e).split())[:200]}") from e
+    if tuple(probe.shape) != (1, env.cfg.action_dim):
+        raise ValueError(f"export_module: {type(actor).__name__} returns {list(probe.shape)}, the contract's action "
+                         f"is [B, {env.cfg.action_dim}]")
 
     sections = contract_sections(env.cfg)
     meta = {"config_hash": task_config_hash(env.cfg), "preset": env.cfg.vehicle.name,
@@ -173,7 +185,6 @@ def export_module(actor: nn.Module, out_dir: str | Path, *, task: str, env, norm
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp:
         tmp = Path(tmp)
-        examples = (torch.zeros(1, obs_dim),) + tuple(torch.zeros(1, *im.shape) for im in images)
         names = ["obs"] + [im.name for im in images]
         torch.onnx.export(actor, examples, str(tmp / "policy.onnx"), input_names=names, output_names=["actions"],
                           dynamic_axes={n: {0: "batch"} for n in names + ["actions"]}, opset_version=OPSET,

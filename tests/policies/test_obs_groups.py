@@ -283,3 +283,18 @@ def test_onboard_c_export_refuses_an_image_policy(image_export, tmp_path):
         export_c(out, tmp_path / "onboard")
     assert "\n" not in str(e.value)
     assert not (tmp_path / "onboard").exists()
+
+
+def test_export_names_an_actor_that_does_not_take_the_contract_inputs(tmp_path):
+    from policies.export import export_module
+    from policies.models import ActorCritic, DeployedActor
+
+    env = CameraHoverEnv(HoverCfg(), dataclasses.replace(run_defaults("hover"), num_envs=2, physics="eager"))
+    state_only = DeployedActor(ActorCritic(env.obs_dim, env.cfg.action_dim))
+    with pytest.raises(ValueError, match=r"must take \(obs \[B, \d+\], depth \[B, 1, 48, 64\]\)"):
+        export_module(state_only, tmp_path / "a", task="hover", env=env, normalization={}, provenance={})
+    assert not any((tmp_path / "a").glob("policy.*"))
+    # a state-only actor on an env with a camera exports without image inputs when told so
+    _, contract, err = export_module(state_only, tmp_path / "b", task="hover", env=env, normalization={},
+                                     provenance={}, images=())
+    assert contract.input_names == ("obs",) and err <= 1e-5
