@@ -13,7 +13,7 @@ from tether.command_line import ArgumentParser, run
 # Subcommands owned by other stages: each module provides add_parser(subparsers). Imported lazily so
 # that `tether train` does not need rclpy and `tether deploy` does not need torch.
 EXTERNAL_COMMANDS = {"calibrate": "calibration.cli", "deploy": "tether.deploy", "finetune": "policies.hil.cli",
-                     "operate": "tether.operate"}  # adds estop, policy, lifecycle, status
+                     "operate": "tether.operate", "distill": "policies.distill_cli"}  # adds estop, policy, lifecycle, status
 
 
 def _parse_overrides(items: list[str]) -> dict:
