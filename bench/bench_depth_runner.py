@@ -12,7 +12,9 @@ controller, so it flies. Two measurements, figures only (never pass/fail; the ba
      ticks without a usable image, and state-in -> command-out inside the runner (observation, image
      checks, inference, publish) p50 / p99.
 ``--rt-priority P`` runs the runner (its realtime_priority parameter) and the inference part of this
-process under SCHED_FIFO priority P (needs CAP_SYS_NICE), as a robot would run it on a loaded computer.
+process under SCHED_FIFO priority P (needs CAP_SYS_NICE), as a robot would run it on a loaded computer;
+the twin, the stand-in for the vehicle and its camera (which are not on a robot's computer), then runs
+under SCHED_FIFO P - 1 (``chrt``), so the load starves neither.
 ``--stress N`` adds N busy-looping processes for the duration (load on top of whatever runs already);
 the machine's cores and load average are printed with the figures.
 
@@ -80,9 +82,11 @@ def bench_loop(policy_dir: Path, duration_s: float, domain_id: int, rt_priority:
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                PYTHONPATH=os.pathsep.join([str(REPO), str(PKG)]), PYTHONUNBUFFERED="1")
     cols = "[" + ",".join(repr(float(x)) for x in COLUMNS) + "]"
-    procs = [subprocess.Popen([sys.executable, "-m", f"tether_deploy.{module}", "--ros-args", *sum(
-        (["-p", f"{k}:={v}"] for k, v in params.items()), [])], env=env, stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT, start_new_session=True) for module, params in (
+    chrt = {"twin_node": ["chrt", "-f", str(rt_priority - 1)] if rt_priority > 1 else []}
+    procs = [subprocess.Popen(
+        [*chrt.get(module, []), sys.executable, "-m", f"tether_deploy.{module}", "--ros-args",
+         *sum((["-p", f"{k}:={v}"] for k, v in params.items()), [])],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True) for module, params in (
         ("twin_node", {"policy_dir": policy_dir, "rate_hz": RATE_HZ, "camera_rate_hz": RATE_HZ,
                        "obstacles.cylinders": cols}),
         ("runner_node", {"policy_dir": policy_dir, "autostart": "true", "diagnostics_rate_hz": 1.0,
@@ -174,7 +178,8 @@ def main() -> int:
         return int(b.get(key, 0)) - int(a.get(key, 0))
 
     ticks, missed, no_image = delta("ticks"), delta("missed_ticks"), delta("image_unusable_ticks")
-    print(f"depth runner bench ({os.cpu_count()} cores, --rt-priority {args.rt_priority}, --stress {args.stress}; load average {load0:.2f} before, "
+    print(f"depth runner bench ({os.cpu_count()} cores, --rt-priority {args.rt_priority}, --stress {args.stress}; "
+          f"load average {load0:.2f} before, "
           f"{load_inf:.2f} after the inference part, {load_loop:.2f} after the loop)")
     print(f"  policy: {policy_dir} (DepthEncoder-sized CNN, inputs obs [17] + depth [1, 48, 64])")
     print(f"  inference, {n_inf} calls, 1 thread: p50 {np.percentile(t, 50):.3f} ms, p99 {np.percentile(t, 99):.3f} ms, "

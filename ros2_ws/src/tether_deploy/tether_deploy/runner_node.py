@@ -150,7 +150,8 @@ class PolicyRunner(LifecycleNode):
         self._publish_goal()
         self.get_logger().info(
             f"configured {c.task} policy from {policy_dir}: {c.obs_dim} obs -> {c.action.dim} {c.action.type} "
-            f"actions at {c.control_rate_hz:g} Hz{self._images_text(c)}, sha256 {c.provenance['onnx_sha256'][:12]}, safe behaviour "
+            f"actions at {c.control_rate_hz:g} Hz{self._images_text(c)}, sha256 {c.provenance['onnx_sha256'][:12]}, "
+            f"safe behaviour "
             f"{self.core.cfg.safe_behaviour}, tick source {self.sched.source}")
         self._set_mode("inactive", "configured")
         return TransitionCallbackReturn.SUCCESS
