@@ -1,8 +1,10 @@
 """Recorder: the intervention log as a rosbag2-layout MCAP (bag.py), readable by the mcap and rosbags
 Python readers, by Foxglove, and by policies/ for finetuning.
 
-Records state, policy action, human action, executed action, intervention flag, mode, joystick and
-diagnostics. Subscriptions are raw (serialized CDR straight into the file) with deep queues; a timer
+Records state, policy action, human action, executed action, intervention flag, mode, joystick,
+diagnostics and, for a policy with image inputs, the camera's sensor_msgs/Image and CameraInfo (the
+default topics of interface.DEPTH_IMAGE / DEPTH_CAMERA_INFO; policies.hil.dataset.tick_images reads
+them back per tick). Subscriptions are raw (serialized CDR straight into the file) with deep queues; a timer
 flushes the open chunk every chunk_interval_s even when no message comes, so a SIGKILL loses at most
 that chunk.
 """
