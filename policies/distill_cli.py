@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import json
 import shutil
+import sys
 from pathlib import Path
 
 DISTILL_OUTPUTS = ("model_*.pt", "model_*.pt.tmp", "run.json", "distill.json", "distill.png", "tb", "policy")
@@ -33,6 +34,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--level", type=int, default=None,
                    help="curriculum level of the fields (default: the task's top level, the full density range; "
                         "the teacher flies it already, so the student needs no curriculum)")
+    p.add_argument("--eval-interval", type=int, default=None,
+                   help="iterations between evaluations on --eval-envs unseen fields (default: DistillCfg's, 25; "
+                        "0: only rollout statistics)")
     p.add_argument("--beta-decay", type=float, default=None, help="DistillCfg.beta_decay (default 0.9)")
     p.add_argument("--seed", type=int, default=0, help="seed of the student, its rollouts and the env")
     p.add_argument("--device", default="cpu", help="torch device, cpu or cuda[:N]")
@@ -138,6 +142,8 @@ def run(args) -> int:
     try:
         if args.iterations is not None:
             cfg = dataclasses.replace(cfg, num_iterations=args.iterations)
+        if args.eval_interval is not None:
+            cfg = dataclasses.replace(cfg, eval_interval=args.eval_interval)
         if args.beta_decay is not None:
             cfg = dataclasses.replace(cfg, beta_decay=args.beta_decay)
     except ValueError as e:
@@ -167,7 +173,7 @@ def run(args) -> int:
     writer = SummaryWriter(str(args.out / "tb"))
     try:
         last = distill(env, teacher, ckpt["task"], cfg, args.out, eval_env=eval_env, teacher_info=teacher_info,
-                       writer=writer, force=args.force, on_iteration=lambda i, logs: curve.append(logs))
+                       writer=writer, force=args.force, progress=sys.stderr.isatty(), on_iteration=lambda i, logs: curve.append(logs))
     finally:
         writer.close()
     final = curve[-1]

@@ -217,3 +217,77 @@ def test_exported_student_runs_in_onnxruntime_with_images(tmp_path):
     assert np.abs(expected - expected[0]).max() > 1e-4, "different images must give different actions"
     with pytest.raises(FileExistsError):
         export_student(ckpt_path, out, env=make_wall_env(8, seed=7))
+
+
+# ------------------------------------------------------------------------------------ the command line
+
+
+@pytest.fixture(scope="module")
+def nav_teacher(tmp_path_factory):
+    """A (barely trained) privileged navigate teacher: the CLI's mechanics, not its skill."""
+    from policies.ppo import PPOCfg, train
+    from sim.tasks import make_env
+
+    run = tmp_path_factory.mktemp("nav_teacher")
+    env = make_env("navigate", num_envs=8, seed=0)
+    cfg = PPOCfg(actor_groups=("policy", "privileged"), num_iterations=1, num_steps=4, num_minibatches=2,
+                 update_epochs=1, save_interval=1, actor_hidden=(16,), critic_hidden=(16,))
+    train(env, "navigate", cfg, run, progress=False)
+    return run
+
+
+def tether(*argv: str) -> int:
+    from tether.command_line import run
+    from tether_app.cli import build_parser
+
+    return run(build_parser(), list(argv))
+
+
+def test_cli_distills_navigate_teacher_and_exports_student(nav_teacher, tmp_path, capsys):
+    out = tmp_path / "student"
+    rc = tether("distill", "--teacher", str(nav_teacher), "--out", str(out), "--iterations", "2",
+                "--num-envs", "4", "--eval-envs", "2", "--eval-interval", "2")
+    assert rc == 0, capsys.readouterr().err
+    assert "exported ->" in capsys.readouterr().out
+    for name in ("model_00002.pt", "run.json", "distill.json", "distill.png", "policy/policy.onnx", "policy/policy.json"):
+        assert (out / name).is_file(), name
+    policy = OnnxPolicy(out / "policy")
+    assert policy.contract.task == "navigate" and policy.contract.input_names == ("obs", "depth")
+    im = policy.contract.image("depth")
+    obs = np.zeros((3, policy.contract.obs_dim), np.float32)
+    depth = np.full((3, *im.shape), np.inf, np.float32)  # open space: no return anywhere
+    assert np.isfinite(policy(obs, images={"depth": depth})).all()
+    # the same --out again: refused with one line, nothing touched; --force replaces it
+    before = (out / "model_00002.pt").stat().st_mtime_ns
+    rc = tether("distill", "--teacher", str(nav_teacher), "--out", str(out), "--iterations", "1", "--num-envs", "2",
+                "--eval-interval", "0")
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "--force" in err and "Traceback" not in err
+    assert (out / "model_00002.pt").stat().st_mtime_ns == before
+    rc = tether("distill", "--teacher", str(nav_teacher), "--out", str(out), "--iterations", "1", "--num-envs", "2",
+                "--eval-interval", "0", "--no-export", "--force")
+    assert rc == 0, capsys.readouterr().err
+    assert (out / "model_00001.pt").is_file() and not (out / "model_00002.pt").exists()
+    assert not (out / "policy").exists(), "--force removes what the previous distillation wrote"
+
+
+def test_cli_refuses_bad_teachers(nav_teacher, tmp_path, capsys):
+    from policies.ppo import PPOCfg, train
+    from sim.tasks import make_env
+
+    hover = tmp_path / "hover"
+    train(make_env("hover", num_envs=4), "hover", PPOCfg(num_iterations=1, num_steps=2, num_minibatches=1,
+                                                         update_epochs=1, save_interval=1), hover, progress=False)
+    cases = {"does not exist": str(tmp_path / "missing"), "no depth camera": str(hover)}
+    for needle, teacher in cases.items():
+        rc = tether("distill", "--teacher", teacher, "--out", str(tmp_path / "o"))
+        err = capsys.readouterr().err
+        assert rc == 2 and needle in err and err.count("\n") == 1, err
+    student = tmp_path / "s"
+    assert tether("distill", "--teacher", str(nav_teacher), "--out", str(student), "--iterations", "1",
+                  "--num-envs", "2", "--eval-interval", "0", "--no-export") == 0
+    capsys.readouterr()
+    rc = tether("distill", "--teacher", str(student), "--out", str(tmp_path / "o2"))
+    err = capsys.readouterr().err
+    assert rc == 2 and "is a distilled student" in err, err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o2").exists(), "a refused command writes nothing"
