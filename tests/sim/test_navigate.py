@@ -193,3 +193,17 @@ def test_evaluate_fields_counts_each_field_once():
     # zero thrust falls: crashes or time-outs, never success
     assert out["success"] == 0.0
     assert abs(out["success"] + out["collision"] + out["crash_other"] + out["timeout"] - 1.0) < 1e-6
+
+
+def test_teacher_trains_on_policy_and_privileged_groups(tmp_path):
+    from policies.checkpoint import load_checkpoint
+    from policies.export import model_from_checkpoint
+    from policies.ppo import ppo_defaults, train
+
+    env = make_env("navigate", num_envs=8, seed=0)
+    ppo = dataclasses.replace(ppo_defaults("navigate"), num_iterations=1, num_steps=4, num_minibatches=1,
+                              update_epochs=1)
+    ckpt = load_checkpoint(train(env, "navigate", ppo, tmp_path, progress=False), task="navigate")
+    assert ckpt["obs_groups"] == {"policy": env.obs_dim, "privileged": env.privileged_dim}
+    actions = model_from_checkpoint(ckpt).act_mean(env.reset())
+    assert actions.shape == (8, env.cfg.action_dim) and torch.isfinite(actions).all()
