@@ -150,6 +150,24 @@ def test_an_unusable_image_is_the_safe_behaviour_with_one_event(depth_policy, ca
     assert any("images usable again after 5 ticks" in e[1] for e in core.drain_events())
 
 
+def test_a_flickering_camera_is_logged_once_per_interval_and_counted_every_tick(depth_policy):
+    from tether_deploy.runner_core import IMAGE_LOG_INTERVAL_S
+
+    core = _core(depth_policy)
+    core.set_camera_info("depth", *DEPTH_IMAGE.fx_fy_cx_cy_px, W, H)
+    period, t, bad = 0.02, 1.0, 0
+    while t < 1.0 + 2.5 * IMAGE_LOG_INTERVAL_S:
+        stale = int(t / period) % 10 == 0  # every 10th image is late
+        core.set_image("depth", _frame(2.0, t, stamp_s=t - 0.5 if stale else t))
+        bad += _tick(core, t).source == "safe"
+        t += period
+    events = [e for e in core.drain_events() if "image" in e[1]]
+    warns = [e for e in events if e[0] == "warn"]
+    assert bad > 50 and core.image_problems["stale"] == bad
+    assert len(warns) == 3, warns  # at 0, 5 and 10 s, not once per flicker
+    assert len([e for e in events if "usable again" in e[1]]) == 3
+
+
 def test_a_flat_policy_needs_no_image(linear_policy_dir):
     core = _core(load_policy(linear_policy_dir))
     assert core.images == {} and _tick(core, 0.01).source == "policy"

@@ -94,7 +94,7 @@ def test_the_runner_flies_on_the_image_and_refuses_an_unusable_one(launcher, pro
         fly(2.0, n=5)
         lines = [ln for ln in runner.output().splitlines() if text in ln and "does not run without" in ln]
         assert len(lines) == 1, (change, lines)  # said once, not once per image or tick
-    assert runner.output().count("images usable again") == 3
+    assert runner.output().count("images usable again") >= 3
 
 
 def test_twin_camera_runner_and_recorder(launcher, probe, depth_policy_dir, tmp_path, rclpy_context):

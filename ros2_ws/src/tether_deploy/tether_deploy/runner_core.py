@@ -44,6 +44,9 @@ from tether_deploy.arbitration import ArbiterConfig, Decision, HumanInput, arbit
 from tether_deploy.image_core import IMAGE_PROBLEMS, ImageFrame, ImageSlot  # noqa: F401 (part of the core's API)
 
 SAFE_BEHAVIOURS = ("hold", "land", "motors_off")
+IMAGE_LOG_INTERVAL_S = 5.0
+"""an image problem's cause is logged again at most this often (a flickering camera: one line, not one per
+flicker; every tick is still counted in the diagnostics) [s]"""
 
 # Quantities the runner can provide to a policy; anything else in a contract is refused at configure.
 PROVIDED_QUANTITIES = ("pos_w", "quat_wxyz", "lin_vel_w", "ang_vel_b", "goal_w", "goal_vel_w", "prev_actions",
@@ -396,7 +399,9 @@ class RunnerCore:
         self.image_problems: collections.Counter[str] = collections.Counter()  # ticks refused, by cause
         self.last_image_problem = ""
         self._image_fault: str | None = None  # the image problem in force (first cause)
-        self._image_reported: set[str] = set()
+        self._image_reported: set[str] = set()  # causes logged in the image fault in force
+        self._image_logged_s: dict[str, float] = {}  # when each cause was last logged [s, monotonic]
+        self._image_fault_logged = False  # the image fault in force was logged (then so is its recovery)
         self._image_bad_ticks = 0  # ticks without a usable image in the fault in force
         self._feed: dict[str, np.ndarray] | None = None  # the images of this tick
         self._set_limits(self.contract)
@@ -529,7 +534,8 @@ class RunnerCore:
 
     def image_problem(self, now_s: float, clock_s: float) -> str | None:
         """None if every image input is usable now (and this tick's images are set), else the cause.
-        Counts the tick by cause; logs once per cause within a run of unusable ticks and once on recovery."""
+        Counts the tick by cause; logs each cause once within a run of unusable ticks, and again in a later
+        run only IMAGE_LOG_INTERVAL_S after it was last logged; the recovery of a logged run is logged."""
         self._feed = None
         if not self.images:
             return None
@@ -543,16 +549,20 @@ class RunnerCore:
                 self._image_bad_ticks += 1
                 if self._image_fault is None:
                     self._image_fault = text
-                if kind not in self._image_reported:
+                if kind not in self._image_reported and \
+                        now_s - self._image_logged_s.get(kind, -math.inf) >= IMAGE_LOG_INTERVAL_S:
                     self._image_reported.add(kind)
+                    self._image_logged_s[kind] = now_s
+                    self._image_fault_logged = True
                     self._events.append(("warn", f"{text}; the policy does not run without a fresh valid image, "
                                                  f"the safe behaviour flies (logged once per cause; ticks counted "
                                                  f"in diagnostics image_{kind})"))
                 return text
         if self._image_fault is not None:
-            self._events.append(("info", f"images usable again after {self._image_bad_ticks} ticks without "
-                                         f"(was: {self._image_fault})"))
-            self._image_fault, self._image_bad_ticks = None, 0
+            if self._image_fault_logged:
+                self._events.append(("info", f"images usable again after {self._image_bad_ticks} ticks without "
+                                             f"(was: {self._image_fault})"))
+            self._image_fault, self._image_bad_ticks, self._image_fault_logged = None, 0, False
             self._image_reported.clear()
         self._feed = {name: slot.depth_m for name, slot in self.images.items()}
         return None
