@@ -179,3 +179,14 @@ def test_a_swap_to_other_image_inputs_is_refused(depth_policy, tmp_path):
     with pytest.raises(ContractError, match="image inputs differ"):
         core.offer_policy(other)
     assert dataclasses.replace(DEPTH_IMAGE, encoding="16UC1") == other.contract.images[0]
+
+
+def test_before_the_first_usable_image_the_runner_waits(depth_policy):
+    core = _core(depth_policy)
+    assert "no image received yet" in core.images_waiting()
+    core.set_image("depth", _frame(2.0, 0.1, encoding="16UC1"))
+    assert "encoding '16UC1'" in core.images_waiting()
+    core.set_image("depth", _frame(2.0, 0.1))
+    assert "no camera_info received yet" in core.images_waiting()
+    core.set_camera_info("depth", *DEPTH_IMAGE.fx_fy_cx_cy_px, W, H)
+    assert core.images_waiting() is None
