@@ -409,7 +409,7 @@ def cmd_export(args) -> int:
     return 0
 
 
-EVAL_OUTPUTS = ("report.json", "eval*.png", "sweep*.png")
+EVAL_OUTPUTS = ("report.json", "eval*.png", "sweep*.png", "rollout_*.mp4", "rollout_*.npz")
 
 
 def _fresh_eval_out(out: Path, force: bool) -> None:
@@ -462,6 +462,12 @@ def cmd_eval(args) -> int:
     tasks = sorted({task_name_of(c) for c in cfgs})
     if len(tasks) > 1:
         raise UserError(f"the policies are of different tasks ({', '.join(tasks)}); evaluate one task at a time")
+    if tasks[0] == "navigate":  # judged over obstacle fields: policies/nav_eval.py
+        from policies.nav_eval import cli_eval
+
+        return cli_eval(args.policy, out, args.sim, args.fields, args.seed, args.video,
+                        {"--sweep": args.sweep, "--acceptance": args.acceptance, "--starts": args.starts},
+                        prepare_out=lambda: _fresh_eval_out(out, args.force))
     if args.sweep:
         return _eval_sweep(args, cfgs, tasks[0], out)
     acceptance = ACCEPTANCE[args.acceptance or tasks[0]]
@@ -674,6 +680,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", action="store_true",
                    help="fly across the vehicle class instead: a thrust-to-weight x motor time constant grid and "
                         "--starts (default 64) random vehicles of the class; heat map sweep.png")
+    p.add_argument("--fields", type=int, default=None, help="navigate: unseen obstacle fields per density (default 100)")
+    p.add_argument("--video", type=int, default=None, help="navigate: rollout videos of the first N fields per "
+                                                            "simulator and density (default 0)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("demo", help="the main job: train hover, export, evaluate in pybullet, then correct it on a "
