@@ -82,6 +82,53 @@ def camera_pose_w(params: CameraParams, pos_w: torch.Tensor, quat_wxyz: torch.Te
     return pos_w + (rot_wb @ params.position_b[..., None])[..., 0], rot_wb @ params.rot_bc
 
 
+def tile_bounds(tile_lo_u: torch.Tensor, tile_lo_v: torch.Tensor, tile_w: int, tile_h: int,
+                params: CameraParams) -> torch.Tensor:
+    """[E, T, 4] (x/z min, x/z max, y/z min, y/z max) of the pixel-centre rays of the tiles whose first
+    pixel is (tile_lo_u, tile_lo_v) [T]."""
+    fx, fy, cx, cy = (t[:, None] for t in (params.fx, params.fy, params.cx, params.cy))
+    return torch.stack([(tile_lo_u - cx) / fx, (tile_lo_u + tile_w - 1 - cx) / fx,
+                        (tile_lo_v - cy) / fy, (tile_lo_v + tile_h - 1 - cy) / fy], -1)
+
+
+def prepare(u: torch.Tensor, v: torch.Tensor, tile_lo_u: torch.Tensor, tile_lo_v: torch.Tensor, scene: Scene,
+            pos_w: torch.Tensor, quat_wxyz: torch.Tensor, params: CameraParams, tile_w: int, tile_h: int,
+            max_range_m: float):
+    """Everything of a culled frame before the intersections, one graph of static shapes: the camera pose,
+    the ground's depth [E*T, P], each kind's packed primitives and work plan (raycast.cull_plan), and
+    all bucket sizes in one tensor (the frame's only host sync reads it)."""
+    o_w, rot_wc = camera_pose_w(params, pos_w, quat_wxyz)
+    rot9 = rot_wc.reshape(-1, 9)
+    e = scene.num_envs
+    ground = raycast.ground_depth(u, v, params.fx, params.fy, params.cx, params.cy, rot9,
+                                  scene.ground_z_w - o_w[:, 2]).reshape(e * u.shape[0], -1)
+    packs = (raycast.pack_spheres(scene.spheres, scene.sphere_valid, o_w),
+             raycast.pack_cylinders(scene.cylinders, scene.cylinder_valid, o_w),
+             raycast.pack_boxes(scene.boxes, scene.box_valid, o_w))
+    bounds = tile_bounds(tile_lo_u, tile_lo_v, tile_w, tile_h, params)
+    spheres = raycast.bounding_spheres(scene)
+    valid = (scene.sphere_valid, scene.cylinder_valid, scene.box_valid)
+    # one visibility test for all kinds (one loop vectorized along all primitives), split after
+    mask = raycast.tile_visible(torch.cat([c for c, _ in spheres], 1), torch.cat([r for _, r in spheres], 1),
+                                torch.cat(valid, 1), o_w, rot_wc, bounds, max_range_m)
+    plans = tuple(raycast.cull_plan(part) for part in mask.split([v.shape[1] for v in valid], -1))
+    return rot9, ground, packs, plans, torch.cat([p.sizes for p in plans])
+
+
+def finish(ground: torch.Tensor, hits: tuple[torch.Tensor, ...], positions: tuple[torch.Tensor, ...], width: int,
+           height: int, tile_w: int, tile_h: int, effects: tuple[float, float, float] | None,
+           noise: torch.Tensor | None, drop: torch.Tensor | None) -> torch.Tensor:
+    """The nearest of the ground and each kind's hits (raycast.place_hits) as an image [E, H, W], with
+    the sensor effects (range limits, noise, dropouts: :func:`apply_sensor_effects`) when ``effects`` =
+    (min_range_m, max_range_m, depth_noise_rel) is given."""
+    depth = ground
+    for h, pos in zip(hits, positions):
+        depth = raycast.place_hits(depth, h, pos)
+    rows = depth.shape[0] // ((width // tile_w) * (height // tile_h))
+    image = raycast.untile(depth.reshape(rows, -1, tile_w * tile_h), width, height, tile_w, tile_h)
+    return image if effects is None else apply_sensor_effects(image, *effects, noise, drop)
+
+
 # The intersections must stay one loop nest per kind with the min over K innermost: by default inductor
 # stores reused or long intermediates ([E, T, K, P] each, hundreds of MB at 1k envs) and reads them back,
 # which made the kernel memory-bound at ~600 frames/s. Raising the realize thresholds keeps every
@@ -90,6 +137,7 @@ def camera_pose_w(params: CameraParams, pos_w: torch.Tensor, quat_wxyz: torch.Te
 INDUCTOR_OPTIONS = {"max_fusion_size": 1 << 20, "cpp.enable_floating_point_contract_flag": "fast",
                     "realize_reads_threshold": 1 << 20, "realize_opcount_threshold": 1 << 20,
                     "realize_acc_reads_threshold": 1 << 20}
+FP_OPTIONS = {"cpp.enable_floating_point_contract_flag": "fast"}
 
 
 def _fresh(fn):
@@ -120,6 +168,8 @@ class DepthCamera:
             self._kernels[kind] = _kind_kernel(kind)
         self._ground: Callable[..., torch.Tensor] = raycast.ground_depth
         self._rays: Callable[..., tuple[torch.Tensor, ...]] = raycast.row_rays
+        self._prepare: Callable[..., tuple] = prepare
+        self._finish: Callable[..., torch.Tensor] = finish
         if compile:
             # one code object per compiled function: dynamo counts recompiles per code object
             # (a functools.partial would share torch.compile's wrapper code object across the kinds)
@@ -127,6 +177,10 @@ class DepthCamera:
                              for kind in raycast.KERNELS}
             self._ground = torch.compile(_fresh(raycast.ground_depth), dynamic=False, options=INDUCTOR_OPTIONS)
             self._rays = torch.compile(_fresh(raycast.row_rays), options=INDUCTOR_OPTIONS)
+            # the bookkeeping graphs with inductor's default realize thresholds: inlined, the visibility
+            # mask would be recomputed at every read of it
+            self._prepare = torch.compile(_fresh(prepare), dynamic=False, fullgraph=True, options=FP_OPTIONS)
+            self._finish = torch.compile(_fresh(finish), fullgraph=True, options=FP_OPTIONS)
 
     def sample(self, num_envs: int, generator: torch.Generator | None = None) -> CameraParams:
         return sample_params(self.cfg, self.rand, num_envs, generator, self.device, self.dtype)
@@ -137,16 +191,85 @@ class DepthCamera:
 
     def tile_bounds(self, p: CameraParams) -> torch.Tensor:
         """[E, T, 4] (x/z min, x/z max, y/z min, y/z max) of each tile's pixel-centre rays."""
-        cfg = self.cfg
-        fx, fy, cx, cy = (t[:, None] for t in (p.fx, p.fy, p.cx, p.cy))
-        return torch.stack([(self._tile_lo_u - cx) / fx, (self._tile_lo_u + cfg.tile_w - 1 - cx) / fx,
-                            (self._tile_lo_v - cy) / fy, (self._tile_lo_v + cfg.tile_h - 1 - cy) / fy], -1)
+        return tile_bounds(self._tile_lo_u, self._tile_lo_v, self.cfg.tile_w, self.cfg.tile_h, p)
 
     def render_raw(self, scene: Scene, pos_w: torch.Tensor, quat_wxyz: torch.Tensor, params: CameraParams,
                    cull: bool = True) -> torch.Tensor:
         """True z-depth [E, H, W] [m], +inf where nothing is hit (no sensor effects). With ``cull``, a
         primitive whose bounding sphere lies wholly beyond max_range_m is not tested, so the raw image
-        may read +inf where the unculled one reads a depth beyond the range; :meth:`render` is equal."""
+        may read +inf where the unculled one reads a depth beyond the range; :meth:`render` is equal.
+        ``cull=False`` is the reference: every row tests every primitive, one pass per kind."""
+        if cull:
+            return self._render_culled(scene, pos_w, quat_wxyz, params, None, None, None)
+        return self._render_reference(scene, pos_w, quat_wxyz, params)
+
+    def render(self, scene: Scene, pos_w: torch.Tensor, quat_wxyz: torch.Tensor, params: CameraParams,
+               generator: torch.Generator | None = None, cull: bool = True) -> torch.Tensor:
+        """Measured depth [E, H, W] [m] with range limits, noise and dropouts (module docstring)."""
+        if not cull:
+            return sensor_effects(self._render_reference(scene, pos_w, quat_wxyz, params), self.cfg, self.rand,
+                                  generator)
+        k = self.cfg.intrinsics
+        noise, drop = draw_sensor_effects((scene.num_envs, k.height, k.width), self.rand, generator, self.device,
+                                          self.dtype)
+        effects = (self.cfg.min_range_m, self.cfg.max_range_m, self.rand.depth_noise_rel)
+        return self._render_culled(scene, pos_w, quat_wxyz, params, effects, noise, drop)
+
+    def _render_culled(self, scene: Scene, pos_w: torch.Tensor, quat_wxyz: torch.Tensor, params: CameraParams,
+                       effects: tuple[float, float, float] | None, noise: torch.Tensor | None,
+                       drop: torch.Tensor | None) -> torch.Tensor:
+        """The fast path: one graph before the intersections (:func:`prepare`), one host sync for the
+        bucket sizes, per kind one ray pass and one kernel per non-empty bucket, one graph after
+        (:func:`finish`). Every call with the same env and primitive counts reuses the same compiled
+        graphs (the bucket sizes are dynamic dimensions)."""
+        cfg = self.cfg
+        rot9, ground, packs, plans, sizes = self._prepare(self._u, self._v, self._tile_lo_u, self._tile_lo_v, scene,
+                                                          pos_w, quat_wxyz, params, cfg.tile_w, cfg.tile_h,
+                                                          cfg.max_range_m)
+        sizes = sizes.tolist()
+        intr = (params.fx, params.fy, params.cx, params.cy)
+        hits = []
+        for (kind, kernel), packed, plan in zip(self._kernels.items(), packs, plans):
+            ks = raycast.bucket_ks(packed.shape[1] - 1)
+            kind_sizes, sizes = sizes[:len(ks) + 1], sizes[len(ks) + 1:]
+            hits.append(self._kind_hits(kernel, packed, plan, ks, kind_sizes, rot9, intr, ground))
+        k = cfg.intrinsics
+        return self._finish(ground, tuple(hits), tuple(p.position for p in plans), k.width, k.height, cfg.tile_w,
+                            cfg.tile_h, effects, noise, drop)
+
+    def _kind_hits(self, kernel: Callable[..., torch.Tensor], packed: torch.Tensor, plan: raycast.CullPlan,
+                   ks: list[int], sizes: list[int], rot9: torch.Tensor, intr: tuple[torch.Tensor, ...],
+                   ground: torch.Tensor) -> torch.Tensor:
+        """[2 + V, P]: two rows of +inf, then the nearest hit of this kind for the V sorted rows that
+        see any of it (raycast.place_hits). A slice of one row is widened to two (and cut back after):
+        a size-1 dimension would be a compiled shape of its own."""
+        rows, first = plan.position.shape[0], sizes[0]
+        parts = [ground.new_full((2, ground.shape[1]), math.inf)]
+        if first == rows:
+            return parts[0]
+        start = max(0, first - 1)  # one row early, so that the rays are never a single row
+        env, tile = plan.row_env[start:], plan.row_tile[start:]
+        for x in (env, tile):
+            torch._dynamo.maybe_mark_dynamic(x, 0)
+        rays = self._rays(self._u, self._v, *intr, rot9, env, tile)
+        lo = first
+        for k, size in zip(ks, sizes[1:]):
+            if size == 0:
+                continue
+            a = lo if size > 1 or lo == 0 else lo - 1
+            b = max(lo + size, a + 2)
+            idx = plan.lists[:k, a:b].contiguous()
+            row_env = plan.row_env[a:b]
+            for x, dim in ((row_env, 0), (idx, 1)) + (((idx, 0),) if k > 1 else ()):
+                torch._dynamo.maybe_mark_dynamic(x, dim)  # one graph for every bucket size
+            hit = kernel(*(r[a - start:b - start] for r in rays), packed, row_env, idx)
+            parts.append(hit[lo - a:lo - a + size])
+            lo += size
+        return torch.cat(parts)
+
+    def _render_reference(self, scene: Scene, pos_w: torch.Tensor, quat_wxyz: torch.Tensor,
+                          params: CameraParams) -> torch.Tensor:
+        """Raw z-depth [E, H, W], unculled: every (env, tile) row against every primitive of each kind."""
         o_w, rot_wc = camera_pose_w(params, pos_w, quat_wxyz)
         rot9 = rot_wc.reshape(-1, 9).contiguous()
         packs = (raycast.pack_spheres(scene.spheres, scene.sphere_valid, o_w),
@@ -156,48 +279,48 @@ class DepthCamera:
         intr = (params.fx, params.fy, params.cx, params.cy)
         depth = self._ground(self._u, self._v, *intr, rot9, scene.ground_z_w - o_w[:, 2])  # [E, T, P]
         flat = depth.view(e * t, -1)
-        masks = (scene.sphere_valid, scene.cylinder_valid, scene.box_valid)
-        bounds = self.tile_bounds(params) if cull else None
-        for (kind, kernel), packed, (centre, radius), valid in zip(self._kernels.items(), packs,
-                                                                   raycast.bounding_spheres(scene), masks):
-            if cull:
-                lists = raycast.work_lists(raycast.tile_visible(centre, radius, valid, o_w, rot_wc, bounds,
-                                                                self.cfg.max_range_m))
-            else:
-                lists = raycast.all_rows(e * t, valid.shape[1], self.device)
-            for rows, idx in lists:
-                if rows.numel() == 1:  # one row would be its own compiled shape: test it twice
-                    rows, idx = rows.repeat(2), idx.repeat(1, 2)
+        for kernel, packed in zip(self._kernels.values(), packs):
+            for rows, idx in raycast.all_rows(e * t, packed.shape[1] - 1, self.device):
                 row_env, row_tile = rows // t, rows % t
                 for x, dim in ((row_env, 0), (row_tile, 0), (idx, 1)) + (((idx, 0),) if idx.shape[0] > 1 else ()):
-                    torch._dynamo.maybe_mark_dynamic(x, dim)  # one graph for every bucket size
+                    torch._dynamo.maybe_mark_dynamic(x, dim)
                 rays = self._rays(self._u, self._v, *intr, rot9, row_env, row_tile)
-                hit = kernel(*rays, packed, row_env, idx)
-                flat[rows] = torch.minimum(flat[rows], hit)
+                flat[rows] = torch.minimum(flat[rows], kernel(*rays, packed, row_env, idx))
         k = self.cfg.intrinsics
         return raycast.untile(depth, k.width, k.height, self.cfg.tile_w, self.cfg.tile_h)
 
-    def render(self, scene: Scene, pos_w: torch.Tensor, quat_wxyz: torch.Tensor, params: CameraParams,
-               generator: torch.Generator | None = None, cull: bool = True) -> torch.Tensor:
-        """Measured depth [E, H, W] [m] with range limits, noise and dropouts (module docstring)."""
-        raw = self.render_raw(scene, pos_w, quat_wxyz, params, cull)
-        return sensor_effects(raw, self.cfg, self.rand, generator)
+
+def draw_sensor_effects(shape: tuple[int, ...], rand: CameraRandomizationCfg, generator: torch.Generator | None,
+                        device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(standard normal noise draws, dropout mask) for images of ``shape``, None where switched off."""
+    noise = drop = None
+    if rand.depth_noise_rel > 0:
+        noise = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    if rand.dropout_prob > 0:
+        drop = torch.rand(shape, generator=generator, device=device) < rand.dropout_prob
+    return noise, drop
+
+
+def apply_sensor_effects(depth: torch.Tensor, min_range_m: float, max_range_m: float, depth_noise_rel: float,
+                         noise: torch.Tensor | None, drop: torch.Tensor | None) -> torch.Tensor:
+    """Range limits, range-proportional noise (draws ``noise``) and dropouts (mask ``drop``) on true
+    z-depth [E, H, W] (module docstring)."""
+    lo, hi = min_range_m, max_range_m
+    in_range = (depth >= lo) & (depth <= hi)
+    out = depth
+    if noise is not None:
+        out = torch.where(in_range, (depth * (1.0 + depth_noise_rel * noise)).clamp(lo, hi), depth)
+    out = torch.where(in_range, out, torch.where(depth < lo, -math.inf, math.inf))
+    if drop is not None:
+        out = torch.where(drop, math.nan, out)
+    return out
 
 
 def sensor_effects(depth: torch.Tensor, cfg: DepthCameraCfg, rand: CameraRandomizationCfg,
                    generator: torch.Generator | None = None) -> torch.Tensor:
     """Range limits, range-proportional noise and dropouts on true z-depth [E, H, W] (module docstring)."""
-    lo, hi = cfg.min_range_m, cfg.max_range_m
-    in_range = (depth >= lo) & (depth <= hi)
-    out = depth
-    if rand.depth_noise_rel > 0:
-        n = torch.randn(depth.shape, generator=generator, device=depth.device, dtype=depth.dtype)
-        out = torch.where(in_range, (depth * (1.0 + rand.depth_noise_rel * n)).clamp(lo, hi), depth)
-    out = torch.where(in_range, out, torch.where(depth < lo, -math.inf, math.inf))
-    if rand.dropout_prob > 0:
-        drop = torch.rand(depth.shape, generator=generator, device=depth.device) < rand.dropout_prob
-        out = out.masked_fill(drop, math.nan)
-    return out
+    noise, drop = draw_sensor_effects(tuple(depth.shape), rand, generator, depth.device, depth.dtype)
+    return apply_sensor_effects(depth, cfg.min_range_m, cfg.max_range_m, rand.depth_noise_rel, noise, drop)
 
 
 def for_network(depth: torch.Tensor, cfg: DepthCameraCfg, invalid_m: float = 0.0) -> torch.Tensor:

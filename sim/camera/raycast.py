@@ -8,7 +8,7 @@ Layout, so that inductor emits a few compute-bound loops: pixels are ordered til
 ``[E, T, P]`` (T tiles of P pixels); each primitive kind is a reduction ``min over K`` of a
 pointwise ray-primitive intersection on ``[R, K, P]`` (R rows = (env, tile) pairs). ``K`` is the list of primitives a tile may
 see: with culling, only those whose bounding sphere meets the tile's frustum (conservative, so
-nothing visible is dropped), tiles bucketed by that count (:func:`work_lists`); without culling, every
+nothing visible is dropped), tiles bucketed by that count (:func:`cull_plan`); without culling, every
 primitive. Both run the same per-pair arithmetic, so in eager mode culling on and off give the same
 image bit for bit (the min is exact whatever the order); compiled, each K specialization may contract
 FMAs differently, which moves a grazing ray by an ulp.
@@ -16,9 +16,8 @@ FMAs differently, which moves a grazing ray by an ulp.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -201,27 +200,72 @@ def tile_visible(centre_w: torch.Tensor, radius: torch.Tensor, valid: torch.Tens
     return inside & (z - rad <= max_range_m) & valid[:, None]
 
 
-def work_lists(mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Split the (env, tile) rows of mask [E, T, M] by how many primitives they may see into buckets of
-    K = 1, 2, 4, ... (the last K = M): per non-empty bucket (rows [R] as e * T + t, idx [K, R]) with a
-    row's visible primitives first and the padding row M after them. Rows that see nothing are left out,
-    so the work is about the visible count, at most twice it, not the longest list in the batch."""
+def bucket_ks(m: int) -> list[int]:
+    """The list lengths K of the work buckets for m primitives of a kind: 1, 2, 4, ... and m last."""
+    ks, k = [], 1
+    while ks[-1:] != [m] and m > 0:
+        ks.append(min(k, m))
+        k *= 2
+    return ks
+
+
+class CullPlan(NamedTuple):
+    """One primitive kind's work, (env, tile) rows sorted by bucket (:func:`cull_plan`); all static shapes,
+    so that it is built inside one compiled graph with no host sync. Bucket 0 (rows that see nothing of
+    this kind) comes first; bucket j >= 1 holds rows seeing more than K_(j-1) and at most K_j =
+    bucket_ks(m)[j - 1] primitives."""
+
+    row_env: torch.Tensor
+    """[E*T] long: env of each sorted row"""
+    row_tile: torch.Tensor
+    """[E*T] long: tile of each sorted row"""
+    lists: torch.Tensor
+    """[M+1, E*T] long: column r holds sorted row r's visible primitives first, then the padding row M
+    (K-major: a bucket's list is lists[:K, lo:hi], see :func:`rows_depth`)"""
+    position: torch.Tensor
+    """[E*T] long: where each row (e * T + t) went in the sorted order"""
+    sizes: torch.Tensor
+    """[1 + len(bucket_ks(M))] long: rows per bucket"""
+
+
+def cull_plan(mask: torch.Tensor) -> CullPlan:
+    """Sort the (env, tile) rows of mask [E, T, M] by how many primitives they may see into buckets of
+    K = 1, 2, 4, ... (the last K = M), so that the work is about the visible count, at most twice it,
+    not the longest list in the batch. Static shapes, written for one inductor graph: the prefix counts
+    unrolled over M, a counting sort of the rows (stable), the lists scattered K-major straight into the
+    sorted order. The only host sync is reading sizes."""
     e, t, m = mask.shape
-    if m == 0:
-        return []
-    flat = mask.reshape(e * t, m)
-    counts = flat.sum(-1)
-    slot = torch.where(flat, flat.cumsum(-1) - 1, m)  # invisible entries go to a scratch column
-    lists = torch.full((e * t, m + 1), m, dtype=torch.long, device=mask.device)
-    lists.scatter_(-1, slot, torch.arange(m, device=mask.device).expand(e * t, m))
-    out, lo, k = [], 0, 1
-    while lo < m:
-        k = min(k, m)
-        rows = torch.nonzero((counts > lo) & (counts <= k))[:, 0]
-        if rows.numel():
-            out.append((rows, lists[rows, :k].T.contiguous()))
-        lo, k = k, 2 * k
-    return out
+    rows = e * t
+    flat = mask.reshape(rows, m).to(torch.int32)
+    seen = [flat[:, 0]] if m else [flat.new_zeros(rows)]
+    for j in range(1, m):
+        seen.append(seen[-1] + flat[:, j])  # primitives visible up to and including j
+    counts = seen[-1]
+    ks = bucket_ks(m)
+    bucket = torch.zeros_like(counts)
+    for lower in [0] + ks[:-1]:
+        bucket += (counts > lower).to(torch.int32)
+    position, below, sizes = torch.zeros_like(counts), counts.new_zeros(()), []
+    for j in range(len(ks) + 1):
+        rank = (bucket == j).to(torch.int32).cumsum(0, dtype=torch.int32)
+        position = torch.where(bucket == j, rank - 1 + below, position)
+        sizes.append(rank[-1])
+        below = below + rank[-1]
+    position = position.long()
+    order = torch.empty_like(position).scatter(0, position, torch.arange(rows, device=mask.device))
+    lists = torch.full(((m + 1) * rows + 1,), m, dtype=torch.long, device=mask.device)  # + a scratch entry
+    if m:
+        target = torch.where(flat > 0, (torch.stack(seen, -1) - 1).long() * rows + position[:, None], (m + 1) * rows)
+        lists = lists.scatter(0, target.reshape(-1), torch.arange(m, device=mask.device).expand(rows, m).reshape(-1))
+    return CullPlan(order // t, order % t, lists[:-1].view(m + 1, rows), position, torch.stack(sizes).long())
+
+
+def place_hits(depth: torch.Tensor, hits: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+    """depth [E*T, P] lowered by one kind's hits [2 + V, P]: two rows of +inf, then the V rows that
+    see something (the last V of the sorted order) in that order; position [E*T] (CullPlan.position)."""
+    first = position.shape[0] - (hits.shape[0] - 2)  # sorted position of the first row that sees something
+    src = torch.where(position >= first, position - first + 2, 0)
+    return torch.minimum(depth, hits[src])
 
 
 def all_rows(num_rows: int, m: int, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
