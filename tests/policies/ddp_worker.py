@@ -35,6 +35,14 @@ def merge(ctx: ddp.DistContext) -> dict:
     grad_err = max(float((a.grad - b.grad).abs().max()) for a, b in zip(full.parameters(), split.parameters())
                    if a.grad is not None)
     grad_scale = max(float(a.grad.abs().max()) for a in full.parameters() if a.grad is not None)
+    # statistics riding with the gradients' all_reduce, and per-minibatch sums of an epoch in one collective
+    summed = ddp.average_gradients(split.parameters(), ctx, extra=torch.tensor([float(ctx.rank + 1), 0.5]))
+    adv = torch.randn(64, generator=gen)
+    perm = torch.randperm(32, generator=torch.Generator().manual_seed(ctx.rank))
+    sums = ddp.minibatch_sums(adv[mine], perm, 12, ctx)  # minibatches of 12, 12 and 8 on each rank
+    parts = [torch.cat([adv[r * half:(r + 1) * half][torch.randperm(32, generator=torch.Generator().manual_seed(r))]
+                        [j:j + 12] for r in range(ctx.world_size)]) for j in range(0, 32, 12)]
+    expected = torch.tensor([[len(p), float(p.sum()), float(p.square().sum())] for p in parts])
 
     one, merged = EmpiricalNormalization(9), EmpiricalNormalization(9)
     for chunk in (obs[:32], obs[32:]):  # two updates, as two rollout steps
@@ -53,7 +61,10 @@ def merge(ctx: ddp.DistContext) -> dict:
         caught = None
     except ddp.RankFailure as e:
         caught = str(e)
-    return {"grad_err": grad_err, "grad_scale": grad_scale, "norm_err": norm_err,
+    return {"grad_err": grad_err, "grad_scale": grad_scale, "norm_err": norm_err, "extra": summed.tolist(),
+            "grad_err_after_extra": max(float((a.grad - b.grad).abs().max()) for a, b in
+                                        zip(full.parameters(), split.parameters()) if a.grad is not None),
+            "minibatch_sums_err": float((sums - expected).abs().max()), "minibatch_sums_shape": list(sums.shape),
             "count": int(merged.count), "count_one": int(one.count), "sync_error": caught}
 
 

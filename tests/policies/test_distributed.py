@@ -54,6 +54,9 @@ def test_split_batch_gives_the_full_batch_gradient_and_statistics(tmp_path):
         assert r["grad_err"] <= 1e-6 * max(1.0, r["grad_scale"]), r
         assert r["norm_err"] < 1e-4 and r["count"] == r["count_one"] == 64, r
         assert r["sync_error"] is not None and "diverged" in r["sync_error"], r  # one ulp on rank 1 is seen
+        # statistics summed in the gradients' all_reduce; the already averaged gradients averaged again stay put
+        assert r["extra"] == [3.0, 1.0] and r["grad_err_after_extra"] <= 1e-6 * max(1.0, r["grad_scale"]), r
+        assert r["minibatch_sums_shape"] == [3, 3] and r["minibatch_sums_err"] < 1e-4, r
 
 
 def test_ranks_stay_bit_identical_through_training(tmp_path):
