@@ -183,10 +183,13 @@ class NavigateEnv(QuadrotorEnv):
         at_level = self.episode_level[done_ids] == self.curriculum_level
         self._level_episodes += int(at_level.sum())
         self._level_successes += int((success[done_ids] & at_level).sum())
-        if (c.curriculum_auto and self.curriculum_level < c.curriculum_levels and
-                self._level_episodes >= c.curriculum_window and
-                self._level_successes >= c.curriculum_success * self._level_episodes):
+        if self._level_episodes < c.curriculum_window:
+            return
+        passed = self._level_successes >= c.curriculum_success * self._level_episodes
+        if c.curriculum_auto and passed and self.curriculum_level < c.curriculum_levels:
             self.set_curriculum_level(self.curriculum_level + 1)
+        else:  # judge the next window afresh (early failures at a level do not hold it back for ever)
+            self._level_episodes = self._level_successes = 0
 
     # ---------------------------------------------------------------- task hooks
 

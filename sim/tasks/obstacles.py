@@ -36,9 +36,9 @@ class ObstacleFieldCfg:
     curriculum_start_level: int = 0
     """level a new env starts at (``curriculum_levels``: the full range from the start) [1]"""
     curriculum_auto: bool = True
-    """raise the level by one when the success rate of the episodes finished at the current level
-    reaches ``curriculum_success`` (over at least ``curriculum_window`` episodes)"""
-    curriculum_success: float = 0.75
+    """raise the level by one when the success rate of a window of ``curriculum_window`` episodes
+    finished at the current level reaches ``curriculum_success`` (each window judged afresh)"""
+    curriculum_success: float = 0.7
     """success rate that raises the level [1]"""
     curriculum_window: int = 512
     """episodes finished at a level before it may be raised [1]"""
