@@ -27,20 +27,43 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from policies.checkpoint import load_checkpoint  # noqa: E402
 from policies.evaluation import RECOVERY, AcceptanceCfg, evaluate_hover  # noqa: E402
 from policies.export import env_from_checkpoint, export_policy  # noqa: E402
-from policies.ppo import PPOCfg, train  # noqa: E402
-from sim.tasks import make_env  # noqa: E402
+from policies.ppo import PPOCfg, ppo_defaults, train  # noqa: E402
+from sim.tasks import make_env, run_defaults  # noqa: E402
+from tether.config import config_from_dict, config_to_dict  # noqa: E402
+
+
+def ppo_cfg(task: str, seed: int, args) -> PPOCfg:
+    """The task's PPO settings (``tether train``'s: PPO_DEFAULTS), with this bench's iterations, checkpoint
+    interval and seed, and any ``--set ppo.KEY=VALUE``."""
+    over = {"num_iterations": args.iterations, "save_interval": args.save_interval, "seed": seed,
+            **{k[4:]: v for k, v in args.overrides.items() if k.startswith("ppo.")}}
+    return config_from_dict(PPOCfg, {**config_to_dict(ppo_defaults(task)), **over}, where="ppo")
+
+
+def _parse_sets(items: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("ppo."):
+            raise SystemExit(f"error: --set {item!r}: expected ppo.KEY=VALUE (e.g. ppo.update_epochs=2)")
+        out[key] = yaml.safe_load(value)
+    return out
 
 
 def run_seed(task: str, seed: int, args, acceptance: AcceptanceCfg, work: Path) -> dict:
-    env = make_env(task, num_envs=args.num_envs, seed=seed, device=args.device,
+    t_start = time.perf_counter()
+    env = make_env(task, num_envs=args.num_envs or run_defaults(task).num_envs, seed=seed, device=args.device,
                    physics="compiled" if args.compile else args.physics)
-    ppo = PPOCfg(num_iterations=args.iterations, save_interval=args.save_interval, seed=seed)
+    startup_s = time.perf_counter() - t_start  # env construction; a fused env compiles at its first step
+    ppo = ppo_cfg(task, seed, args)
     run_dir = work / f"{task}_seed{seed}"
     t0 = time.perf_counter()
     train(env, task, ppo, run_dir, progress=True)
     wall_train = time.perf_counter() - t0
     result = {"seed": seed, "passed": False, "time_to_pass_s": None, "iteration": None,
-              "wall_clock_incl_checkpointing_s": wall_train}
+              "wall_clock_incl_checkpointing_s": wall_train, "env_construction_s": startup_s}
     for ckpt_path in sorted(run_dir.glob("model_*.pt")):
         ckpt = load_checkpoint(ckpt_path)
         if ckpt["iteration"] < args.min_iteration:
@@ -67,7 +90,7 @@ def main(argv=None) -> int:
     ap.add_argument("--task", default="hover")
     ap.add_argument("--acceptance", choices=("hover", "recovery"), default="hover")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--num-envs", type=int, default=1024)
+    ap.add_argument("--num-envs", type=int, default=1024, help="0: the task's run default (sim.tasks.run_cfg)")
     ap.add_argument("--iterations", type=int, default=60)
     ap.add_argument("--save-interval", type=int, default=5)
     ap.add_argument("--min-iteration", type=int, default=20, help="skip evaluating earlier checkpoints")
@@ -76,15 +99,21 @@ def main(argv=None) -> int:
                     help="training env: fused kernel (auto: where the task supports it) or eager")
     ap.add_argument("--device", default="cpu", help="training device (the acceptance flies on the CPU)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--set", action="append", default=[], metavar="ppo.KEY=VALUE",
+                    help="override the task's PPO setting (repeatable), e.g. --set ppo.update_epochs=2")
     ap.add_argument("--out", default="artifacts/bench/time_to_hover.json")
     args = ap.parse_args(argv)
+    args.overrides = _parse_sets(args.set)
     torch.set_num_threads(args.threads)
     acceptance = RECOVERY if args.acceptance == "recovery" else AcceptanceCfg()
+    load_at_start = __import__("os").getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="tether-tth-") as tmp:
         results = [run_seed(args.task, s, args, acceptance, Path(tmp)) for s in args.seeds]
     times = [r["time_to_pass_s"] for r in results if r["passed"]]
     summary = {
-        "task": args.task, "acceptance": dataclasses.asdict(acceptance), "num_envs": args.num_envs,
+        "task": args.task, "acceptance": dataclasses.asdict(acceptance),
+        "num_envs": args.num_envs or run_defaults(args.task).num_envs,
+        "ppo": config_to_dict(ppo_cfg(args.task, 0, args)), "load_1min_at_start": load_at_start,
         "threads": args.threads, "compile": args.compile, "physics": args.physics, "device": args.device,
         "seeds": results, "load_1min_at_end": __import__("os").getloadavg()[0],
         "all_seeds_pass": len(times) == len(results),
