@@ -280,7 +280,8 @@ def fly(sim, env, policy: OnnxPolicy, image: ImageInput, record_depth: tuple[int
 
     Returns outcome [N] (OUTCOMES index), time_s [N] (when it ended; the limit for a timeout),
     pos_w [T, N, 3], quat_wxyz [T, N, 4] (a field's samples after its end repeat its last), ticks [N]
-    (samples that belong to its flight), min_clearance_m [N] (analytic, obstacles only) and, for the
+    (samples that belong to its flight), min_clearance_m [N] (analytic: the nearest obstacle or ground
+    surface minus the vehicle radius, over the flight) and, for the
     fields in ``record_depth``, depth_m {i: [ticks_i, H, W]} (the image fed at each tick, and at the end)."""
     from tqdm import tqdm
 
@@ -298,8 +299,14 @@ def fly(sim, env, policy: OnnxPolicy, image: ImageInput, record_depth: tuple[int
     time_s = np.full(n, steps * dt)
     s = sim.state()
     pos, quat = [s["pos_w"]], [s["quat_wxyz"]]
-    clearance = (obstacles.obstacle_distance(sim.field, torch.as_tensor(s["pos_w"], dtype=torch.float32))
-                 .double().numpy() - cfg.vehicle_radius_m)
+    ground = sim.field.ground_z_w.double().numpy()
+
+    def surface_distance(p: np.ndarray) -> np.ndarray:  # to the nearest obstacle or the ground [m]
+        p = np.nan_to_num(p)
+        d = obstacles.obstacle_distance(sim.field, torch.as_tensor(p, dtype=torch.float32)).double().numpy()
+        return np.minimum(d, p[:, 2] - ground)
+
+    clearance = surface_distance(s["pos_w"]) - cfg.vehicle_radius_m
     depth_log: dict[int, list[np.ndarray]] = {i: [] for i in record_depth}
     bar = tqdm(total=steps, desc=progress, leave=False, disable=progress is None or not os.isatty(2))
     for k in range(steps):
@@ -326,8 +333,8 @@ def fly(sim, env, policy: OnnxPolicy, image: ImageInput, record_depth: tuple[int
                      torch.as_tensor(s["quat_wxyz"], dtype=torch.float32),
                      torch.as_tensor(sim.collided(s["pos_w"]))).numpy()
         running = outcome < 0
-        d = obstacles.obstacle_distance(sim.field, torch.as_tensor(np.nan_to_num(s["pos_w"]), dtype=torch.float32))
-        clearance = np.where(running, np.minimum(clearance, d.double().numpy() - cfg.vehicle_radius_m), clearance)
+        clearance = np.where(running, np.minimum(clearance, surface_distance(s["pos_w"]) - cfg.vehicle_radius_m),
+                             clearance)
         ended = running & (code > 0)
         outcome[ended], time_s[ended] = code[ended] - 1, (k + 1) * dt
         pos.append(np.where(running[:, None], s["pos_w"], pos[-1]))
