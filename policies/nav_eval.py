@@ -138,6 +138,12 @@ def judge(env, pos_w: torch.Tensor, quat_wxyz: torch.Tensor, collided: torch.Ten
 # ------------------------------------------------------------------------------- simulators
 
 
+def _take(batch, ids: np.ndarray):
+    """The rows ``ids`` of a frozen dataclass of per-env tensors (a Scene, CameraParams)."""
+    idx = torch.as_tensor(ids, dtype=torch.long)
+    return type(batch)(**{f.name: getattr(batch, f.name)[idx] for f in dataclasses.fields(batch)})
+
+
 class TetherSim:
     """Tether's simulator: the evaluation env's physics (``advance``: latency queue, motors, rate loop)
     and the batched ray-caster at the contract's camera. A field that is done is parked (hovering where
@@ -160,10 +166,9 @@ class TetherSim:
     def depth(self, ids: np.ndarray) -> np.ndarray:
         """[len(ids), H, W] raw depth [m] of fields ``ids`` at their current poses."""
         s, idx = self.env.state, torch.as_tensor(ids, dtype=torch.long)
-        sub = Scene(**{f.name: getattr(self.field, f.name)[idx] for f in dataclasses.fields(self.field)})
-        params = type(self.params)(**{f.name: getattr(self.params, f.name)[idx] for f in dataclasses.fields(self.params)})
         with torch.no_grad():
-            return self.camera.render(sub, s.pos_w[idx], s.quat_wxyz[idx], params).numpy()
+            return self.camera.render(_take(self.field, ids), s.pos_w[idx], s.quat_wxyz[idx],
+                                      _take(self.params, ids)).numpy()
 
     def step(self, actions: np.ndarray, ids: np.ndarray) -> None:
         env = self.env
@@ -189,11 +194,14 @@ class TetherSim:
 
 
 class PybulletSim:
-    """pybullet: one world per field (the reference quadrotor of sim.pybullet_ref, no collisions in its
-    physics), the field's obstacles and ground built by sim.camera.pybullet_depth.build_scene, depth from
-    pybullet's TinyRenderer at the contract's camera (then the camera's range limits, as the ray-caster's
-    sensor model), collision from pybullet's geometry: its closest points to a sphere of the vehicle's
-    radius. The same starts as Tether's simulator; the contract's rate loop (tether.actions)."""
+    """pybullet: the reference quadrotors of sim.pybullet_ref, one per field, flown together in one
+    physics world (no collisions in its physics: the drones never touch each other or anything), and one
+    scene world per field holding that field's obstacles and ground (sim.camera.pybullet_depth.build_scene),
+    where pybullet's TinyRenderer renders the contract's camera (then the camera's range limits, the
+    ray-caster's sensor model) and pybullet's geometry judges collisions (its closest points to a sphere of
+    the vehicle's radius). The drones carry no visual shape, so the split changes no image; it keeps each
+    render to one field's triangles. The same starts as Tether's simulator; the contract's rate loop
+    (tether.actions). A field that is done is parked (hovering where it ended)."""
 
     name = "pybullet"
 
@@ -208,67 +216,72 @@ class PybulletSim:
         cfg = env.cfg
         check_action_spec(contract.action, cfg.vehicle)
         self.cam = camera_cfg(image)
-        self.params = DepthCamera(self.cam, CameraRandomizationCfg(), "cpu").nominal(1)
+        self.params = DepthCamera(self.cam, CameraRandomizationCfg(), "cpu").nominal(env.num_envs)
         self.spec, self.map = contract.action, action_map(contract.action)
         self.rate_ctrl = rate_controller(contract) if contract.action.type == "ctbr" else None
         n = env.num_envs
         s = env.state
-        self.quads, self.bodies, self.probe = [], [], []
+        self.clients, self.bodies, self.probe = [], [], []
+        self.quads = PybulletQuadrotors(cfg.vehicle, n, cfg.control_dt, cfg.substeps)
         try:
+            self.quads.reset(*(t.double().numpy() for t in (s.pos_w, s.quat_wxyz, s.lin_vel_w, s.ang_vel_b,
+                                                             s.rotor_rpm)))
             for i in range(n):
-                q = PybulletQuadrotors(cfg.vehicle, 1, cfg.control_dt, cfg.substeps)
-                self.quads.append(q)
-                q.reset(s.pos_w[i:i + 1].double().numpy(), s.quat_wxyz[i:i + 1].double().numpy(),
-                        s.lin_vel_w[i:i + 1].double().numpy(), s.ang_vel_b[i:i + 1].double().numpy(),
-                        s.rotor_rpm[i:i + 1].double().numpy())
+                c = pb.connect(pb.DIRECT)
+                if c < 0:
+                    raise RuntimeError("pybullet could not start a DIRECT client for a field's scene")
+                self.clients.append(c)
                 rows = field_rows(field, i)
-                self.bodies.append(pybullet_depth.build_scene(q.client, rows["spheres"], rows["cylinders"],
-                                                              rows["boxes"], float(field.ground_z_w[i])))
+                self.bodies.append(pybullet_depth.build_scene(c, rows["spheres"], rows["cylinders"], rows["boxes"],
+                                                              float(field.ground_z_w[i])))
                 self.probe.append(pb.createCollisionShape(pb.GEOM_SPHERE, radius=cfg.vehicle_radius_m,
-                                                          physicsClientId=q.client))
+                                                          physicsClientId=c))
         except BaseException:
             self.close()
             raise
-        a0 = initial_action(contract)
         self.lat = int(latency_steps)
-        self.queue = np.tile(a0, (self.lat + 1, n, 1))  # [D+1, N, A], newest last
+        self.queue = np.tile(initial_action(contract), (self.lat + 1, n, 1))  # [D+1, N, A], newest last
+        self._state = self.quads.state()
 
     def state(self) -> dict[str, np.ndarray]:
-        states = [q.state() for q in self.quads]
-        return {k: np.concatenate([s[k] for s in states]) for k in ("pos_w", "quat_wxyz", "lin_vel_w", "ang_vel_b")}
+        return {k: self._state[k].copy() for k in ("pos_w", "quat_wxyz", "lin_vel_w", "ang_vel_b")}
 
     def depth(self, ids: np.ndarray) -> np.ndarray:
-        out = []
-        for i in ids:
-            s = self.quads[i].state()
-            o_w, rot_wc = camera_pose_w(self.params, torch.as_tensor(s["pos_w"], dtype=torch.float32),
-                                        torch.as_tensor(s["quat_wxyz"], dtype=torch.float32))
-            z = self.render(self.quads[i].client, self.cam.intrinsics, o_w[0].tolist(), rot_wc[0].double().numpy())
-            out.append(sensor_effects(torch.from_numpy(z)[None], self.cam, CameraRandomizationCfg())[0].numpy())
-        return np.stack(out)
+        o_w, rot_wc = camera_pose_w(_take(self.params, ids), torch.as_tensor(self._state["pos_w"][ids], dtype=torch.float32),
+                                    torch.as_tensor(self._state["quat_wxyz"][ids], dtype=torch.float32))
+        z = np.stack([self.render(self.clients[i], self.cam.intrinsics, o_w[j].tolist(), rot_wc[j].double().numpy())
+                      for j, i in enumerate(ids)])
+        return sensor_effects(torch.from_numpy(z), self.cam, CameraRandomizationCfg()).numpy()
 
     def step(self, actions: np.ndarray, ids: np.ndarray) -> None:
         self.queue = np.concatenate([self.queue[1:], self.queue[-1:]], axis=0)
         self.queue[-1, ids] = actions
-        applied = self.queue[0]
-        for j, i in enumerate(ids):
-            a = np.clip(applied[i:i + 1], self.spec.low, self.spec.high)
-            self.quads[i].step(lambda w_b, a=a: actions_to_rotor_cmd(self.map, a, w_b, self.rate_ctrl))
+        applied = np.clip(self.queue[0], self.spec.low, self.spec.high)
+        self.quads.step(lambda w_b: actions_to_rotor_cmd(self.map, applied, w_b, self.rate_ctrl))
+        state = self.quads.state()
+        parked = np.setdiff1d(np.arange(self.quads.num), ids)
+        if len(parked):
+            pos = np.nan_to_num(self._state["pos_w"][parked])
+            self.quads.reset(pos, np.tile([1.0, 0.0, 0.0, 0.0], (len(parked), 1)), np.zeros((len(parked), 3)),
+                             np.zeros((len(parked), 3)), ids=parked)
+            state = self.quads.state()
+        self._state = state
 
     def collided(self, pos_w: np.ndarray) -> np.ndarray:
-        pb, hit = self.pb, np.zeros(len(self.quads), dtype=bool)
-        for i, q in enumerate(self.quads):
+        pb, hit = self.pb, np.zeros(len(self.clients), dtype=bool)
+        for i, c in enumerate(self.clients):
             if not np.all(np.isfinite(pos_w[i])):
                 continue
             hit[i] = any(pb.getClosestPoints(bodyA=b, bodyB=-1, distance=0.0, collisionShapeB=self.probe[i],
-                                             collisionShapePositionB=pos_w[i].tolist(), physicsClientId=q.client)
+                                             collisionShapePositionB=pos_w[i].tolist(), physicsClientId=c)
                          for b in self.bodies[i])
         return hit
 
     def close(self) -> None:
-        for q in self.quads:
-            q.close()
-        self.quads = []
+        for c in self.clients:
+            self.pb.disconnect(physicsClientId=c)
+        self.clients = []
+        self.quads.close()
 
 
 # ------------------------------------------------------------------------------------ flying

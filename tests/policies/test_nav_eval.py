@@ -52,7 +52,7 @@ def test_fields_identical_in_both_simulators_and_unseen(policy_dir):
     try:
         for i in range(2):
             rows = nav_eval.field_rows(field, i)
-            c = bullet.quads[i].client
+            c = bullet.clients[i]
             bodies = bullet.bodies[i][1:]  # [0] is the ground
             assert len(bodies) == len(rows["cylinders"]) + len(rows["boxes"]) == 8
             for b, row in zip(bodies, rows["cylinders"] + rows["boxes"]):
