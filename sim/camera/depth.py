@@ -82,15 +82,6 @@ def camera_pose_w(params: CameraParams, pos_w: torch.Tensor, quat_wxyz: torch.Te
     return pos_w + (rot_wb @ params.position_b[..., None])[..., 0], rot_wb @ params.rot_bc
 
 
-def tile_bounds(tile_lo_u: torch.Tensor, tile_lo_v: torch.Tensor, tile_w: int, tile_h: int,
-                params: CameraParams) -> torch.Tensor:
-    """[E, T, 4] (x/z min, x/z max, y/z min, y/z max) of the pixel-centre rays of the tiles whose first
-    pixel is (tile_lo_u, tile_lo_v) [T]."""
-    fx, fy, cx, cy = (t[:, None] for t in (params.fx, params.fy, params.cx, params.cy))
-    return torch.stack([(tile_lo_u - cx) / fx, (tile_lo_u + tile_w - 1 - cx) / fx,
-                        (tile_lo_v - cy) / fy, (tile_lo_v + tile_h - 1 - cy) / fy], -1)
-
-
 def prepare(u: torch.Tensor, v: torch.Tensor, tile_lo_u: torch.Tensor, tile_lo_v: torch.Tensor, scene: Scene,
             pos_w: torch.Tensor, quat_wxyz: torch.Tensor, params: CameraParams, tile_w: int, tile_h: int,
             max_range_m: float):
@@ -105,12 +96,10 @@ def prepare(u: torch.Tensor, v: torch.Tensor, tile_lo_u: torch.Tensor, tile_lo_v
     packs = (raycast.pack_spheres(scene.spheres, scene.sphere_valid, o_w),
              raycast.pack_cylinders(scene.cylinders, scene.cylinder_valid, o_w),
              raycast.pack_boxes(scene.boxes, scene.box_valid, o_w))
-    bounds = tile_bounds(tile_lo_u, tile_lo_v, tile_w, tile_h, params)
-    spheres = raycast.bounding_spheres(scene)
+    bounds, keep = raycast.screen_bounds(scene, o_w, rot_wc, params.fx, params.fy, params.cx, params.cy, max_range_m)
     valid = (scene.sphere_valid, scene.cylinder_valid, scene.box_valid)
     # one visibility test for all kinds (one loop vectorized along all primitives), split after
-    mask = raycast.tile_visible(torch.cat([c for c, _ in spheres], 1), torch.cat([r for _, r in spheres], 1),
-                                torch.cat(valid, 1), o_w, rot_wc, bounds, max_range_m)
+    mask = raycast.tile_visible(bounds, keep, tile_lo_u, tile_lo_v, tile_w, tile_h)
     plans = tuple(raycast.cull_plan(part) for part in mask.split([v.shape[1] for v in valid], -1))
     return rot9, ground, packs, plans, torch.cat([p.sizes for p in plans])
 
@@ -189,14 +178,10 @@ class DepthCamera:
         """Every env with the nominal intrinsics and mount (no randomization)."""
         return sample_params(self.cfg, CameraRandomizationCfg(), num_envs, None, self.device, self.dtype)
 
-    def tile_bounds(self, p: CameraParams) -> torch.Tensor:
-        """[E, T, 4] (x/z min, x/z max, y/z min, y/z max) of each tile's pixel-centre rays."""
-        return tile_bounds(self._tile_lo_u, self._tile_lo_v, self.cfg.tile_w, self.cfg.tile_h, p)
-
     def render_raw(self, scene: Scene, pos_w: torch.Tensor, quat_wxyz: torch.Tensor, params: CameraParams,
                    cull: bool = True) -> torch.Tensor:
         """True z-depth [E, H, W] [m], +inf where nothing is hit (no sensor effects). With ``cull``, a
-        primitive whose bounding sphere lies wholly beyond max_range_m is not tested, so the raw image
+        primitive wholly beyond max_range_m is not tested, so the raw image
         may read +inf where the unculled one reads a depth beyond the range; :meth:`render` is equal.
         ``cull=False`` is the reference: every row tests every primitive, one pass per kind."""
         if cull:

@@ -7,7 +7,7 @@ ray length is needed and the output is what a depth camera (REP 118) reports.
 Layout, so that inductor emits a few compute-bound loops: pixels are ordered tile-major,
 ``[E, T, P]`` (T tiles of P pixels); each primitive kind is a reduction ``min over K`` of a
 pointwise ray-primitive intersection on ``[R, K, P]`` (R rows = (env, tile) pairs). ``K`` is the list of primitives a tile may
-see: with culling, only those whose bounding sphere meets the tile's frustum (conservative, so
+see: with culling, only those whose screen bounds (:func:`screen_bounds`) meet the tile (conservative, so
 nothing visible is dropped), tiles bucketed by that count (:func:`cull_plan`); without culling, every
 primitive. Both run the same per-pair arithmetic, so in eager mode culling on and off give the same
 image bit for bit (the min is exact whatever the order); compiled, each K specialization may contract
@@ -183,21 +183,84 @@ def ground_depth(u: torch.Tensor, v: torch.Tensor, fx: torch.Tensor, fy: torch.T
 
 # ------------------------------------------------------------------ culling
 
-def tile_visible(centre_w: torch.Tensor, radius: torch.Tensor, valid: torch.Tensor, o_w: torch.Tensor,
-                 rot_wc: torch.Tensor, bounds: torch.Tensor, max_range_m: float) -> torch.Tensor:
-    """[E, T, M] bool: the primitive is valid and its bounding sphere meets the tile's frustum.
+def corners_w(scene: Scene) -> torch.Tensor:
+    """[E, Mc + Mb, 8, 3] the corners of a box around each cylinder (its square prism) and each box
+    (its own corners), cylinders first: their convex hull holds the primitive."""
+    signs = torch.tensor([[(i >> 2) & 1, (i >> 1) & 1, i & 1] for i in range(8)], dtype=scene.boxes.dtype,
+                         device=scene.boxes.device) * 2 - 1  # [8, 3] of +-1
+    sx, sy, sz = signs.unbind(-1)
+    c, b = scene.cylinders[..., None, :], scene.boxes[..., None, :]
+    cyl = torch.stack([c[..., 0] + sx * c[..., 4], c[..., 1] + sy * c[..., 4],
+                       torch.where(sz > 0, c[..., 3], c[..., 2])], -1)
+    lx, ly = sx * b[..., 3], sy * b[..., 4]
+    cos, sin = torch.cos(b[..., 6]), torch.sin(b[..., 6])
+    box = torch.stack([b[..., 0] + cos * lx - sin * ly, b[..., 1] + sin * lx + cos * ly, b[..., 2] + sz * b[..., 5]], -1)
+    return torch.cat([cyl, box], 1)
 
-    bounds [E, T, 4]: (x/z min, x/z max, y/z min, y/z max) of the tile's pixel-centre rays in the
-    optical frame. The test against the four side planes is conservative (a sphere near a frustum edge
-    may pass without touching it, never the reverse); a sphere wholly beyond max_range_m is dropped,
-    because anything it could hit reads +inf anyway."""
-    c = torch.einsum("eji,emj->emi", rot_wc, centre_w - o_w[:, None])  # [E, M, 3] optical frame
-    x, y, z = (c[..., i][:, None] for i in range(3))  # [E, 1, M]
-    rad = (radius * (1.0 + 1e-4) + 1e-6)[:, None]
-    a0, a1, b0, b1 = (bounds[..., i, None] for i in range(4))  # [E, T, 1]
-    inside = ((x - a0 * z) >= -rad * torch.sqrt(1 + a0 * a0)) & ((a1 * z - x) >= -rad * torch.sqrt(1 + a1 * a1))
-    inside &= ((y - b0 * z) >= -rad * torch.sqrt(1 + b0 * b0)) & ((b1 * z - y) >= -rad * torch.sqrt(1 + b1 * b1))
-    return inside & (z - rad <= max_range_m) & valid[:, None]
+
+def screen_bounds(scene: Scene, o_w: torch.Tensor, rot_wc: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor,
+                  cx: torch.Tensor, cy: torch.Tensor, max_range_m: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each primitive can appear: (u_lo, u_hi, v_lo, v_hi) [4, E, M] pixel coordinates that
+    bound the pixel centres whose rays may hit it, and [E, M] bool: valid, not wholly behind the
+    camera and not wholly beyond max_range_m (anything there reads +inf anyway). M: all kinds, spheres, cylinders, boxes.
+
+    Conservative by construction, tight where it can be: per image axis, the tangents of the bounding
+    sphere (seen in the x-z plane it is a disk; rays reaching it lie within asin(r / rho) of its
+    direction), intersected for cylinders and boxes with the range of their corners' projections when
+    all corners are in front (the hull projects into it); unbounded when the camera is inside. A pixel
+    (u, v) sees an optical-frame point (X, Y, Z) exactly when u = cx + fx X / Z, the same ray the
+    kernels trace; the bounds are widened by 0.01 px (and 1e-5 relative) for rounding."""
+    spheres = bounding_spheres(scene)
+    centre = torch.cat([c for c, _ in spheres], 1) - o_w[:, None]
+    radius = torch.cat([r for _, r in spheres], 1) * (1.0 + 1e-4) + 1e-6
+    x, y, z = (sum(rot_wc[:, j, i, None] * centre[..., j] for j in range(3)) for i in range(3))  # optical [E, M]
+    half_pi = 0.5 * math.pi
+
+    def tangents(a: torch.Tensor, f: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # seen in the (a, z) plane the sphere is a disk; the rays that reach it (z > 0) have directions
+        # within asin(r / rho) of the centre's; their slopes a/z map to pixels through c + f a/z
+        rho = torch.sqrt(a * a + z * z)
+        theta, alpha = torch.atan2(a, z), torch.asin((radius / rho.clamp_min(_TINY)).clamp_max(1.0))
+        inside = rho <= radius  # the camera is inside the disk: every direction
+        lo_ang, hi_ang = theta - alpha, theta + alpha
+        lo = torch.where(inside | (lo_ang <= -half_pi), -INF, c[:, None] + f[:, None] * torch.tan(lo_ang))
+        hi = torch.where(inside | (hi_ang >= half_pi), INF, c[:, None] + f[:, None] * torch.tan(hi_ang))
+        seen = inside | ((hi_ang > -half_pi) & (lo_ang < half_pi))
+        return lo, hi, seen
+
+    (u_lo, u_hi, seen_u), (v_lo, v_hi, seen_v) = tangents(x, fx, cx), tangents(y, fy, cy)
+    near = z - radius
+    ms = scene.spheres.shape[1]
+    if scene.cylinders.shape[1] + scene.boxes.shape[1]:
+        p = torch.einsum("eji,emkj->emki", rot_wc, corners_w(scene) - o_w[:, None, None])  # [E, Mc+Mb, 8, 3]
+        pz = p[..., 2]
+        ahead = (pz.amin(-1) > 1e-3)[..., None]
+        pu = cx[:, None, None] + fx[:, None, None] * p[..., 0] / torch.where(pz > 1e-3, pz, 1.0)
+        pv = cy[:, None, None] + fy[:, None, None] * p[..., 1] / torch.where(pz > 1e-3, pz, 1.0)
+        pad = torch.full_like(u_lo[:, :ms], -INF), torch.full_like(u_lo[:, :ms], INF)
+
+        def hull(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            lo = torch.where(ahead[..., 0], q.amin(-1), -INF)
+            hi = torch.where(ahead[..., 0], q.amax(-1), INF)
+            return torch.cat([pad[0], lo], 1), torch.cat([pad[1], hi], 1)
+
+        (hu_lo, hu_hi), (hv_lo, hv_hi) = hull(pu), hull(pv)
+        u_lo, u_hi = torch.maximum(u_lo, hu_lo), torch.minimum(u_hi, hu_hi)
+        v_lo, v_hi = torch.maximum(v_lo, hv_lo), torch.minimum(v_hi, hv_hi)
+        near = torch.maximum(near, torch.cat([torch.full_like(near[:, :ms], -INF), pz.amin(-1)], 1))
+    valid = torch.cat([scene.sphere_valid, scene.cylinder_valid, scene.box_valid], 1)
+    widen = lambda b, sign: b + sign * (0.01 + 1e-5 * b.abs())  # noqa: E731  (0.01 px and rounding)
+    bounds = torch.stack([widen(u_lo, -1.0), widen(u_hi, 1.0), widen(v_lo, -1.0), widen(v_hi, 1.0)])
+    return bounds, valid & (near <= max_range_m) & seen_u & seen_v
+
+
+def tile_visible(bounds: torch.Tensor, keep: torch.Tensor, tile_lo_u: torch.Tensor, tile_lo_v: torch.Tensor,
+                 tile_w: int, tile_h: int) -> torch.Tensor:
+    """[E, T, M] bool: some pixel centre of tile t (first pixel (tile_lo_u, tile_lo_v) [T]) lies within
+    a kept primitive's screen bounds (:func:`screen_bounds`)."""
+    u_lo, u_hi, v_lo, v_hi = (b[:, None] for b in bounds)
+    lu, lv = tile_lo_u[None, :, None], tile_lo_v[None, :, None]
+    return (lu <= u_hi) & (lu + (tile_w - 1) >= u_lo) & (lv <= v_hi) & (lv + (tile_h - 1) >= v_lo) & keep[:, None]
 
 
 def bucket_ks(m: int) -> list[int]:
