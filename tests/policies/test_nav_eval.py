@@ -254,3 +254,19 @@ def test_refuses_a_policy_that_is_not_a_depth_navigator(tmp_path):
     with pytest.raises(ValueError, match="navigate"):
         nav_eval.evaluate_navigation(d, num_fields=1, num_obstacles=(4,))
     assert dataclasses.is_dataclass(nav_eval.camera_cfg(load_contract(d / "policy.json").images[0]))
+
+
+def test_tether_eval_routes_a_navigate_policy(policy_dir, tmp_path, capsys):
+    from tether_app.cli import main
+
+    out = tmp_path / "cli"
+    assert main(["eval", "--policy", str(policy_dir), "--sweep", "--out", str(out)]) == 2
+    assert main(["eval", "--policy", str(policy_dir), "--fields", "2", "--video", "3", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("error: ") for line in err)
+    assert not (out / "report.json").exists()
+    rc = main(["eval", "--policy", str(policy_dir), "--sim", "tether", "--fields", "1", "--out", str(out)])
+    report = json.loads((out / "report.json").read_text())
+    assert rc == (0 if report["passed"] else 3)
+    assert report["sims"] == ["tether"] and report["num_obstacles"] == [16, 32]
+    assert main(["eval", "--policy", str(policy_dir), "--sim", "tether", "--fields", "1", "--out", str(out)]) == 2
