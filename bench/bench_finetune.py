@@ -10,7 +10,7 @@ and flies round 1 with the child:
   measured one, the disturbance identified from the logs, finetune + export + validation seconds
   (wall, and this process's CPU: the machine is shared).
 
-Run: .venv/bin/python bench/bench_finetune.py [--policy DIR] [--episodes 10] [--seed 0] [--only wind ...]
+Run: .venv/bin/python bench/bench_finetune.py [--policy DIR] [--episodes 10] [--seed 0 1 2] [--only wind ...]
 Without --policy it uses tests/fixtures/hover_policy. Writes a JSON summary with --out.
 """
 
@@ -50,7 +50,7 @@ def main() -> None:
     ap.add_argument("--policy", type=Path, default=REPO / "tests" / "fixtures" / "hover_policy")
     ap.add_argument("--episodes", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, nargs="+", default=[0], help="one loop per seed and disturbance")
     ap.add_argument("--only", nargs="+", choices=list(DISTURBANCES), default=list(DISTURBANCES))
     ap.add_argument("--out", type=Path, default=None, help="write the summary JSON here")
     args = ap.parse_args()
@@ -61,14 +61,14 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_finetune_"))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; parent {args.policy}")
     rows = []
-    for name in args.only:
-        cfg = LoopCfg(rounds=args.rounds, episodes_per_round=args.episodes, twin=DISTURBANCES[name], seed=args.seed)
+    for name, seed in [(n, k) for n in args.only for k in args.seed]:
+        cfg = LoopCfg(rounds=args.rounds, episodes_per_round=args.episodes, twin=DISTURBANCES[name], seed=seed)
         before = load()
         t0 = time.perf_counter()
-        rep = run_correction_loop(args.policy, work / name, cfg, progress=lambda s: None)
+        rep = run_correction_loop(args.policy, work / f"{name}_seed{seed}", cfg, progress=lambda s: None)
         wall = time.perf_counter() - t0
         after = load()
-        print(f"\n== {name}: {DISTURBANCES[name]}\n   seed {args.seed}; {args.episodes} corrected episodes per round; "
+        print(f"\n== {name}: {DISTURBANCES[name]}\n   seed {seed}; {args.episodes} corrected episodes per round; "
               f"loop {wall:.0f} s; {before} at the start, {after} at the end")
         print("   round  success  predicted        intervention-rate  streak  finetune+export+validation [s]")
         for r in rep["rounds"]:
@@ -84,15 +84,20 @@ def main() -> None:
                 d = DisturbanceEstimate(**{k: est[k] for k in est if k in DisturbanceEstimate.__dataclass_fields__})
                 print(f"          identified: {d.describe()}; explains {d.explained_total:.0%}, unexplained "
                       f"{d.unexplained_share:.0%}; gate: {ft.get('gate')}")
+            if ft.get("timings_s"):
+                sim = ft.get("sim_refine") or {}
+                print("          wall seconds by stage: " + ", ".join(f"{k} {v:.1f}" for k, v in ft["timings_s"].items())
+                      + (f"; simulator blocks {sim['blocks']}" if "blocks" in sim else ""))
         s = rep["summary"]
         print(f"   to 90 % success: {s['episodes_to_target']} episodes, "
               f"{'-' if s['time_to_target_s'] is None else round(s['time_to_target_s'])} s (flight + finetune); "
-              f"report {work / name / 'report.json'}")
-        rows.append({"disturbance": name, "twin": str(DISTURBANCES[name]), "seed": args.seed, "load_start": before,
+              f"report {work / f'{name}_seed{seed}' / 'report.json'}")
+        rows.append({"disturbance": name, "twin": str(DISTURBANCES[name]), "seed": seed, "load_start": before,
                      "load_end": after, "loop_s": wall, "summary": s,
                      "rounds": [{k: r.get(k) for k in ("round", "success_rate", "intervention_rate", "success_streak",
-                                                       "prediction_status", "predicted_success")} |
+                                                       "prediction_status", "predicted_success", "prediction_error")} |
                                 {"finetune_s": (r.get("finetune") or {}).get("finetune_export_validate_s"),
+                                 "finetune_stages_s": (r.get("finetune") or {}).get("timings_s"),
                                  "finetune_cpu_s": (r.get("finetune") or {}).get("finetune_export_validate_cpu_s")}
                                 for r in rep["rounds"]]})
     if args.out is not None:

@@ -95,6 +95,7 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
     identify_groups: the disturbance groups identification may use (policies.hil.identify.GROUPS).
     """
     t0 = time.perf_counter()
+    watch = _Stopwatch(t0)
     torch.set_num_threads(1)
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
@@ -118,6 +119,7 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
     if np.isfinite(match) and match < MIN_REPLAY_MATCH:
         raise LogError(f"observations rebuilt from the logs reproduce only {match:.0%} of the parent's logged "
                        f"actions (need {MIN_REPLAY_MATCH:.0%}): is goal_w {list(goal_w)} the runner's goal?")
+    watch.lap("read_logs")
     progress(f"finetune: {len(steps)} steps from {len(log_paths)} log(s), {int(steps.human_controlled.sum())} "
              f"human-controlled, {len(set(steps.episode.tolist()))} episodes; replay match {match:.3f}")
 
@@ -136,6 +138,7 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
         why = f"no disturbance estimate: {e}"
         progress(f"finetune: {why}")
     predictable = estimate is not None and estimate.predictable
+    watch.lap("identify")
     prediction = {"status": "predicted" if predictable else "cannot predict", "why": why, "predicted_success": None,
                   "validated_on": None}
     if validate_estimated:
@@ -152,6 +155,7 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
 
     data = build_transitions(steps, contract, reward="rlif" if method == "rlif" else "task")
     child_model, train_logs = finetune_actor(parent_model, data, cfg, logged_policy_actions(steps))
+    watch.lap("logs_only")
     sim_report, child_val = None, None
     tol = EpisodeCfg().tol_m
     if sim_refine is not None and predictable:
@@ -160,8 +164,11 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
                 val["max_err_m_median"] <= sim_refine.skip_at_err_share * tol
 
         def check(model) -> dict | None:
-            return None if validate_twin is None else \
+            watch.lap("sim_stage")
+            val = None if validate_twin is None else \
                 _validate(_torch_policy(model), contract, validate_twin, validate_starts, goal_w)
+            watch.lap("validation")
+            return val
 
         child_val = check(child_model)
         if child_val is not None and holds(child_val):
@@ -172,9 +179,11 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
             progress(f"finetune: no simulator stage: {sim_report['skipped']}")
         else:
             blocks = []
+            start_yaw = _start_heading_range(steps.select(steps.source == "robot"), sim_refine.init_yaw_rad)
             for b in range(sim_refine.max_blocks if validate_twin is not None else 1):
                 child_model, rep_b = refine_in_sim(child_model, task_cfg, estimate.gains, data.obs[data.sim < 0.5],
-                                                   dataclasses.replace(sim_refine, seed=sim_refine.seed + b),
+                                                   dataclasses.replace(sim_refine, seed=sim_refine.seed + b,
+                                                                       init_yaw_rad=start_yaw),
                                                    disturbance=estimate)
                 blocks.append(rep_b)
                 child_val = check(child_model)
@@ -210,6 +219,7 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
         _, child_contract, parity_err = export_policy(ckpt, export_dir, parent=provenance_parent,
                                                       recorded_obs=data.obs[:512].numpy())
         shutil.move(str(ckpt), export_dir / "checkpoint.pt")
+        watch.lap("export")
         report = {"method": method, "parent_sha256": contract.provenance["onnx_sha256"],
                   "child_sha256": child_contract.provenance["onnx_sha256"], "steps": len(steps),
                   "human_steps": int(steps.human_controlled.sum()), "replay_match": match,
@@ -238,6 +248,7 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
             report["validation"] = None
             progress("finetune: no twin validation: the identified model cannot predict the flight, so a success "
                      "rate on a twin built from it would mean nothing; only new flights can measure the child")
+        watch.lap("validation")
         if out_dir.exists():
             shutil.rmtree(out_dir)
         shutil.move(str(export_dir), out_dir)
@@ -245,8 +256,30 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
         shutil.rmtree(work, ignore_errors=True)
     report["out_dir"] = str(out_dir)
     report["total_s"] = time.perf_counter() - t0
+    report["timings_s"] = watch.laps
     progress(f"finetune: {method} child {report['child_sha256'][:12]} -> {out_dir} in {report['total_s']:.1f} s")
     return report
+
+
+class _Stopwatch:
+    """Wall seconds per stage: lap(name) adds the time since the previous lap to laps[name]."""
+
+    def __init__(self, t0: float):
+        self.last, self.laps = t0, {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = self.laps.get(name, 0.0) + now - self.last
+        self.last = now
+
+
+def _start_heading_range(steps, margin_rad: float) -> float:
+    """Half-width of the start headings the simulator stage draws [rad]: the largest |yaw| the logged
+    episodes start from, plus ``margin_rad``, at most pi."""
+    first = np.r_[True, steps.episode[1:] != steps.episode[:-1]]
+    q = steps.quat_wxyz[first]
+    yaw = np.arctan2(2 * (q[:, 0] * q[:, 3] + q[:, 1] * q[:, 2]), 1 - 2 * (q[:, 2] ** 2 + q[:, 3] ** 2))
+    return float(min(np.pi, np.abs(yaw).max(initial=0.0) + margin_rad))
 
 
 def validate_on_twin(policy_dir: str | Path, twin_cfg, num_starts: int = 20, goal_w=(0.0, 0.0, 1.0),
@@ -294,8 +327,24 @@ def _validate(policy, contract, twin_cfg, num_starts: int, goal_w, seed: int = 4
             ext_force_w=ext)
     hold = r["t_s"] >= ep.settle_s
     max_err = r["pos_err"][hold].max(axis=0)
-    success = (max_err < ep.tol_m) & ~r["crashed"]
-    band = [float(((max_err < f * ep.tol_m) & ~r["crashed"]).mean()) for f in (1 - PREDICTION_MARGIN, 1 + PREDICTION_MARGIN)]
+    held, takeover_m = _held_err(r["pos_err"], contract.control_rate_hz)
+    success = (max_err < ep.tol_m) & ~r["crashed"] & (held <= takeover_m)
+    band = [float(((max_err < f * ep.tol_m) & ~r["crashed"] & (held <= f * takeover_m)).mean())
+            for f in (1 - PREDICTION_MARGIN, 1 + PREDICTION_MARGIN)]
     return {"success_rate": float(success.mean()), "num_starts": num_starts,
             "max_err_m_median": float(np.median(max_err)), "crashes": int(r["crashed"].sum()),
-            "success_band": band}
+            "takeovers": int((held > takeover_m).sum()), "success_band": band}
+
+
+def _held_err(pos_err: np.ndarray, rate_hz: float) -> tuple[np.ndarray, float]:
+    """([M] the largest error each flight holds for the operator's reaction time, settling included [m],
+    the operator's takeover_m [m]): the operator (tether_deploy.operator_core.ScriptedOperator, a person
+    alike) takes over once the error stays above takeover_m that long, which ends the episode's success
+    even in the settle window. pos_err: [T, M] m."""
+    from tether_deploy.operator_core import OperatorCfg
+
+    k = max(1, int(round(OperatorCfg().reaction_s * rate_hz)))
+    if len(pos_err) < k:
+        return np.zeros(pos_err.shape[1]), OperatorCfg().takeover_m
+    windows = np.lib.stride_tricks.sliding_window_view(pos_err, k, axis=0)  # [T - k + 1, M, k]
+    return windows.min(axis=-1).max(axis=0), OperatorCfg().takeover_m
