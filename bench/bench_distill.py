@@ -176,7 +176,7 @@ def plot(report: dict, path: Path, densities: list[int]) -> None:
     ax1.axhline(0.9, color="k", lw=0.5)
     ax1.axhline(0.8, color="k", lw=0.5)
     ax1.set(xlabel="DAgger training time [min]", ylabel="success (unseen fields)", ylim=(0, 1.02))
-    ax1.legend(fontsize=7, loc="lower right")
+    ax1.legend(fontsize=7, loc="best")
     m = report["machine"]
     fig.suptitle(f"DAgger navigate: {m['cpu']}, {m['torch_threads']} thread(s), load {report['load_end']}", fontsize=9)
     fig.tight_layout()
