@@ -276,7 +276,8 @@ def distill(env, teacher: Teacher, task: str, cfg: DistillCfg, out_dir: str | Pa
     the last checkpoint's path.
 
     eval_env: an env of the same task (other seed: unseen fields) on which the student alone is judged
-    every ``cfg.eval_interval`` iterations (:func:`evaluate`), logged as ``eval/*``. on_iteration(i, logs)
+    every ``cfg.eval_interval`` iterations (:func:`evaluate`), logged as ``eval/*``; its time is not in
+    ``train_time_s`` (nor is checkpoint I/O), so time-to-skill reads off the checkpoints as for PPO. on_iteration(i, logs)
     is called after each iteration (benchmarks record curves with it).
     """
     from tqdm import tqdm

@@ -30,7 +30,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="folder for the student (new or empty, or --force)")
     p.add_argument("--iterations", type=int, default=None, help="DAgger iterations (default: DistillCfg's, 150)")
     p.add_argument("--num-envs", type=int, default=64, help="parallel rendering environments")
-    p.add_argument("--eval-envs", type=int, default=100, help="unseen fields of each periodic evaluation")
+    p.add_argument("--eval-envs", type=int, default=32,
+                   help="unseen fields of each periodic evaluation (one rendered episode each: on a CPU ~2 min at 32; "
+                        "bench/bench_distill.py judges 100 per density)")
     p.add_argument("--level", type=int, default=None,
                    help="curriculum level of the fields (default: the task's top level, the full density range; "
                         "the teacher flies it already, so the student needs no curriculum)")
