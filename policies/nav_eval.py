@@ -441,8 +441,8 @@ def _evaluate(policy_dir, num_fields, num_obstacles, sim, seed, out, videos, vid
     if any(s not in SIMS for s in sims):
         raise ValueError(f"unknown simulator {sim!r}; choose 'tether', 'pybullet' or 'both'")
     densities = (num_obstacles,) if isinstance(num_obstacles, int) else tuple(num_obstacles)
-    if num_fields < 1 or not densities or min(densities) < 0 or not 0 <= videos <= num_fields:
-        raise ValueError(f"need num_fields >= 1, obstacle counts >= 0 and 0 <= videos <= num_fields, got {num_fields}, "
+    if num_fields < 1 or not densities or min(densities) < 1 or not 0 <= videos <= num_fields:
+        raise ValueError(f"need num_fields >= 1, obstacle counts >= 1 and 0 <= videos <= num_fields, got {num_fields}, "
                          f"{list(densities)}, {videos}")
     policy = OnnxPolicy(policy_dir)
     contract = policy.contract

@@ -40,7 +40,7 @@ class ScriptedNav(torch.nn.Module):
     def forward(self, obs: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
         e, up, v = obs[:, self.e:self.e + 3], obs[:, self.up:self.up + 3], obs[:, self.v:self.v + 3]
         near = self.pre(depth)[:, 0] * self.max_range_m  # [B, 12, 16] nearest depth per block [m]
-        rows = near[:, 3:9]  # around the horizon
+        rows = near[:, 3:6]  # at and just above the horizon (below it the ground)
         half = rows.shape[-1] // 2
         left = rows[..., :half].amin(dim=(1, 2))  # optical x is right: low columns are on the left
         right = rows[..., half:].amin(dim=(1, 2))
@@ -49,7 +49,7 @@ class ScriptedNav(torch.nn.Module):
         horiz = e[:, :2].norm(dim=-1, keepdim=True).clamp_min(1e-3)
         v_des_xy = e[:, :2] / horiz * torch.clamp(horiz, max=self.cruise) * scale[:, None]
         v_des_z = e[:, 2:3].clamp(-0.5, 0.5)
-        a = 1.5 * (torch.cat([v_des_xy, v_des_z], -1) - v)
+        a = 3.0 * (torch.cat([v_des_xy, v_des_z], -1) - v)
         push = 1.5 * (1.0 / right.clamp_min(0.3) - 1.0 / left.clamp_min(0.3))
         a = torch.cat([a[:, :1], a[:, 1:2] + push[:, None], a[:, 2:]], -1).clamp(-3.0, 3.0)
         thrust = self.mass * (GRAVITY + a[:, 2:3]) / up[:, 2:3].clamp_min(0.5)
