@@ -218,6 +218,8 @@ class DepthCamera:
             ks = raycast.bucket_ks(packed.shape[1] - 1)
             kind_sizes, sizes = sizes[:len(ks) + 1], sizes[len(ks) + 1:]
             hits.append(self._kind_hits(kernel, packed, plan, ks, kind_sizes, rot9, intr, ground))
+        for h in hits:
+            torch._dynamo.maybe_mark_dynamic(h, 0)
         k = cfg.intrinsics
         return self._finish(ground, tuple(hits), tuple(p.position for p in plans), k.width, k.height, cfg.tile_w,
                             cfg.tile_h, effects, noise, drop)
@@ -245,9 +247,10 @@ class DepthCamera:
             b = max(lo + size, a + 2)
             idx = plan.lists[:k, a:b].contiguous()
             row_env = plan.row_env[a:b]
-            for x, dim in ((row_env, 0), (idx, 1)) + (((idx, 0),) if k > 1 else ()):
+            bucket_rays = tuple(r[a - start:b - start] for r in rays)
+            for x, dim in ((row_env, 0), (idx, 1)) + (((idx, 0),) if k > 1 else ()) + tuple((r, 0) for r in bucket_rays):
                 torch._dynamo.maybe_mark_dynamic(x, dim)  # one graph for every bucket size
-            hit = kernel(*(r[a - start:b - start] for r in rays), packed, row_env, idx)
+            hit = kernel(*bucket_rays, packed, row_env, idx)
             parts.append(hit[lo - a:lo - a + size])
             lo += size
         return torch.cat(parts)

@@ -301,9 +301,10 @@ def test_bad_configs():
 
 @pytest.mark.slow
 def test_compiled_matches_eager():
-    """The inductor kernels against eager, culled and unculled: the same depth to float rounding. (Only
-    eager is bit-exact between culling on and off: the compiled kernels differ per K specialization in
-    how the C++ compiler contracts FMAs, which moves grazing rays by an ulp.)"""
+    """The compiled fast path (culled) and the compiled unculled path against the eager unculled
+    reference: the same depth to float rounding. (Only eager is bit-exact between culling on and off:
+    the compiled kernels differ per K specialization in how the C++ compiler contracts FMAs, which moves
+    grazing rays by an ulp.) Called again with new poses it compiles nothing new."""
     g = torch.Generator().manual_seed(8)
     n = 16
     cfg = DepthCameraCfg()
@@ -311,13 +312,23 @@ def test_compiled_matches_eager():
     pos, quat = free_poses(scene, g)
     compiled, eager = DepthCamera(cfg, compile=True), DepthCamera(cfg)
     params = eager.nominal(n)
-    ref = eager.render(scene, pos, quat, params)
+    ref = eager.render(scene, pos, quat, params, cull=False)
     for cull in (True, False):
         out = compiled.render(scene, pos, quat, params, cull=cull)
         assert (torch.isfinite(out) == torch.isfinite(ref)).float().mean() > 0.999
         both = torch.isfinite(out) & torch.isfinite(ref)
         assert both.float().mean() > 0.3
         torch.testing.assert_close(out[both], ref[both], rtol=1e-4, atol=0)
+    # later control steps: other poses, other bucket sizes, the same graphs (the first calls may add the
+    # graph of a bucket kind not seen yet)
+    for _ in range(3):
+        compiled.render(scene, *free_poses(scene, g), params)
+    pos2, quat2 = free_poses(scene, g)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        out = compiled.render(scene, pos2, quat2, params)
+    ref = eager.render(scene, pos2, quat2, params, cull=False)
+    both = torch.isfinite(out) & torch.isfinite(ref)
+    torch.testing.assert_close(out[both], ref[both], rtol=1e-4, atol=0)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
