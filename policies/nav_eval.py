@@ -480,13 +480,15 @@ def _evaluate(policy_dir, num_fields, num_obstacles, sim, seed, out, videos, vid
             _restart(env, start)
             runner = TetherSim(env, field, image) if name == "tether" else PybulletSim(env, field, contract, image,
                                                                                         latency_steps)
+            t0 = time.time()
             try:
                 flight = fly(runner, env, policy, image, record_depth=tuple(range(videos)),
                              progress=f"{name} {n_obs} obstacles" if progress else None)
             finally:
                 runner.close()
             flights[name][n_obs] = flight
-            report["results"][name][str(n_obs)] = summarize(flight, n_obs, goal_w)
+            report["results"][name][str(n_obs)] = summarize(flight, n_obs, goal_w) | {
+                "wall_s": time.time() - t0, "load_after": os.getloadavg()[0]}
     if len(sims) == 2:
         report["agreement"] = {str(n): float(np.mean(flights["tether"][n]["outcome"] == flights["pybullet"][n]["outcome"]))
                                for n in densities}
