@@ -47,6 +47,8 @@ PREDICTION_MARGIN = 0.25
 """the twin predicts real success only as well as its hold errors clear the tolerance: success is also
 counted at tolerance x (1 -+ this), and a band wider than MAX_PREDICTION_BAND means 'cannot predict'"""
 MAX_PREDICTION_BAND = 0.3
+START_HEADING_MARGIN_RAD = 0.1
+"""with a steady force, the simulator stage starts within this of the logged flights' start headings [rad]"""
 MIN_REPLAY_MATCH = 0.75
 """fraction of the parent's logged actions the rebuilt observations must reproduce"""
 
@@ -179,11 +181,13 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
             progress(f"finetune: no simulator stage: {sim_report['skipped']}")
         else:
             blocks = []
-            start_yaw = _start_heading_range(steps.select(steps.source == "robot"), sim_refine.init_yaw_rad)
+            stage_cfg = sim_refine
+            if "force" in estimate.model:
+                headings = _start_heading_range(steps.select(steps.source == "robot"), START_HEADING_MARGIN_RAD)
+                stage_cfg = dataclasses.replace(sim_refine, **dict(sim_refine.with_force), init_yaw_rad=headings)
             for b in range(sim_refine.max_blocks if validate_twin is not None else 1):
                 child_model, rep_b = refine_in_sim(child_model, task_cfg, estimate.gains, data.obs[data.sim < 0.5],
-                                                   dataclasses.replace(sim_refine, seed=sim_refine.seed + b,
-                                                                       init_yaw_rad=start_yaw),
+                                                   dataclasses.replace(stage_cfg, seed=stage_cfg.seed + b),
                                                    disturbance=estimate)
                 blocks.append(rep_b)
                 child_val = check(child_model)
