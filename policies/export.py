@@ -120,6 +120,10 @@ def export_policy(checkpoint: str | Path, out_dir: str | Path, parent: dict | No
     model reads other groups than "policy" (a privileged teacher) is refused (UserError).
     """
     ckpt = load_checkpoint(checkpoint)
+    if ckpt.get("kind") == "dagger_student":  # a depth student (tether distill): its own model and inputs
+        from policies.distill import export_student
+
+        return export_student(checkpoint, out_dir, overwrite=overwrite)
     deployable_groups(checkpoint_groups(ckpt), f"checkpoint {checkpoint}")
     env = env_from_checkpoint(ckpt, num_envs=256)
     model = model_from_checkpoint(ckpt)
