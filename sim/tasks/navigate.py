@@ -318,6 +318,10 @@ class NavigateEnv(QuadrotorEnv):
             "ang_vel": c.rew_ang_vel * s.ang_vel_b.norm(dim=-1),
             "action_rate": c.rew_action_rate * (actions - last_action).square().sum(-1),
             "alive": c.rew_alive * torch.ones_like(dist),
+            # the base task's position and velocity terms (off by default here: progress replaces them)
+            "position": c.rew_position * dist,
+            "position_fine": c.rew_position_fine * torch.exp(-dist / c.position_fine_scale_m),
+            "lin_vel": c.rew_lin_vel * speed,
             "crash": c.rew_crash * crashed.float(),
             "success": c.rew_success * success.float(),
         }
