@@ -624,7 +624,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a policy with PPO in the batched simulator")
-    p.add_argument("task", help="registered task: hover, recover, waypoint, trajectory")
+    p.add_argument("task", help="a registered task (sim.tasks.TASKS), e.g. hover or navigate; an unknown name "
+                   "lists them all")
     p.add_argument("--config", help="YAML file of task config keys (unknown keys are errors)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a task config key (or ppo.KEY), e.g. --set action_space=rotor; values are "

