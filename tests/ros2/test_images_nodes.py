@@ -109,8 +109,9 @@ def test_twin_camera_runner_and_recorder(launcher, probe, depth_policy_dir, tmp_
                                             "max_state_age_periods": 10.0})
     images: list[Image] = []
     probe.create_subscription(Image, DEPTH_IMAGE.topic, images.append, qos.SENSOR_DATA)
-    assert probe.spin_until(lambda: probe.mode_now() == "policy" and len(probe.policy) > 100, 40.0), \
-        (probe.modes[-3:], runner.output()[-2000:])
+    # the probe's own image subscription is matched by discovery on its own schedule: wait for it too
+    assert probe.spin_until(lambda: probe.mode_now() == "policy" and len(probe.policy) > 100 and len(images) > 5,
+                            40.0), (probe.modes[-3:], len(images), runner.output()[-2000:])
     m = images[-1]
     assert (m.encoding, m.width, m.height, m.header.frame_id) == ("32FC1", W, H, "camera_depth_optical_frame")
     d = depth_msg_to_metres(m)
