@@ -323,6 +323,9 @@ def test_killed_arm_is_a_lost_link_with_a_safe_command(mode, standin, listener, 
     try:
         if mode == "forward_velocity":
             arm.send(JointVelocityCommand([0.2, 0.0, 0.0]))
+            # the listener must hold it before the kill, or it would pass for the command after it
+            wait_for(lambda: listener.msgs[mode] and list(listener.msgs[mode][-1].data) == [0.2, 0.0, 0.0], 30.0,
+                     "the listener to receive the command sent before the kill")
         last = arm.read().position
         n_before = len(listener.msgs[mode])
         proc.kill()

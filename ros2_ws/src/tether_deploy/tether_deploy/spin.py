@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 from typing import Callable
 
 import rclpy
@@ -27,6 +28,18 @@ def _shutting_down() -> bool:
         return not rclpy.ok()
     except Exception:  # noqa: BLE001  (rclpy raises its own types when the context is half torn down)
         return True
+
+
+def _shutdown_follows(wait_s: float = 1.0) -> bool:
+    """True if the context is shut down now or within ``wait_s``: a stop signal that lands while rclpy is
+    inside pybind11 (taking a message) surfaces there as a RuntimeError ("Unable to convert call
+    argument") a moment BEFORE the signal handler has shut the context down."""
+    deadline = time.monotonic() + wait_s
+    while not _shutting_down():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def spin_node(make_node: Callable[[], Node], args=None, on_exit: Callable[[Node], None] | None = None) -> None:
@@ -48,7 +61,7 @@ def spin_node(make_node: Callable[[], Node], args=None, on_exit: Callable[[Node]
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception:
-        if not _shutting_down():
+        if not _shutdown_follows():
             raise
     finally:
         # a second Ctrl-C (a launcher, an impatient person) must not break the clean-up half way
