@@ -125,9 +125,7 @@ def judge(env, pos_w: torch.Tensor, quat_wxyz: torch.Tensor, collided: torch.Ten
     without a crash). ``collided`` comes from the simulator that flew."""
     c = env.cfg
     dist = (env.goal_w - pos_w).norm(dim=-1)
-    u, v, length = env._line_coords(pos_w)
-    out = ((v.abs() > c.field_half_width_m + c.corridor_margin_m) | (u < -c.corridor_margin_m) |
-           (u > length + c.corridor_margin_m) | (pos_w[:, 2] > c.ceiling_m) | (dist > c.max_distance_m))
+    out = env.out_of_bounds(pos_w)
     nonfinite = ~torch.isfinite(pos_w).all(-1) | ~torch.isfinite(quat_wxyz).all(-1)
     collided = collided & ~nonfinite
     out = (out | nonfinite) & ~collided

@@ -283,6 +283,15 @@ class NavigateEnv(QuadrotorEnv):
         rel = pos_w[:, :2] - self.start_w[:, :2]
         return (rel * e_u).sum(-1), e_u[:, 0] * rel[:, 1] - e_u[:, 1] * rel[:, 0], length
 
+    def out_of_bounds(self, pos_w: torch.Tensor) -> torch.Tensor:
+        """[N] bool: outside the start-goal corridor, above the ceiling or beyond the distance limit (the
+        episode ends as a crash; policies.nav_eval judges other simulators' flights by this too)."""
+        c = self.cfg
+        u, v, length = self._line_coords(pos_w)
+        dist = (self.goal_w - pos_w).norm(dim=-1)
+        return ((v.abs() > c.field_half_width_m + c.corridor_margin_m) | (u < -c.corridor_margin_m) |
+                (u > length + c.corridor_margin_m) | (pos_w[:, 2] > c.ceiling_m) | (dist > c.max_distance_m))
+
     def step(self, actions: torch.Tensor):
         c = self.cfg
         if actions.shape != (self.num_envs, c.action_dim):
@@ -297,9 +306,7 @@ class NavigateEnv(QuadrotorEnv):
         speed = s.lin_vel_w.norm(dim=-1)
         clearance = obstacles.obstacle_distance(self.field, s.pos_w) - c.vehicle_radius_m
         collided = (clearance < 0) | (s.pos_w[:, 2] < c.ground_z_m + c.vehicle_radius_m)
-        u, v, length = self._line_coords(s.pos_w)
-        out = ((v.abs() > c.field_half_width_m + c.corridor_margin_m) | (u < -c.corridor_margin_m) |
-               (u > length + c.corridor_margin_m) | (s.pos_w[:, 2] > c.ceiling_m) | (dist > c.max_distance_m))
+        out = self.out_of_bounds(s.pos_w)
         nonfinite = ~torch.isfinite(s.pos_w).all(-1) | ~torch.isfinite(s.quat_wxyz).all(-1)
         crashed = collided | out | nonfinite
         success = (dist < c.success_tol_m) & ~crashed
