@@ -191,6 +191,11 @@ class QuadrotorEnv:
         """Episode-ending success [N] bool; hover has none (it must hold until the time limit)."""
         return torch.zeros_like(speed, dtype=torch.bool)
 
+    def _extra_reward_terms(self, actions: torch.Tensor, last_action: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Task reward terms of its own, {name: [N] per second} (scaled by the control period and logged
+        with the shared ones), on the state after the step; none by default."""
+        return {}
+
     def goal_at(self, t_s: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(goal_w [N, 3] m, goal_vel_w [N, 3] m/s) of each env's current episode at episode time t_s,
         without changing the env: an evaluation in another simulator feeds the same goals."""
@@ -370,6 +375,7 @@ class QuadrotorEnv:
             "action_rate": c.rew_action_rate * (actions - last_action).square().sum(-1),
             "crash": c.rew_crash * crashed.float(),
             "success": c.rew_success * success.float(),
+            **self._extra_reward_terms(actions, last_action),
         }
         terms = {k: v * c.control_dt for k, v in terms.items()}
         rewards = torch.nan_to_num(sum(terms.values()), nan=c.rew_crash * c.control_dt)
