@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from sim.tasks.hover import HoverCfg, HoverEnv, RecoverCfg, RobustHoverCfg, RobustHoverEnv, RobustHoverPx4Cfg
+from sim.tasks.hover_rotor import RobustHoverRotorCfg, RobustHoverRotorEnv
 from sim.tasks.navigate import NavigateCfg, NavigateEnv
 from sim.tasks.quadrotor_env import QuadrotorEnv, QuadrotorTaskCfg
 from sim.tasks.run_cfg import LEGACY_RUN_KEYS, RunCfg, run_defaults, split_run_keys
@@ -16,6 +17,7 @@ TASKS: dict[str, tuple[type[QuadrotorTaskCfg], type[QuadrotorEnv]]] = {
     "recover": (RecoverCfg, HoverEnv),
     "hover_robust": (RobustHoverCfg, RobustHoverEnv),
     "hover_robust_px4": (RobustHoverPx4Cfg, RobustHoverEnv),
+    "hover_robust_rotor": (RobustHoverRotorCfg, RobustHoverRotorEnv),
     "waypoint": (WaypointCfg, WaypointEnv),
     "trajectory": (TrajectoryCfg, TrajectoryEnv),
     "navigate": (NavigateCfg, NavigateEnv),

@@ -62,6 +62,7 @@ def split_run_keys(d: dict) -> tuple[dict, dict]:
 RUN_DEFAULTS: dict[str, RunCfg] = {
     "hover_robust": RunCfg(num_envs=1024),
     "hover_robust_px4": RunCfg(num_envs=1024),
+    "hover_robust_rotor": RunCfg(num_envs=1024),
     # the ray fan of its privileged inputs costs ~2/3 of a step: 512 envs keep an iteration near 2 s here
     "navigate": RunCfg(num_envs=512),
 }
