@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from sim.camera import raycast
 from sim.camera.config import R_LINK_OPTICAL, CameraRandomizationCfg, DepthCameraCfg
 from sim.camera.scene import Scene
+from sim.kernel_cache import use_kernel_cache
 from sim.math import quat_to_rotmat
 
 
@@ -160,6 +161,7 @@ class DepthCamera:
         self._prepare: Callable[..., tuple] = prepare
         self._finish: Callable[..., torch.Tensor] = finish
         if compile:
+            use_kernel_cache()  # ~280 s cold at load 6-8, ~45 s from the cache
             # one code object per compiled function: dynamo counts recompiles per code object
             # (a functools.partial would share torch.compile's wrapper code object across the kinds)
             self._kernels = {kind: torch.compile(_fresh(_kind_kernel(kind)), options=INDUCTOR_OPTIONS)

@@ -39,6 +39,7 @@ from typing import Callable
 
 import torch
 
+from sim.kernel_cache import use_kernel_cache
 from sim.quadrotor.dynamics import QuadParams, QuadState, RateController
 from sim.quadrotor.presets import GRAVITY
 
@@ -366,6 +367,7 @@ def compiled_rollout(spec: FusedSpec, k_steps: int, num_envs: int, with_ext_forc
 
 
 def _fresh_compiled(spec: FusedSpec, with_ext_force: bool) -> Callable[..., None]:
+    use_kernel_cache()
     if with_ext_force:
         def fn(state, params, commands, ext_force_w):
             rollout_(spec, state, params, commands, ext_force_w)

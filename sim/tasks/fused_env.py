@@ -27,18 +27,17 @@ other than the base set, and an external force input (``ext_force_w``: nothing s
 
 Compiled kernels are cached on disk between runs by inductor (FX graph and AOT autograd caches) in
 ``$TORCHINDUCTOR_CACHE_DIR``, set to ``~/.cache/tether/inductor`` unless the user set it
-(:func:`use_kernel_cache`): the first run of a configuration compiles for tens of seconds, later runs
-load the kernels in seconds.
+(:func:`sim.kernel_cache.use_kernel_cache`): the first run of a configuration compiles for tens of
+seconds, later runs load the kernels in seconds.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-from pathlib import Path
 
 import torch
 
+from sim.kernel_cache import use_kernel_cache
 from sim.quadrotor import dynamics, fused
 from sim.tasks.quadrotor_env import QuadrotorEnv, QuadrotorTaskCfg
 from sim.tasks.run_cfg import RunCfg
@@ -49,13 +48,6 @@ REFRESH_STEPS = 16
 BASE_OBSERVATIONS = ("pos_err_b", "up_b", "lin_vel_b", "ang_vel_b", "prev_actions")
 REWARD_TERMS = ("alive", "position", "position_fine", "upright", "lin_vel", "ang_vel", "action_rate", "crash",
                 "success")
-
-
-def use_kernel_cache() -> Path:
-    """Point inductor's on-disk cache at ``~/.cache/tether/inductor`` (unless TORCHINDUCTOR_CACHE_DIR is
-    set): its default, /tmp/torchinductor_<user>, does not survive a reboot. Returns the folder."""
-    path = os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache" / "tether" / "inductor"))
-    return Path(path)
 
 
 def fused_unsupported(env_cls: type, cfg: QuadrotorTaskCfg) -> str | None:
