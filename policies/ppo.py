@@ -278,10 +278,15 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
         rollout_s = time.perf_counter() - t0
 
         # ---- PPO update
-        for _epoch in range(cfg.update_epochs):
-            perm = torch.randperm(batch_size, device=device)
-            for start in range(0, batch_size, minibatch_size):
-                mb = perm[start:start + minibatch_size]
+        # every epoch's permutation first (the same random stream as drawing each at its epoch), so that a
+        # data-parallel run sums the advantage statistics of all minibatches of the update in one collective
+        perms = [torch.randperm(batch_size, device=device) for _ in range(cfg.update_epochs)]
+        if dist_ctx is not None:  # [E, M, 3]: count, sum, sum of squares of minibatch j of every rank
+            adv_sums = ddp.all_sum(torch.stack([ddp.minibatch_sums(b_advantages, perm, minibatch_size, None)
+                                                for perm in perms]), dist_ctx)
+        for epoch, perm in enumerate(perms):
+            for j in range(cfg.num_minibatches):  # the remainder of batch_size / num_minibatches sits out
+                mb = perm[j * minibatch_size:(j + 1) * minibatch_size]
                 mb_obs = {g: b[mb] for g, b in b_obs.items()}
                 dist = model.distribution(mb_obs)
                 newlogprob = dist.log_prob(b_actions[mb]).sum(-1)
@@ -291,26 +296,14 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
                 ratio = logratio.exp()
                 mb_advantages = b_advantages[mb]
                 with torch.no_grad():
+                    kl_terms = (ratio - 1) - logratio  # Schulman's k3 estimator
+                    clipped = ((ratio - 1.0).abs() > cfg.clip_coef).float()
                     if dist_ctx is None:
-                        approx_kl = ((ratio - 1) - logratio).mean()  # Schulman's k3 estimator
-                        clipfrac = ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()
                         adv_mean, adv_std = mb_advantages.mean(), mb_advantages.std()
                     else:  # the statistics of the union of all ranks' minibatches: every rank takes one step
-                        stats = ddp.all_sum(torch.stack([
-                            ((ratio - 1) - logratio).sum(), ((ratio - 1.0).abs() > cfg.clip_coef).float().sum(),
-                            mb_advantages.sum(), mb_advantages.square().sum(),
-                            torch.tensor(float(mb.numel()), device=device)]), dist_ctx)
-                        n_mb = stats[4]
-                        approx_kl, clipfrac, adv_mean = stats[0] / n_mb, stats[1] / n_mb, stats[2] / n_mb
-                        adv_std = ((stats[3] - n_mb * adv_mean.square()) / (n_mb - 1)).clamp_min(0.0).sqrt()
-                warmup = iteration < cfg.critic_warmup_iterations
-                if cfg.adaptive_lr and not warmup:
-                    if approx_kl > 2.0 * cfg.desired_kl:
-                        lr = max(1e-5, lr / 1.5)
-                    elif approx_kl < 0.5 * cfg.desired_kl:
-                        lr = min(1e-2, lr * 1.5)
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
+                        n_mb, adv_sum, adv_sq = adv_sums[epoch, j].unbind(0)
+                        adv_mean = adv_sum / n_mb
+                        adv_std = ((adv_sq - n_mb * adv_mean.square()) / (n_mb - 1)).clamp_min(0.0).sqrt()
 
                 mb_advantages = (mb_advantages - adv_mean) / (adv_std + 1e-8)
                 pg_loss1 = -mb_advantages * ratio
@@ -319,6 +312,7 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
                 v_clipped = b_values[mb] + (newvalue - b_values[mb]).clamp(-cfg.clip_coef, cfg.clip_coef)
                 v_loss = 0.5 * torch.max((newvalue - b_returns[mb]).square(),
                                          (v_clipped - b_returns[mb]).square()).mean()
+                warmup = iteration < cfg.critic_warmup_iterations
                 if warmup:  # value only, unclipped: a fresh critic must travel far from its first estimates
                     loss = cfg.vf_coef * 0.5 * (newvalue - b_returns[mb]).square().mean()
                 else:
@@ -326,7 +320,19 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
 
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                ddp.average_gradients(model.parameters(), dist_ctx)
+                if dist_ctx is None:
+                    approx_kl, clipfrac = kl_terms.mean(), clipped.mean()
+                else:  # the KL and clip sums ride in the gradients' all_reduce (they act only at the step)
+                    kl_sum, clip_sum = ddp.average_gradients(model.parameters(), dist_ctx,
+                                                             extra=torch.stack([kl_terms.sum(), clipped.sum()]))
+                    approx_kl, clipfrac = kl_sum / n_mb, clip_sum / n_mb
+                if cfg.adaptive_lr and not warmup:
+                    if approx_kl > 2.0 * cfg.desired_kl:
+                        lr = max(1e-5, lr / 1.5)
+                    elif approx_kl < 0.5 * cfg.desired_kl:
+                        lr = min(1e-2, lr * 1.5)
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 optimizer.step()
 

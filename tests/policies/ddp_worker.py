@@ -74,8 +74,20 @@ def train_ranks(ctx: ddp.DistContext, out: Path) -> dict:
 
     env = make_env("hover", num_envs=16, seed=ddp.rank_seed(0, ctx.rank), physics="eager")
     cfg = PPOCfg(num_iterations=3, num_steps=8, num_minibatches=2, update_epochs=2, save_interval=1)
-    ckpt = train(env, "hover", cfg, out / "run", progress=False, dist_ctx=ctx)
-    return {"checkpoint": str(ckpt), "in_sync_checks": cfg.num_iterations}
+    counts: dict[str, int] = {}  # collectives by what they carry (each waits for the slowest rank)
+    collective = ddp._collective
+
+    def counting(ctx_, what, fn):
+        counts[what] = counts.get(what, 0) + 1
+        return collective(ctx_, what, fn)
+
+    ddp._collective = counting
+    try:
+        ckpt = train(env, "hover", cfg, out / "run", progress=False, dist_ctx=ctx)
+    finally:
+        ddp._collective = collective
+    return {"checkpoint": str(ckpt), "in_sync_checks": cfg.num_iterations, "collectives": counts,
+            "num_steps": cfg.num_steps, "minibatch_steps": cfg.update_epochs * cfg.num_minibatches}
 
 
 def main() -> int:

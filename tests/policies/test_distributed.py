@@ -63,6 +63,13 @@ def test_ranks_stay_bit_identical_through_training(tmp_path):
     """train() compares every rank's weights with rank 0's, bit for bit, at every checkpoint (3 here)."""
     ranks = _workers("train", tmp_path)
     assert all(r["in_sync_checks"] == 3 for r in ranks)
+    # per iteration: one normalizer gather per rollout step, one all_reduce per minibatch step (gradients
+    # with the KL and clip sums), one for the advantage statistics of the whole update (was 2 per minibatch)
+    for r in ranks:
+        per_iteration = r["num_steps"] + r["minibatch_steps"] + 1
+        assert r["collectives"]["all_gather of observation statistics"] == 3 * r["num_steps"], r
+        assert r["collectives"]["all_gather of observation statistics"] + r["collectives"]["all_reduce"] \
+            == 3 * per_iteration, r
     ckpt = load_checkpoint(ranks[0]["checkpoint"])
     assert ckpt["iteration"] == 3 and ckpt["world_size"] == 2
     assert ckpt["global_step"] == 3 * 2 * 16 * 8  # iterations x ranks x envs x steps
