@@ -134,10 +134,8 @@ def test_judgement_is_navigate_envs(policy_dir):
 
 def test_pybullet_depth_matches_tether_depth(policy_dir):
     """The same field and pose through both cameras, at the contract's camera: the pixels both see in
-    range agree to 3 % (>= 99 %) and to 1 % (>= 97 %). Not the 99 % within 1 % of sim/camera's random
-    scenes: a navigation field puts 0.15-0.4 m columns 1-2 m from the camera, and TinyRenderer draws a
-    GEOM_CYLINDER as a polygon (measured: up to 1.4 % deeper than the true cylinder at r 0.4 m, 1.8 m;
-    0.75 % at 5 m); 98.4 % within 1 % on these poses, silhouette pixels the rest."""
+    range agree to 1 % (>= 99 %, issue 11's bar; pybullet's columns are 64-sided prisms since
+    TinyRenderer's own GEOM_CYLINDER polygon read 98.4 % here, tests/sim/test_depth_camera.py)."""
     contract, image, env, field = _setup(policy_dir, 3, 16, seed=2)
     g = torch.Generator().manual_seed(0)
     yaw = (torch.rand(3, generator=g) - 0.5) * 2.0  # turned +-1 rad from the start heading
@@ -156,8 +154,7 @@ def test_pybullet_depth_matches_tether_depth(policy_dir):
     both = np.isfinite(ours) & np.isfinite(ref)
     assert both.mean() > 0.3, "too few pixels in range to compare"
     rel = np.abs(ours[both] - ref[both]) / ref[both]
-    assert float((rel <= 0.03).mean()) >= 0.99
-    assert float((rel <= 0.01).mean()) >= 0.97
+    assert float((rel <= 0.01).mean()) >= 0.99
     assert float((np.isposinf(ours) == np.isposinf(ref)).mean()) >= 0.98
 
 
