@@ -215,7 +215,7 @@ def preflight(args, stdin=None) -> Plan:
                 known = vals if node != "**" else {k: v for k, v in vals.items() if _knows(t, k)}
                 values[t].update(known)
     policy = args.policy.resolve()
-    ours = {"recorder": {"output": str(args.record.resolve()) if args.record else ""},
+    ours = {"recorder": {"output": str(args.record.resolve()) if args.record else "", "policy_dir": str(policy)},
             robot_node_name: ({"adapter": args.robot, "policy_dir": str(policy), "exit_on_link_loss": True}
                               if bridged else {"policy_dir": str(policy), "exit_on_crash": True}),
             "policy_runner": {"policy_dir": str(policy), "autostart": True, "exit_on_autostart_failure": True}}

@@ -369,3 +369,11 @@ def tick_images(log: str | Path, image, tick_s: np.ndarray, msgs: dict | None = 
         out[n, 0] = decoded[k]
         age[n] = (tick_ns[n] - stamps[k]) * 1e-9
     return out, age
+
+
+def contract_images(log: str | Path, contract, tick_s: np.ndarray,
+                    msgs: dict | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """:func:`tick_images` of every image input ``contract`` (tether.contract.PolicyContract) declares:
+    name -> (images [N, 1, H, W] float32, age [N] s). LogError if any input's topic was not recorded."""
+    msgs = read_messages(log) if msgs is None else msgs
+    return {im.name: tick_images(log, im, tick_s, msgs) for im in contract.images}

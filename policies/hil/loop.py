@@ -154,7 +154,8 @@ class _RosStack:
             g = t.wind_gust
             params += [f"wind_gust.start_s:={float(g.start_s)}", f"wind_gust.duration_s:={float(g.duration_s)}",
                        f"wind_gust.force_w:={[float(x) for x in g.force_w]}"]
-        self._start("recorder", "recorder_node", ["recorder.yaml"], [f"output:={bag.resolve()}"])
+        self._start("recorder", "recorder_node", ["recorder.yaml"],
+                    [f"output:={bag.resolve()}", f"policy_dir:={policy_dir.resolve()}"])  # + its camera topics
         time.sleep(2.0)  # the recorder subscribes before the flight starts
         self._start("twin", "twin_node", ["twin.yaml"], params)
         time.sleep(self.cfg.episode.duration_s + 3.0)  # node start-up, then the episode

@@ -89,17 +89,20 @@ def _sections(preset_name: str) -> dict:
     return contract_sections(make_env("hover", num_envs=1, preset=preset_name, action_space="rotor").cfg)
 
 
-def _write(model: torch.nn.Module, out: Path, im: ImageInput, control_rate_hz: float, spec, source: str) -> Path:
+def _write(model: torch.nn.Module, out: Path, im: ImageInput | tuple[ImageInput, ...], control_rate_hz: float, spec,
+           source: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
+    ims = im if isinstance(im, tuple) else (im,)
     obs_dim = sum(n for _, n in OBS)
-    torch.onnx.export(model.eval(), (torch.zeros(1, obs_dim), torch.full((1, *im.shape), 5.0)), str(out / "policy.onnx"),
-                      input_names=["obs", im.name], output_names=["actions"], opset_version=17, dynamo=False,
-                      dynamic_axes={"obs": {0: "batch"}, im.name: {0: "batch"}, "actions": {0: "batch"}})
+    torch.onnx.export(model.eval(), (torch.zeros(1, obs_dim), *(torch.full((1, *i.shape), 5.0) for i in ims)),
+                      str(out / "policy.onnx"), input_names=["obs", *(i.name for i in ims)], output_names=["actions"],
+                      opset_version=17, dynamo=False,
+                      dynamic_axes={"obs": {0: "batch"}, **{i.name: {0: "batch"} for i in ims}, "actions": {0: "batch"}})
     sections = _sections("crazyflie2x")
     sections["latency"] = dataclasses.replace(sections["latency"], min_steps=0, max_steps=0, step_s=1.0 / control_rate_hz)
     contract = PolicyContract(
         task="hover_depth", control_rate_hz=control_rate_hz, action_latency_s=sections["latency"].mean_s,
-        observation=make_slices(OBS), action=spec, images=(im,), **sections,
+        observation=make_slices(OBS), action=spec, images=ims, **sections,
         provenance={"onnx_sha256": sha256_file(out / "policy.onnx"), "opset": 17,
                     "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
                     "config_hash": source, "source": "tests/ros2/depth_policy.py"})
@@ -114,6 +117,29 @@ def write_depth_hover_policy(out_dir: str | Path, control_rate_hz: float = 100.0
     im = dataclasses.replace(image, **image_changes)
     w, b, spec = hover_gain_matrix("crazyflie2x")
     return _write(DepthHover(w, b, im, depth_gain), Path(out_dir), im, control_rate_hz, spec, "depth-hover")
+
+
+class TwoCameraHover(torch.nn.Module):
+    """DepthHover fed by the mean feature of two cameras (each through its own input's preprocessing)."""
+
+    def __init__(self, w: np.ndarray, b: np.ndarray, ims: tuple[ImageInput, ImageInput], depth_gain: float):
+        super().__init__()
+        self.w, self.b = torch.nn.Parameter(torch.tensor(w)), torch.nn.Parameter(torch.tensor(b))
+        self.pre = torch.nn.ModuleList([DepthPreprocess(im) for im in ims])
+        self.depth_gain = depth_gain
+
+    def forward(self, obs: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        feature = 0.5 * (self.pre[0](first).mean(dim=(1, 2, 3)) + self.pre[1](second).mean(dim=(1, 2, 3)))
+        return obs @ self.w + self.b + self.depth_gain * (feature[:, None] - 0.5)
+
+
+def write_two_camera_policy(out_dir: str | Path, images: tuple[ImageInput, ImageInput], control_rate_hz: float = 50.0,
+                            depth_gain: float = 0.2) -> Path:
+    """policy.onnx (inputs obs and one per image input) + policy.json (contract 2.1, both image inputs)
+    of the depth hover controller on two cameras, e.g. a robot's front and down cameras."""
+    w, b, spec = hover_gain_matrix("crazyflie2x")
+    return _write(TwoCameraHover(w, b, images, depth_gain), Path(out_dir), tuple(images), control_rate_hz, spec,
+                  "two-camera-hover")
 
 
 def write_depth_cnn_policy(out_dir: str | Path, control_rate_hz: float = 30.0, image: ImageInput = DEPTH_IMAGE) -> Path:

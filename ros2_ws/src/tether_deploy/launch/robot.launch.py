@@ -61,7 +61,7 @@ def generate_launch_description():
                                   {"policy_dir": policy_dir, "autostart": LaunchConfiguration("autostart"),
                                    "realtime_priority": 50}]),  # SCHED_FIFO on the robot (realtime.py)
         Node(package="tether_deploy", executable="recorder", name="recorder", output="screen",
-             parameters=[os.path.join(config, "recorder.yaml"), {"output": record}],
+             parameters=[os.path.join(config, "recorder.yaml"), {"output": record, "policy_dir": policy_dir}],
              condition=IfCondition(PythonExpression(["'", record, "' != ''"]))),
     ]
     return LaunchDescription(args + env + nodes)

@@ -38,7 +38,7 @@ def generate_launch_description():
                       parameters=[LaunchConfiguration("runner_params"),
                                   {"policy_dir": policy_dir, "autostart": LaunchConfiguration("autostart")}]),
         Node(package="tether_deploy", executable="recorder", name="recorder", output="screen",
-             parameters=[os.path.join(config, "recorder.yaml"), {"output": record}],
+             parameters=[os.path.join(config, "recorder.yaml"), {"output": record, "policy_dir": policy_dir}],
              condition=IfCondition(PythonExpression(["'", record, "' != ''"]))),
     ]
     return LaunchDescription(args + env + nodes)

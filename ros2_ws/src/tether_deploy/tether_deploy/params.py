@@ -98,6 +98,9 @@ class RecorderParams:
     """chunk compression: none | lz4 | zstd"""
     topics: tuple[str, ...] = ()
     """topics to record (relative names, see qos.py); empty: every recordable topic"""
+    policy_dir: str = ""
+    """the deployed policy (policy.json): every image input's topic and camera_info_topic is recorded too,
+    beside ``topics`` (tether deploy and the launch files set it); empty: no topics from a contract"""
 
     def __post_init__(self):
         _positive("chunk_interval_s", self.chunk_interval_s, "s")
