@@ -354,6 +354,11 @@ def _train(args) -> int:
     finally:
         writer.close()
     print(f"checkpoint: {ckpt_path}")
+    from policies.select import SELECTION, select_best
+
+    if args.task in SELECTION:  # checkpoints of a vehicle-class task swing: keep the best on held-out vehicles
+        best = select_best(run_dir, SELECTION[args.task])
+        print(f"best checkpoint by evaluation on held-out class vehicles: {best} ({run_dir / 'best.json'})")
     return 0
 
 
@@ -374,8 +379,16 @@ def cmd_export(args) -> int:
     from policies.checkpoint import CheckpointError, load_checkpoint, read_run_id
     from policies.export import export_policy
 
+    from policies.select import best_checkpoint
+
     skipped: list[Path] = []
-    ckpt = _resolve_checkpoint(args.checkpoint, "checkpoint", skipped)
+    try:  # a run folder whose checkpoints were selected by evaluation (policies.select): its best one
+        best = None if args.latest or not Path(args.checkpoint).is_dir() else best_checkpoint(args.checkpoint)
+    except CheckpointError as e:
+        raise UserError(_one_line(e)) from e
+    ckpt = best or _resolve_checkpoint(args.checkpoint, "checkpoint", skipped)
+    if best is not None:
+        print(f"best checkpoint by evaluation ({Path(args.checkpoint) / 'best.json'}; --latest for the last one)")
     try:
         info = load_checkpoint(ckpt)
         if Path(args.checkpoint).is_dir():
@@ -658,7 +671,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("export", help="export a checkpoint to policy.onnx + policy.json")
-    p.add_argument("checkpoint", help="checkpoint file, or run folder (the latest checkpoint of its own run)")
+    p.add_argument("checkpoint", help="checkpoint file, or run folder (its best.json's checkpoint when selected by "
+                                      "evaluation, else the latest checkpoint of its own run)")
+    p.add_argument("--latest", action="store_true", help="a run folder's latest checkpoint even if best.json names one")
     p.add_argument("--out", required=True, help="output folder (new or empty, or --force)")
     p.add_argument("--force", action="store_true", help="replace the policy in a non-empty --out")
     p.add_argument("--onboard", choices=["c"], help="also write OUT/onboard/tether_policy.c + .h for firmware, "

@@ -1,0 +1,77 @@
+"""Checkpoint selection by evaluation: a checkpoint is scored in torch exactly as its exported ONNX graph flies
+the same class vehicles, the best of the run is recorded, and only checkpoints of the run named in run.json
+are candidates."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from policies.checkpoint import CheckpointError, load_checkpoint, write_run_file
+from policies.evaluation import task_cfg_from_contract
+from policies.select import BEST_FILE, SelectCfg, best_checkpoint, rank_key, score_checkpoint, select_best
+from policies.sweep import run_sweep
+
+CFG = SelectCfg(draws=8, seed=7)
+
+
+def _copy_run(trained_hover, dst):
+    dst.mkdir()
+    for p in trained_hover.checkpoints:
+        shutil.copy(p, dst / p.name)
+    shutil.copy(trained_hover.run_dir / "run.json", dst / "run.json")
+    return dst
+
+
+def test_score_in_torch_is_the_exported_graph_on_the_same_vehicles(trained_hover):
+    ckpt = load_checkpoint(trained_hover.checkpoint)
+    mine = score_checkpoint(ckpt, CFG)
+    task_cfg = task_cfg_from_contract(trained_hover.policy_dir)
+    onnx = run_sweep(trained_hover.policy_dir, task_cfg, CFG.sweep(), ("tether",))["tether"]["random"]
+    assert mine["num_starts"] == onnx["num_starts"] == CFG.draws
+    assert mine["successes"] == onnx["successes"]
+    if mine["successes"]:
+        assert mine["steady_err_m_median"] == pytest.approx(onnx["steady_err_m_median"], abs=1e-4)
+
+
+def test_select_records_the_best_checkpoint_of_its_own_run(trained_hover, tmp_path):
+    run = _copy_run(trained_hover, tmp_path / "run")
+    # a stale checkpoint of another run, numbered past the run's own: never a candidate
+    stale = load_checkpoint(trained_hover.checkpoint)
+    stale["run_id"] = "another-run"
+    stale["iteration"] = 999
+    torch.save(stale, run / "model_00999.pt")
+
+    best = select_best(run, CFG)
+    record = json.loads((run / BEST_FILE).read_text())
+    names = [c["checkpoint"] for c in record["candidates"]]
+    assert names == [p.name for p in trained_hover.checkpoints], "every checkpoint of the run, none other"
+    scores = [score_checkpoint(load_checkpoint(run / n), CFG) for n in names]
+    for c, s in zip(record["candidates"], scores):
+        assert (c["successes"], c["steady_err_m_median"]) == (s["successes"], s["steady_err_m_median"])
+    keys = [rank_key(s) for s in scores]
+    top = max(keys)
+    assert rank_key(next(c for c in record["candidates"] if c["checkpoint"] == best.name)) == top
+    assert best.name == names[max(i for i, k in enumerate(keys) if k == top)], "ties go to the later checkpoint"
+    assert best_checkpoint(run) == best
+
+    # a new run in the folder: its run.json names another run, so the old record is not used
+    write_run_file(run, "a-new-run", trained_hover.task)
+    assert best_checkpoint(run) is None
+    with pytest.raises(CheckpointError, match="no checkpoint of run a-new-run"):
+        select_best(run, CFG)
+
+
+def test_select_refuses_an_unreadable_record(tmp_path):
+    (tmp_path / BEST_FILE).write_text("{not json")
+    with pytest.raises(CheckpointError, match="unreadable"):
+        best_checkpoint(tmp_path)
+    assert best_checkpoint(tmp_path / "nothing-here") is None
+    with pytest.raises(ValueError, match="draws"):
+        SelectCfg(draws=0)
+    none_held = rank_key({"successes": 0, "steady_err_m_median": None})
+    assert none_held < rank_key({"successes": 0, "steady_err_m_median": 0.05}) < rank_key(
+        {"successes": 0, "steady_err_m_median": 0.01}) < rank_key({"successes": 1, "steady_err_m_median": 0.04})
