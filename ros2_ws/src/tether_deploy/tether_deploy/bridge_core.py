@@ -22,6 +22,7 @@ from tether.actions import ActionMap
 from tether.contract import ActionSpec, ContractError, PolicyContract
 from tether.observation import quat_wxyz_to_rotmat
 from tether_deploy.actuation import ActionToCommand
+from tether_deploy.image_core import CameraGate
 
 GRAVITY_W = np.array([0.0, 0.0, -9.81])
 
@@ -58,9 +59,10 @@ class BridgeCore:
     """A connected adapter under the shared safety layer, mapping normalized actions to its commands."""
 
     def __init__(self, robot: Robot, contract: PolicyContract, safety: SafetyCfg, cmd_timeout_s: float,
-                 auto_arm: bool = False, clock=time.monotonic):
+                 auto_arm: bool = False, clock=time.monotonic, stamp_clock=time.time):
         """``robot``: the adapter, not yet connected; the contract's vehicle and action space are checked
-        against it first (ContractError)."""
+        against it first (ContractError). ``stamp_clock``: the clock camera images are stamped on [s] (the
+        node's); the contract's image inputs must be usable to arm (:attr:`cameras`)."""
         if robot.vehicle is None:  # an arm: no contract action type maps to joint commands yet
             raise ContractError(f"the {robot.name} adapter is not a quadrotor (it takes "
                                 f"{', '.join(sorted(robot.command_schema))}); the bridge maps only the contract's "
@@ -90,6 +92,9 @@ class BridgeCore:
         self._arming: threading.Thread | None = None
         self._arm_error = ""
         self._auto_arm_tried = False
+        self.cameras = CameraGate(contract.images)
+        """the policy's image inputs as the runner checks them; the node feeds them from the camera topics"""
+        self._stamp_clock = stamp_clock
 
     # ---------------------------------------------------------------------------------- lifecycle
 
@@ -173,6 +178,7 @@ class BridgeCore:
     def arm(self) -> str:
         """Arm now, after the arming checks; RobotError (the failures) otherwise. Returns a one-line
         status. Blocks for the adapter's own sequence (PX4: about 1 s of setpoints before OFFBOARD)."""
+        self.check_cameras()
         self.robot.arm()
         self.armed = True
         return f"armed {self.inner.name}"
@@ -190,11 +196,19 @@ class BridgeCore:
             return f"{self.inner.name} is already armed"
         if self.arming:
             raise RobotError("arming already in progress")
+        self.check_cameras()
         self.robot.check_arming()
         self._arm_error = ""
         self._arming = threading.Thread(target=self._arm_worker, name="arming", daemon=True)
         self._arming.start()
         return f"arming checks passed; {self.inner.name} is arming (robot/armed turns true when armed)"
+
+    def check_cameras(self) -> None:
+        """RobotError naming the first image input of the contract that is unusable now (no image or
+        camera_info yet, wrong encoding, size or intrinsics, stale): the runner could not fly on it."""
+        problem = self.cameras.problem(self._clock(), self._stamp_clock())
+        if problem is not None:
+            raise RobotError(f"arming refused: {problem} (the policy cannot see; fix the camera driver)")
 
     def _arm_worker(self) -> None:
         try:

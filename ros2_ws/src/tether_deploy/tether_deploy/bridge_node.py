@@ -5,7 +5,9 @@ Publishes state/odom and state/imu (as the twin does: the runner cannot tell the
 state/battery where the adapter measures it, robot/sent (the command the adapter actually sent, after
 clipping, as a normalized action), robot/safety and robot/armed (latched). Executes cmd/executed (the
 runner's command, mapped by the policy contract's action spec). Services robot/arm, robot/disarm,
-robot/land, robot/estop, robot/reset_safety (std_srvs/Trigger).
+robot/land, robot/estop, robot/reset_safety (std_srvs/Trigger). For a policy with image inputs it
+subscribes each input's Image and CameraInfo topics (the camera driver's, as the contract names them) and
+arms only while every one passes the runner's checks (image_core.CameraGate).
 
 Its parameters are generated: the bridge's own (BridgeParams), ``safety.*`` (SafetyCfg) and ``robot.*``
 (the chosen adapter's config dataclass). A lost link is logged, the safe state commanded, and with
@@ -14,7 +16,9 @@ exit_on_link_loss (tether deploy) the node ends with status 1.
 
 from __future__ import annotations
 
+import functools
 import math
+import time
 
 from rclpy.node import Node
 from std_msgs.msg import Bool, String
@@ -42,7 +46,8 @@ class BridgeNode(Node):
                 raise ContractError("parameter policy_dir is empty; it gives the action spec of cmd/executed")
             _, contract = load_policy_dir(params.policy_dir)
             robot = make_adapter(params.adapter, params.robot)
-            self.core = BridgeCore(robot, contract, params.safety, params.cmd_timeout_s, params.auto_arm)
+            self.core = BridgeCore(robot, contract, params.safety, params.cmd_timeout_s, params.auto_arm,
+                                   stamp_clock=lambda: self.get_clock().now().nanoseconds * 1e-9)
         except (ContractError, ImportError) as e:
             log.fatal(f"robot_bridge (adapter {params.adapter!r}, policy {params.policy_dir!r}) refused to start: {e}")
             raise SystemExit(2) from None
@@ -67,6 +72,13 @@ class BridgeNode(Node):
             srv = itf.BRIDGE.topic(f"robot/{name}")
             self.create_service(srv.msg_class, srv.name, self._service(name, handler))
 
+        # the policy's cameras are their own driver nodes: watched here as the runner checks them, to arm
+        image_t, info_t = itf.DEPTH_IMAGE, itf.DEPTH_CAMERA_INFO  # types and QoS; names from the contract
+        for im in contract.images:
+            self.create_subscription(image_t.msg_class, im.topic, functools.partial(self._on_image, im.name),
+                                     image_t.profile)
+            self.create_subscription(info_t.msg_class, im.camera_info_topic,
+                                     functools.partial(self._on_camera_info, im.name), info_t.profile)
         self._odom, self._imu = itf.STATE_ODOM.msg_class(), itf.STATE_IMU.msg_class()
         self._sent, self._battery = itf.ROBOT_SENT.msg_class(), itf.STATE_BATTERY.msg_class()
         self._odom.header.frame_id = params.world_frame
@@ -83,9 +95,17 @@ class BridgeNode(Node):
         log.info(f"{self.core.inner.name} ({params.adapter}) at {rate_hz:g} Hz under the safety layer: geofence "
                  f"{list(s.geofence_min_w)}..{list(s.geofence_max_w)} m, tilt {s.max_tilt_rad:g} rad, rate "
                  f"{s.max_rate_rad_s:g} rad/s, thrust {s.max_thrust_frac:.0%}; "
-                 f"{'arms at the first command' if params.auto_arm else 'waiting for robot/arm'}")
+                 f"{'arms at the first command' if params.auto_arm else 'waiting for robot/arm'}"
+                 + "".join(f"; arms only with a usable image {im.width}x{im.height} {im.encoding} on {im.topic} "
+                           f"and camera_info on {im.camera_info_topic} (image {im.name!r})" for im in contract.images))
 
     # ------------------------------------------------------------------------------------ inputs
+
+    def _on_image(self, name: str, msg) -> None:
+        self.core.cameras.offer_image(name, msg, time.monotonic())
+
+    def _on_camera_info(self, name: str, msg) -> None:
+        self.core.cameras.offer_camera_info(name, msg)
 
     def _on_command(self, msg) -> None:
         try:
@@ -109,8 +129,12 @@ class BridgeNode(Node):
                 response.success = True
             except RobotError as e:
                 response.success, response.message = False, str(e)
-            log = self.get_logger().info if response.success else self.get_logger().warn
-            log(f"robot/{name}: {response.message}")
+            # two call sites: rclpy refuses two severities from one (a refused then a granted robot/arm
+            # ended the node with "Logger severity cannot be changed between calls")
+            if response.success:
+                self.get_logger().info(f"robot/{name}: {response.message}")
+            else:
+                self.get_logger().warn(f"robot/{name}: {response.message}")
             self._publish_status()
             return response
 

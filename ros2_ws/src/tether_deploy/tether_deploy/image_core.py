@@ -4,6 +4,10 @@ Each image input (tether.contract.ImageInput) has an :class:`ImageSlot` in the r
 latest image, checked on arrival (encoding, size, layout, stamp set) and decoded to metres
 (tether_deploy.conversions.decode_depth), and its camera_info, judged by ``ImageInput.intrinsics_error``.
 At a tick, :meth:`ImageSlot.check` says whether the image can be fed (age against ``max_age_s``).
+
+On a real robot the camera is its own driver node publishing on the contract's topics, not the adapter:
+robot_bridge holds a :class:`CameraGate` (the same ImageSlot checks on the same topics) and refuses to arm
+while an image input is unusable, so a vehicle never takes off with a policy that cannot see.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import dataclasses
 import numpy as np
 
 from tether.contract import ImageInput
-from tether_deploy.conversions import decode_depth
+from tether_deploy.conversions import camera_info_intrinsics, decode_depth, stamp_to_s
 
 IMAGE_PROBLEMS = {
     "no_image": "no image received yet on the input's topic",
@@ -111,4 +115,33 @@ class ImageSlot:
         if check_stamps and -age > max_stamp_lead_s:
             return ("future", f"stamped {-age * 1e3:.0f} ms ahead of the node clock (> max_stamp_lead_s "
                               f"{max_stamp_lead_s * 1e3:.0f} ms): the clocks disagree")
+        return None
+
+
+def image_frame(msg, received_s: float) -> ImageFrame:
+    """The ImageFrame of a sensor_msgs/Image (any object with its fields) that arrived at ``received_s``."""
+    return ImageFrame(msg.encoding, int(msg.width), int(msg.height), int(msg.step), bool(msg.is_bigendian), msg.data,
+                      stamp_to_s(msg.header.stamp), received_s)
+
+
+class CameraGate:
+    """Every image input of a contract, checked as the runner checks it (one ImageSlot each), for a node
+    that must not let the vehicle fly while the policy cannot see (robot_bridge's arming)."""
+
+    def __init__(self, images: tuple[ImageInput, ...]):
+        self.slots = {im.name: ImageSlot(im) for im in images}
+
+    def offer_image(self, name: str, msg, received_s: float) -> tuple[str, str] | None:
+        return self.slots[name].offer(image_frame(msg, received_s))
+
+    def offer_camera_info(self, name: str, msg) -> str | None:
+        return self.slots[name].offer_camera_info(*camera_info_intrinsics(msg))
+
+    def problem(self, now_s: float, clock_s: float) -> str | None:
+        """None if every image input is usable at ``now_s`` (monotonic) / ``clock_s`` (the clock its
+        stamps are on), else one line naming the first unusable input, its topic and the cause."""
+        for name, slot in self.slots.items():
+            bad = slot.check(now_s, clock_s)
+            if bad is not None:
+                return f"camera {name!r} on {slot.image.topic!r}: {bad[1]}"
         return None

@@ -183,7 +183,8 @@ TWIN = NodeInterface(
                                                                     "publishes its calibration")))
 
 _ROBOT_SERVICES = {
-    "arm": "check the arming conditions (level, still, inside the geofence, battery; a failure names why), then "
+    "arm": "check the arming conditions (level, still, inside the geofence, battery, every image input of the "
+           "contract usable; a failure names why), then "
            "run the adapter's arming sequence in the background (PX4: ~1 s of setpoints first): robot/armed turns "
            "true, a refusal is logged",
     "disarm": "disarm (vehicles without an arming step: motors off)",
@@ -209,7 +210,11 @@ BRIDGE = NodeInterface(
     publishes=(STATE_ODOM, STATE_IMU, STATE_BATTERY, ROBOT_SENT, ROBOT_SAFETY, ROBOT_ARMED),
     services=tuple(Topic(f"robot/{name}", "std_srvs/srv/Trigger", "", "-", "on request", meaning)
                    for name, meaning in _ROBOT_SERVICES.items()),
-    params_key="robot_bridge")
+    params_key="robot_bridge",
+    image_subscribes=tuple(dataclasses.replace(t, rate="the camera driver's rate",
+                                               meaning="watched with the runner's checks (image_core.CameraGate): "
+                                                       "robot/arm is refused while an image input is unusable")
+                           for t in (DEPTH_IMAGE, DEPTH_CAMERA_INFO)))
 
 OPERATOR = NodeInterface(
     "operator", "operator_node",
