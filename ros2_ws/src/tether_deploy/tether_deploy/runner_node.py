@@ -45,7 +45,8 @@ from tether_deploy.arbitration import EstopLatch, HumanInput
 from tether_deploy.conversions import (camera_info_intrinsics, command_names, fill_command, fill_point_stamped,
                                        odometry_to_quantities, stamp_to_s)
 from tether_deploy.realtime import make_background, make_realtime
-from tether_deploy.runner_core import ImageFrame, RunnerConfig, RunnerCore, StateHeader, TickScheduler, load_policy
+from tether_deploy.image_core import image_frame
+from tether_deploy.runner_core import RunnerConfig, RunnerCore, StateHeader, TickScheduler, load_policy
 from tether_deploy.params import NODE_PARAMS, declare_node_params, node_params, param_specs
 from tether_deploy.teleop_map import StickMapper, joy_mapping_from_parameters
 from tether_deploy.spin import spin_node
@@ -222,9 +223,7 @@ class PolicyRunner(LifecycleNode):
         self._log_events()
 
     def _on_image(self, name: str, msg) -> None:
-        self.core.set_image(name, ImageFrame(msg.encoding, int(msg.width), int(msg.height), int(msg.step),
-                                             bool(msg.is_bigendian), msg.data, stamp_to_s(msg.header.stamp),
-                                             time.monotonic()))
+        self.core.set_image(name, image_frame(msg, time.monotonic()))
 
     def _on_camera_info(self, name: str, msg) -> None:
         self.core.set_camera_info(name, *camera_info_intrinsics(msg))
