@@ -18,6 +18,7 @@ from sim.quadrotor.presets import GRAVITY, QuadrotorPreset
 from tether.config import config_from_dict, load_yaml_config
 
 Range = tuple[float, float]
+THRUST_TO_WEIGHT_DRAWS = ("uniform", "hover_throttle")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,11 +62,15 @@ class RandomizationCfg:
     """CTBR rate-loop frequency [Hz]: the rate controller runs every d-th physics substep (restarted at
     every control tick) and holds its rotor commands in between, d drawn uniformly among the whole
     numbers whose rate physics_hz / d lies in the range; None: every substep"""
+    thrust_to_weight_draw: str = "uniform"
+    """how thrust_to_weight is drawn over its range: 'uniform' in thrust / weight, or 'hover_throttle':
+    uniform in weight / thrust (the hover throttle), which draws the weak vehicles, whose thrust margin
+    and hover throttle differ most from the nominal, about twice as often at 1.4-3.0"""
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            if v is None:
+            if v is None or f.name == "thrust_to_weight_draw":  # a name, checked below
                 continue
             if isinstance(v, tuple):
                 if len(v) != 2 or not all(isinstance(x, (int, float)) for x in v):
@@ -86,6 +91,9 @@ class RandomizationCfg:
                                      "latency is in seconds, not milliseconds")
             elif not isinstance(v, (int, float)) or v < 0:
                 raise ValueError(f"randomization.{f.name} must be a non-negative number, got {v!r}")
+        if self.thrust_to_weight_draw not in THRUST_TO_WEIGHT_DRAWS:
+            raise ValueError(f"randomization.thrust_to_weight_draw must be one of {list(THRUST_TO_WEIGHT_DRAWS)}, "
+                             f"got {self.thrust_to_weight_draw!r}")
         if self.drag_off_prob > 1.0:
             raise ValueError(f"randomization.drag_off_prob is a probability in [0, 1], got {self.drag_off_prob}")
 
@@ -117,7 +125,11 @@ def sample_params(preset: QuadrotorPreset, cfg: RandomizationCfg, n: int, gen: t
     kf = p.kf * _uniform(cfg.kf_scale, n, gen, device)
     max_rpm = p.max_rpm
     if cfg.thrust_to_weight is not None:
-        twr = _uniform(cfg.thrust_to_weight, n, gen, device)
+        if cfg.thrust_to_weight_draw == "hover_throttle":  # the same one draw per env: the stream is unchanged
+            lo, hi = cfg.thrust_to_weight
+            twr = 1.0 / _uniform((1.0 / hi, 1.0 / lo), n, gen, device)
+        else:
+            twr = _uniform(cfg.thrust_to_weight, n, gen, device)
         max_rpm = torch.sqrt(twr * mass * GRAVITY / (len(preset.rotor_spin) * kf))
     tau = _uniform(cfg.tau_scale, n, gen, device)
     out = p._replace(

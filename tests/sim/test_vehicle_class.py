@@ -87,6 +87,28 @@ def test_default_randomization_draws_are_unchanged():
     assert torch.equal(a.inertia, inertia) and torch.equal(a.km, km)
 
 
+def test_hover_throttle_draw_oversamples_weak_vehicles_within_the_same_range():
+    """thrust_to_weight_draw 'hover_throttle' is uniform in weight / thrust: the same range, the same
+    one draw per env (every other parameter of the stream unchanged), weak vehicles about twice as often."""
+    cfg = dataclasses.replace(CRAZYFLIE_CLASS, thrust_to_weight_draw="hover_throttle")
+    n = 8000
+    a = sample_params(CRAZYFLIE_2X, CRAZYFLIE_CLASS, n, torch.Generator().manual_seed(0))
+    b = sample_params(CRAZYFLIE_2X, cfg, n, torch.Generator().manual_seed(0))
+    for field in ("mass", "kf", "inertia", "tau_up", "tau_down", "km", "drag"):
+        assert torch.equal(getattr(a, field), getattr(b, field)), field
+    twr_a, twr_b = (4 * p.kf * p.max_rpm ** 2 / (p.mass * GRAVITY) for p in (a, b))
+    lo, hi = CRAZYFLIE_CLASS.thrust_to_weight
+    assert float(twr_b.min()) >= lo - 1e-4 and float(twr_b.max()) <= hi + 1e-4
+    weak = lambda t: float((t < 1.6).float().mean())  # noqa: E731
+    expected = (1 / lo - 1 / 1.6) / (1 / lo - 1 / hi)  # uniform in 1 / (thrust / weight)
+    assert weak(twr_b) == pytest.approx(expected, abs=0.02)
+    assert weak(twr_b) > 1.7 * weak(twr_a)
+    hover_throttle = 1.0 / twr_b.flatten()
+    assert abs(float(hover_throttle.mean()) - 0.5 * (1 / lo + 1 / hi)) < 0.01
+    with pytest.raises(ValueError, match="thrust_to_weight_draw"):
+        RandomizationCfg(thrust_to_weight_draw="log")
+
+
 def test_a_slower_rate_loop_holds_its_commands():
     """rate_div d: the rate controller's rotor commands change only every d-th substep. With d = 1 the
     step equals the plain one; with d = 10 (the whole control step) the vehicle responds to a rate
