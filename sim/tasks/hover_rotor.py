@@ -33,8 +33,10 @@ class RobustHoverRotorCfg(RobustHoverCfg):
     substeps: int = 4
     """physics substeps per control step: 200 Hz at 50 Hz (no rate loop to randomize)"""
     action_history: int = 3
-    rew_yaw_rate: float = -0.1
-    """yaw-rate penalty per rad/s of |omega_z| [1/s per rad/s]"""
+    rew_yaw_rate: float = -0.5
+    """yaw-rate penalty per rad/s of |omega_z| [1/s per rad/s]; at -0.1 policies still yawed at 0.7-1 rad/s
+    at home and orbited the goal 6-10 cm out (body-frame position loop turning with the body), at -0.5
+    0.07 rad/s and 1.4 cm"""
     rew_thrust_margin: float = -2.0
     """penalty per unit of rotor command beyond the margin, summed over rotors [1/s]"""
     thrust_margin: float = 0.05
