@@ -55,6 +55,9 @@ class PPOCfg:
     """hidden layer widths of the critic"""
     init_log_std: float = -1.0
     """initial log standard deviation of the Gaussian policy [log of normalized action units]"""
+    init_log_std_actions: tuple[float, ...] = ()
+    """per action, in the env's action order, the initial log standard deviation instead of init_log_std
+    (empty: init_log_std for every action) [log of normalized action units]"""
     seed: int = 0
     """torch seed of the run"""
     save_interval: int = 10
@@ -95,6 +98,8 @@ class PPOCfg:
         groups = self.actor_groups
         if not groups or any(not isinstance(g, str) or not g for g in groups) or len(set(groups)) != len(groups):
             raise ValueError(f"actor_groups must be a non-empty list of distinct group names, got {list(groups)}")
+        if any(not math.isfinite(v) for v in self.init_log_std_actions):
+            raise ValueError(f"init_log_std_actions must be finite numbers, got {list(self.init_log_std_actions)}")
         for name in ("actor_hidden", "critic_hidden"):
             widths = getattr(self, name)
             if not widths or any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in widths):
@@ -134,6 +139,31 @@ def group_widths(obs: dict[str, torch.Tensor], groups: tuple[str, ...]) -> dict[
     return {g: obs[g].shape[1] for g in groups}
 
 
+def minibatch_loss(model: ActorCritic, mb_obs, mb_actions, mb_logprobs, mb_advantages, mb_returns, mb_values,
+                   adv_mean, adv_std, clip_coef: float, ent_coef: float, vf_coef: float, warmup: bool):
+    """PPO's clipped loss on one minibatch -> (loss, pg_loss, v_loss, entropy, k3 KL terms, clipped flags);
+    the last two carry no gradient (the adaptive learning rate and the clip fraction read them)."""
+    dist = model.distribution(mb_obs)
+    newlogprob = dist.log_prob(mb_actions).sum(-1)
+    entropy = dist.entropy().sum(-1).mean()
+    newvalue = model.value(mb_obs)
+    logratio = newlogprob - mb_logprobs
+    ratio = logratio.exp()
+    kl_terms = ((ratio - 1) - logratio).detach()  # Schulman's k3 estimator
+    clipped = ((ratio - 1.0).abs() > clip_coef).float().detach()
+    mb_advantages = (mb_advantages - adv_mean) / (adv_std + 1e-8)
+    pg_loss1 = -mb_advantages * ratio
+    pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)
+    pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+    v_clipped = mb_values + (newvalue - mb_values).clamp(-clip_coef, clip_coef)
+    v_loss = 0.5 * torch.max((newvalue - mb_returns).square(), (v_clipped - mb_returns).square()).mean()
+    if warmup:  # value only, unclipped: a fresh critic must travel far from its first estimates
+        loss = vf_coef * 0.5 * (newvalue - mb_returns).square().mean()
+    else:
+        loss = pg_loss - ent_coef * entropy + vf_coef * v_loss
+    return loss, pg_loss, v_loss, entropy, kl_terms, clipped
+
+
 def _wait_for(device: torch.device) -> None:
     """Wait for the device's queued work (CUDA runs asynchronously; nothing to wait for on a CPU)."""
     if device.type == "cuda":
@@ -142,7 +172,7 @@ def _wait_for(device: torch.device) -> None:
 
 def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path | None = None,
           progress: bool = True, writer=None, init: ActorCritic | None = None, run_id: str | None = None,
-          dist_ctx: ddp.DistContext | None = None) -> Path:
+          dist_ctx: ddp.DistContext | None = None, compile_update: bool = False, fused_adam: bool = False) -> Path:
     """Train on ``env``; checkpoints go to ``run_dir``; returns the path of the last checkpoint.
 
     run_dir/run.json names the run (``run_id``, default a fresh one; a resumed run keeps the id of its
@@ -157,6 +187,10 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
     dist_ctx: this process's rank in a data-parallel run (policies.distributed): ``env`` is this rank's
     envs; weights start from rank 0's, gradients and normalizer statistics are merged every step, and
     rank 0 alone writes run.json, checkpoints and ``writer``'s logs. ``global_step`` counts all ranks.
+
+    compile_update: torch.compile the minibatch loss with its backward (run settings, not the algorithm:
+    the same update to rounding; kernels cached on disk by sim.kernel_cache). fused_adam: Adam's fused
+    kernel (the same update to rounding).
     """
     from tqdm import tqdm
 
@@ -187,6 +221,12 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
 
     model = ActorCritic(obs_dim, act_dim, cfg.actor_hidden, cfg.critic_hidden, cfg.init_log_std,
                         action_bias=env.hover_action.clone(), groups=cfg.actor_groups).to(device)
+    if cfg.init_log_std_actions:
+        if len(cfg.init_log_std_actions) != act_dim:
+            raise ValueError(f"ppo.init_log_std_actions has {len(cfg.init_log_std_actions)} values, the env "
+                             f"{act_dim} actions")
+        with torch.no_grad():
+            model.log_std.copy_(torch.tensor(cfg.init_log_std_actions, dtype=model.log_std.dtype))
     if init is not None:
         if init.actor[0].in_features != obs_dim or init.log_std.shape[0] != act_dim:
             raise ValueError(f"init model is {init.actor[0].in_features} obs -> {init.log_std.shape[0]} actions, "
@@ -197,8 +237,15 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
         model.obs_normalizer = copy.deepcopy(init.obs_normalizer).to(device)
         model.obs_normalizer.until = 0  # frozen: the actor's weights were learned on these statistics
         model.action_bias = init.action_bias.detach().clone().to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, **({"fused": True} if fused_adam else {}))
+    loss_fn = minibatch_loss
+    if compile_update:
+        from sim.kernel_cache import use_kernel_cache
+
+        use_kernel_cache()
+        loss_fn = torch.compile(minibatch_loss, dynamic=False)
     start_iter, global_step, train_time_s, lr = 0, 0, 0.0, cfg.learning_rate
+    train_cpu_s = 0.0  # this process's CPU seconds in training iterations (a shared machine's fair figure)
     if resumed is not None:
         ckpt = resumed
         try:
@@ -210,6 +257,7 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
                                   f"run's ({list(cfg.actor_hidden)}, {list(cfg.critic_hidden)})") from e
         start_iter, global_step = ckpt["iteration"], ckpt["global_step"]
         train_time_s, lr = ckpt["train_time_s"], ckpt["learning_rate"]
+        train_cpu_s = float(ckpt.get("logs", {}).get("charts/train_cpu_s", 0.0))
 
     ddp.broadcast_module(model, dist_ctx)  # every rank starts from rank 0's weights and statistics
 
@@ -232,7 +280,7 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
                initial=start_iter, total=cfg.num_iterations, unit="it")
     last_ckpt = Path(resume) if resume is not None else None  # a finished run resumed is already done
     for iteration in bar:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         # ---- rollout
         rollout_err = torch.zeros((), device=device)
         with torch.no_grad():
@@ -288,35 +336,18 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
             for j in range(cfg.num_minibatches):  # the remainder of batch_size / num_minibatches sits out
                 mb = perm[j * minibatch_size:(j + 1) * minibatch_size]
                 mb_obs = {g: b[mb] for g, b in b_obs.items()}
-                dist = model.distribution(mb_obs)
-                newlogprob = dist.log_prob(b_actions[mb]).sum(-1)
-                entropy = dist.entropy().sum(-1).mean()
-                newvalue = model.value(mb_obs)
-                logratio = newlogprob - b_logprobs[mb]
-                ratio = logratio.exp()
                 mb_advantages = b_advantages[mb]
                 with torch.no_grad():
-                    kl_terms = (ratio - 1) - logratio  # Schulman's k3 estimator
-                    clipped = ((ratio - 1.0).abs() > cfg.clip_coef).float()
                     if dist_ctx is None:
                         adv_mean, adv_std = mb_advantages.mean(), mb_advantages.std()
                     else:  # the statistics of the union of all ranks' minibatches: every rank takes one step
                         n_mb, adv_sum, adv_sq = adv_sums[epoch, j].unbind(0)
                         adv_mean = adv_sum / n_mb
                         adv_std = ((adv_sq - n_mb * adv_mean.square()) / (n_mb - 1)).clamp_min(0.0).sqrt()
-
-                mb_advantages = (mb_advantages - adv_mean) / (adv_std + 1e-8)
-                pg_loss1 = -mb_advantages * ratio
-                pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - cfg.clip_coef, 1 + cfg.clip_coef)
-                pg_loss = torch.max(pg_loss1, pg_loss2).mean()
-                v_clipped = b_values[mb] + (newvalue - b_values[mb]).clamp(-cfg.clip_coef, cfg.clip_coef)
-                v_loss = 0.5 * torch.max((newvalue - b_returns[mb]).square(),
-                                         (v_clipped - b_returns[mb]).square()).mean()
                 warmup = iteration < cfg.critic_warmup_iterations
-                if warmup:  # value only, unclipped: a fresh critic must travel far from its first estimates
-                    loss = cfg.vf_coef * 0.5 * (newvalue - b_returns[mb]).square().mean()
-                else:
-                    loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
+                loss, pg_loss, v_loss, entropy, kl_terms, clipped = loss_fn(
+                    model, mb_obs, b_actions[mb], b_logprobs[mb], mb_advantages, b_returns[mb], b_values[mb], adv_mean,
+                    adv_std, cfg.clip_coef, cfg.ent_coef, cfg.vf_coef, warmup)
 
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -340,6 +371,7 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
         _wait_for(device)
         iteration_s = time.perf_counter() - t0
         train_time_s += iteration_s
+        train_cpu_s += time.process_time() - cpu0
 
         # ---- logging
         n_episodes = float(episode_count)
@@ -351,7 +383,8 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
                      "losses/clipfrac": clipfrac.item(), "charts/learning_rate": lr,
                      "charts/action_std": model.log_std.exp().mean().item(),
                      "charts/env_steps_per_s": batch_size * world / max(1e-9, iteration_s),
-                     "charts/rollout_s": rollout_s, "charts/update_s": iteration_s - rollout_s})
+                     "charts/rollout_s": rollout_s, "charts/update_s": iteration_s - rollout_s,
+                     "charts/train_cpu_s": train_cpu_s})
         if writer is not None:
             for k, v in logs.items():
                 writer.add_scalar(k, v, global_step)

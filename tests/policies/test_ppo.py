@@ -92,6 +92,8 @@ def test_resume_continues_iterations_and_optimizer(tmp_path):
     batch = cfg.num_steps * 32
     assert (c2["global_step"], c3["global_step"], c4["global_step"]) == (2 * batch, 3 * batch, 4 * batch)
     assert c2["train_time_s"] < c3["train_time_s"] < c4["train_time_s"]
+    cpu = [c["logs"]["charts/train_cpu_s"] for c in (c2, c3, c4)]  # this process's CPU time, carried on
+    assert 0 < cpu[0] < cpu[1] < cpu[2]
     # the optimizer state came along: Adam's step count continues from the checkpoint's
     updates_per_iteration = cfg.update_epochs * cfg.num_minibatches
     steps = [next(iter(c["optimizer"]["state"].values()))["step"] for c in (c2, c4)]
@@ -168,3 +170,23 @@ def test_init_from_a_deployed_actor_warms_the_critic_up_first(trained_hover, tmp
     with pytest.raises(ValueError, match="init model"):
         train(make_env("hover", num_envs=64, action_history=3), "hover", cfg, tmp_path / "bad", progress=False,
               init=src)
+
+
+def test_per_action_initial_std_and_a_remainder_minibatch(tmp_path):
+    """init_log_std_actions sets each action's initial std (after one iteration: Adam moves it by at most
+    about the learning rate per step); a batch num_minibatches does not divide leaves its remainder out
+    instead of training on a one-sample minibatch (its advantage std is NaN)."""
+    env = make_env("hover", num_envs=5, seed=0)  # 5 x 8 = 40 samples: 3 minibatches of 13, 1 left over
+    stds = (-2.0, -1.0, -1.5, -0.5)
+    cfg = PPOCfg(num_iterations=1, save_interval=1, seed=0, num_steps=8, num_minibatches=3, update_epochs=1,
+                 init_log_std_actions=stds)
+    ckpt = load_checkpoint(train(env, "hover", cfg, tmp_path / "run", progress=False))
+    log_std = ckpt["model"]["log_std"]
+    steps = cfg.update_epochs * cfg.num_minibatches
+    assert torch.allclose(log_std, torch.tensor(stds), atol=steps * 1e-2 * 1.01), log_std  # lr <= 1e-2
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    with pytest.raises(ValueError, match="init_log_std_actions has 2 values"):
+        train(make_env("hover", num_envs=8, seed=0), "hover", PPOCfg(init_log_std_actions=(-1.0, -1.0), **SMALL),
+              tmp_path / "bad", progress=False)
+    with pytest.raises(ValueError, match="init_log_std_actions"):
+        PPOCfg(init_log_std_actions=(float("nan"),))
