@@ -34,7 +34,8 @@ class HoverEnv(QuadrotorEnv):
 class RobustHoverCfg(QuadrotorTaskCfg):
     """Hover any vehicle of a class (issue 10): trained across CRAZYFLIE_CLASS, it observes the integral of
     its position error (integral action: no steady offset on a vehicle whose hover thrust it cannot know)
-    and a longer action history (latency, motor lag)."""
+    and a longer action history (latency, motor lag). Its checkpoints swing from one save to the next, so
+    `tether train` keeps the one that holds the most held-out class vehicles (policies.select)."""
 
     randomization: RandomizationCfg = CRAZYFLIE_CLASS
     substeps: int = 10
