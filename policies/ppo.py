@@ -115,7 +115,7 @@ class PPOCfg:
 PPO_DEFAULTS: dict[str, PPOCfg] = {
     "hover_robust": PPOCfg(gamma=0.995, num_iterations=200, save_interval=25),
     "hover_robust_px4": PPOCfg(gamma=0.995, num_iterations=225, save_interval=25),
-    "hover_robust_rotor": PPOCfg(gamma=0.995, num_iterations=225, save_interval=25),
+    "hover_robust_rotor": PPOCfg(gamma=0.995, num_iterations=225, save_interval=25, init_log_std=-1.5),
     # navigate: the privileged teacher (state + ray fan), distilled into the depth student (policies.distill)
     "navigate": PPOCfg(actor_groups=("policy", "privileged"), num_iterations=600, num_steps=32,
                        actor_hidden=(128, 128), critic_hidden=(128, 128), save_interval=25),
