@@ -40,6 +40,7 @@ from policies.checkpoint import load_checkpoint  # noqa: E402
 from policies.evaluation import AcceptanceCfg, evaluate_policy, task_cfg_from_contract  # noqa: E402
 from policies.export import export_policy  # noqa: E402
 from policies.ppo import ppo_defaults, train  # noqa: E402
+from policies.select import BEST_FILE, SELECTION, select_best  # noqa: E402
 from policies.sweep import SweepCfg, Vehicles, fly_vehicles, plot_sweep, run_sweep  # noqa: E402
 from sim.pybullet_ref.evaluate import bootstrap_ci, hover_metrics  # noqa: E402
 from sim.quadrotor.dynamics import nominal_params  # noqa: E402
@@ -103,12 +104,24 @@ def evaluate(policy_dir: Path, args, out_dir: Path, label: str) -> dict:
             "eval_wall_s": time.perf_counter() - t0}
 
 
-def train_seed(task: str, seed: int, args, work: Path) -> tuple[Path, float]:
+def train_seed(task: str, seed: int, args, work: Path) -> tuple[Path, Path, dict]:
+    """Train one seed as `tether train` does (checkpoints every save_interval, then selection by evaluation
+    for tasks in policies.select.SELECTION); returns (last checkpoint, chosen checkpoint, timings)."""
     env = make_env(task, num_envs=args.num_envs, seed=seed)
-    base = ppo_defaults(task)
-    ppo = dataclasses.replace(base, num_iterations=args.iterations, save_interval=args.iterations, seed=seed)
-    ckpt = train(env, task, ppo, work / f"{task}_seed{seed}", progress=False)
-    return ckpt, float(load_checkpoint(ckpt)["train_time_s"])
+    ppo = dataclasses.replace(ppo_defaults(task), num_iterations=args.iterations, seed=seed)
+    run_dir = work / f"{task}_seed{seed}"
+    c0, w0 = time.process_time(), time.perf_counter()
+    ckpt = train(env, task, ppo, run_dir, progress=False)
+    timing = {"train_time_s": float(load_checkpoint(ckpt)["train_time_s"]), "train_wall_s": time.perf_counter() - w0,
+              "train_cpu_s": time.process_time() - c0, "select_wall_s": 0.0, "select_cpu_s": 0.0}
+    chosen = ckpt
+    if task in SELECTION and not args.no_select:
+        c0, w0 = time.process_time(), time.perf_counter()
+        chosen = select_best(run_dir, SELECTION[task])
+        timing.update(select_wall_s=time.perf_counter() - w0, select_cpu_s=time.process_time() - c0,
+                      selected=json.loads((run_dir / BEST_FILE).read_text()))
+    timing["total_s"] = timing["train_time_s"] + timing["select_wall_s"]
+    return ckpt, chosen, timing
 
 
 def main(argv=None) -> int:
@@ -125,7 +138,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sims", nargs="+", default=["pybullet"], choices=("pybullet", "tether"))
     ap.add_argument("--eval-seed", type=int, default=2026)
     ap.add_argument("--no-grid", action="store_true", help="skip the grid heat maps")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of training (the bar: this machine's 2 cores)")
+    ap.add_argument("--no-select", action="store_true", help="use the last checkpoint (no selection by evaluation)")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the nominal-trained policy's evaluation")
     ap.add_argument("--out", default="artifacts/bench/robust.json")
     args = ap.parse_args(argv)
     args.iterations = args.iterations or ppo_defaults(args.task).num_iterations
@@ -142,25 +157,36 @@ def main(argv=None) -> int:
         else:
             times, robust_dir, per_seed = [], None, []
             for seed in args.seeds:
-                ckpt, t = train_seed(args.task, seed, args, work)
-                times.append(t)
-                seed_dir = export_policy(ckpt, out.parent / f"robust_{args.task}_seed{seed}")[0]
-                # every seed on the class in Tether's sim (cheap); the first in full below
-                c = run_sweep(seed_dir, task_cfg_from_contract(seed_dir), SweepCfg(
-                    starts_per_cell=0, random_draws=args.starts, seed=args.eval_seed,
-                    vehicle_class=args.vehicle_class), ("tether",))["tether"]["random"]
-                per_seed.append({"seed": seed, "train_time_s": t, "load_avg": os.getloadavg(), "class_tether": c})
-                print(f"  seed {seed}: trained in {t:.1f} s (load {os.getloadavg()[0]:.1f}); class vehicles "
-                      f"{c['successes']}/{c['num_starts']} hold in Tether's sim, steady error median "
-                      f"{c['steady_err_m_median'] * 100:.2f} cm", flush=True)
-                if robust_dir is None:
-                    robust_dir = seed_dir
+                load0 = os.getloadavg()
+                last, chosen, timing = train_seed(args.task, seed, args, work)
+                times.append(timing["total_s"])
+                row = {"seed": seed, **timing, "load_avg_before": load0, "load_avg": os.getloadavg()}
+                # every seed on the class in Tether's sim (cheap): the chosen checkpoint and the last one
+                for key, ckpt in (("class_tether", chosen), ("class_tether_last", last)):
+                    if key == "class_tether_last" and ckpt == chosen:
+                        row[key] = row["class_tether"]
+                        continue
+                    seed_dir = export_policy(ckpt, out.parent / f"robust_{args.task}_seed{seed}"
+                                             f"{'' if ckpt == chosen else '_last'}", overwrite=True)[0]
+                    row[key] = run_sweep(seed_dir, task_cfg_from_contract(seed_dir), SweepCfg(
+                        starts_per_cell=0, random_draws=args.starts, seed=args.eval_seed,
+                        vehicle_class=args.vehicle_class), ("tether",))["tether"]["random"]
+                    if ckpt == chosen and robust_dir is None:
+                        robust_dir = seed_dir  # the first seed is evaluated in full below
+                c, cl = row["class_tether"], row["class_tether_last"]
+                per_seed.append(row)
+                print(f"  seed {seed}: trained in {timing['train_time_s']:.1f} s + selection {timing['select_wall_s']:.1f} s "
+                      f"(CPU {timing['train_cpu_s']:.1f} + {timing['select_cpu_s']:.1f} s, load {load0[0]:.1f}-"
+                      f"{os.getloadavg()[0]:.1f}); chosen {chosen.name}: {c['successes']}/{c['num_starts']} class vehicles "
+                      f"hold in Tether's sim, steady error median {c['steady_err_m_median'] * 100:.2f} cm (last "
+                      f"{last.name}: {cl['successes']}/{cl['num_starts']})", flush=True)
             summary["train_time_s"] = times
             summary["train_time_s_median"] = statistics.median(times)
             summary["seeds"] = per_seed
         summary["load_avg_after_training"] = os.getloadavg()
         summary["robust"] = evaluate(robust_dir, args, out.parent, "robust")
-        summary["nominal_trained"] = evaluate(Path(args.baseline), args, out.parent, "nominal_trained")
+        if not args.no_baseline:
+            summary["nominal_trained"] = evaluate(Path(args.baseline), args, out.parent, "nominal_trained")
     summary["load_avg_end"] = os.getloadavg()
     out.write_text(json.dumps(summary, indent=2))
 
@@ -168,6 +194,8 @@ def main(argv=None) -> int:
           "nominal vehicle steady err [cm] | issue's vehicle (64) |")
     print("|---|---|---|---|---|")
     for name in ("robust", "nominal_trained"):
+        if name not in summary:
+            continue
         r = summary[name]
         for sim, c in r["class"].items():
             f = r["issue_vehicle"]["pybullet"]
@@ -176,7 +204,9 @@ def main(argv=None) -> int:
                   f"{c['steady_err_m_p90'] * 100:.2f} | {r['nominal_vehicle']['steady_state_err_m_median'] * 100:.2f} | "
                   f"{f['successes']}/64, steady {100 * (f['steady_err_m_median'] or float('nan')):.1f} cm |")
     if times:
-        print(f"training time: {', '.join(f'{t:.1f}' for t in times)} s, median {statistics.median(times):.1f} s "
+        cpu = ", ".join(f"{r['train_cpu_s'] + r['select_cpu_s']:.1f}" for r in summary["seeds"])
+        print(f"training time (training + selection): {', '.join(f'{t:.1f}' for t in times)} s, median "
+              f"{statistics.median(times):.1f} s; CPU {cpu} s "
               f"({args.num_envs} envs x {args.iterations} iterations, {args.threads} thread(s); load average "
               f"{summary['load_avg_start'][0]:.1f} at start)")
     print(f"-> {out}")

@@ -65,6 +65,23 @@ def test_select_records_the_best_checkpoint_of_its_own_run(trained_hover, tmp_pa
         select_best(run, CFG)
 
 
+def test_export_of_a_selected_run_folder_takes_its_best_checkpoint(trained_hover, tmp_path):
+    """`tether export RUN` exports the checkpoint best.json names (provenance says which); --latest the last."""
+    from tether_app.cli import main
+
+    run = _copy_run(trained_hover, tmp_path / "run")
+    first = trained_hover.checkpoints[0]
+    record = {"run_id": json.loads((run / "run.json").read_text())["run_id"], "best": first.name}
+    (run / BEST_FILE).write_text(json.dumps(record))  # as select_best writes it, naming an early checkpoint
+    assert main(["export", str(run), "--out", str(tmp_path / "best")]) == 0
+    iteration = load_checkpoint(first)["iteration"]
+    assert json.loads((tmp_path / "best" / "policy.json").read_text())["provenance"]["iteration"] == iteration
+    assert main(["export", str(run), "--latest", "--out", str(tmp_path / "last")]) == 0
+    last = load_checkpoint(trained_hover.checkpoints[-1])["iteration"]
+    assert last != iteration
+    assert json.loads((tmp_path / "last" / "policy.json").read_text())["provenance"]["iteration"] == last
+
+
 def test_select_refuses_an_unreadable_record(tmp_path):
     (tmp_path / BEST_FILE).write_text("{not json")
     with pytest.raises(CheckpointError, match="unreadable"):
