@@ -286,14 +286,16 @@ class PybulletSim:
 
 
 def fly(sim, env, policy: OnnxPolicy, image: ImageInput, record_depth: tuple[int, ...] = (),
-        progress: str | None = None) -> dict:
+        progress: str | None = None, correct=None) -> dict:
     """Fly every field of ``sim`` once, in lockstep, until each is judged (or the time limit).
 
     Returns outcome [N] (OUTCOMES index), time_s [N] (when it ended; the limit for a timeout),
     pos_w [T, N, 3], quat_wxyz [T, N, 4] (a field's samples after its end repeat its last), ticks [N]
     (samples that belong to its flight), min_clearance_m [N] (analytic: the nearest obstacle or ground
     surface minus the vehicle radius, over the flight) and, for the
-    fields in ``record_depth``, depth_m {i: [ticks_i, H, W]} (the image fed at each tick, and at the end)."""
+    fields in ``record_depth``, depth_m {i: [ticks_i, H, W]} (the image fed at each tick, and at the end).
+    correct(k, ids, quantities, depth [len(ids), H, W], policy actions) -> executed actions: an operator
+    between the policy and the vehicle at tick k (policies.hil.navigate); None: the policy flies."""
     from tqdm import tqdm
 
     from sim.tasks import obstacles
@@ -336,6 +338,8 @@ def fly(sim, env, policy: OnnxPolicy, image: ImageInput, record_depth: tuple[int
             if i in depth_log:
                 depth_log[i].append(depth[j])
         actions = np.asarray(policy(obs, {image.name: depth[:, None]}), dtype=np.float64)
+        if correct is not None:
+            actions = np.asarray(correct(k, ids, q, depth, actions), dtype=np.float64)
         if k_hist:
             history[ids] = np.concatenate([history[ids, 1:], actions[:, None]], axis=1)
         sim.step(actions, ids)
