@@ -13,6 +13,7 @@ row, because the machine is shared. Never pass/fail.
 
     python bench/bench_depth_camera.py                       # 8 and 32 primitives, 1 and 2 threads
     python bench/bench_depth_camera.py --device cuda --envs 65536
+    python bench/bench_depth_camera.py --tile 16x12 --impls compiled --cull on   # coarser culling tiles
 """
 
 from __future__ import annotations
@@ -88,9 +89,11 @@ def main() -> None:
     ap.add_argument("--eager-envs", type=int, default=256, help="largest batch eager runs at (memory)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=3.0, help="time per row [s]")
+    ap.add_argument("--tile", default="8x8", help="culling tile WxH [px] (must divide 64x48)")
     args = ap.parse_args()
     device = torch.device(args.device)
-    cfg = DepthCameraCfg(mount=MountCfg(position_b_m=(0.05, 0.0, 0.0)))
+    tile_w, tile_h = (int(x) for x in args.tile.split("x"))
+    cfg = DepthCameraCfg(mount=MountCfg(position_b_m=(0.05, 0.0, 0.0)), tile_w=tile_w, tile_h=tile_h)
     print(f"machine: {platform.node()}, {os.cpu_count()} CPUs, torch {torch.__version__}, device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
     print(f"image {cfg.intrinsics.width}x{cfg.intrinsics.height}, tiles {cfg.tile_w}x{cfg.tile_h}, "
