@@ -187,7 +187,8 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
                 stage_cfg = dataclasses.replace(sim_refine, **dict(sim_refine.with_force), init_yaw_rad=headings)
             for b in range(sim_refine.max_blocks if validate_twin is not None else 1):
                 child_model, rep_b = refine_in_sim(child_model, task_cfg, estimate.gains, data.obs[data.sim < 0.5],
-                                                   dataclasses.replace(stage_cfg, seed=stage_cfg.seed + b),
+                                                   dataclasses.replace(stage_cfg, seed=stage_cfg.seed + b, iterations=(
+                                                   stage_cfg.iterations if b == 0 else stage_cfg.later_iterations)),
                                                    disturbance=estimate)
                 blocks.append(rep_b)
                 child_val = check(child_model)
