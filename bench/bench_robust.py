@@ -13,8 +13,11 @@ nominal-trained policy (default: the demo-like fixture, or ``--baseline DIR``) t
   5x less yaw torque, no drag), 64 starts;
 - over the sweep grid (thrust-to-weight x motor time constant): a heat map PNG per policy.
 
-Training time is the ``train_time_s`` of the last checkpoint (training iterations only). Report the
-load average beside it: this machine is shared. Writes artifacts/bench/robust.json and prints tables.
+Each seed trains as ``tether train`` does: checkpoints every save_interval, then the best one on held-out
+class vehicles is chosen (policies.select; ``--no-select``: the last one). Every seed's chosen and last
+checkpoints are flown on the class in Tether's sim. Training time is the ``train_time_s`` of the last
+checkpoint (training iterations only) plus the selection's wall time; CPU seconds beside it. Report the
+load average too: this machine is shared. Writes artifacts/bench/robust.json and prints tables.
 
     python bench/bench_robust.py --seeds 0 1 2
 """
