@@ -82,6 +82,22 @@ def test_export_of_a_selected_run_folder_takes_its_best_checkpoint(trained_hover
     assert json.loads((tmp_path / "last" / "policy.json").read_text())["provenance"]["iteration"] == last
 
 
+def test_tether_train_of_a_vehicle_class_task_records_its_best_checkpoint(tmp_path, monkeypatch):
+    """`tether train hover_robust` selects after training (a tiny run, 4 held-out vehicles)."""
+    import policies.select as select
+    from tether_app.cli import main
+
+    monkeypatch.setitem(select.SELECTION, "hover_robust", SelectCfg(draws=4, seed=7))
+    run = tmp_path / "run"
+    assert main(["train", "hover_robust", "--num-envs", "2", "--iterations", "2", "--set", "ppo.save_interval=1",
+                 "--run-dir", str(run)]) == 0
+    record = json.loads((run / BEST_FILE).read_text())
+    assert [c["checkpoint"] for c in record["candidates"]] == ["model_00001.pt", "model_00002.pt"]
+    assert record["run_id"] == json.loads((run / "run.json").read_text())["run_id"]
+    assert best_checkpoint(run) == run / record["best"]
+    assert all(c["num_starts"] == 4 for c in record["candidates"])
+
+
 def test_select_refuses_an_unreadable_record(tmp_path):
     (tmp_path / BEST_FILE).write_text("{not json")
     with pytest.raises(CheckpointError, match="unreadable"):
