@@ -55,7 +55,7 @@ def episode_starts(n: int, cfg: EpisodeCfg, seed: int) -> list[dict[str, np.ndar
 class _Log:
     """The recorder's topics, CDR-serialized into a BagWriter (rclpy.serialization needs no running node)."""
 
-    def __init__(self, bag_dir: Path):
+    def __init__(self, bag_dir: Path, images=()):
         from diagnostic_msgs.msg import DiagnosticArray  # noqa: F401  (types resolved by the recorder table)
         from nav_msgs.msg import Odometry
         from sensor_msgs.msg import Joy
@@ -82,6 +82,13 @@ class _Log:
                    "goal": qos.LATCHED}
         for key, topic in self.topics.items():
             self.bag.add_topic(topic, types[key], qos.qos_to_rosbag2_yaml(offered.get(key, qos.COMMAND)))
+        from sensor_msgs.msg import Image
+
+        self.images = {im.name: im for im in images}  # tether.contract.ImageInput, logged as the camera publishes
+        for im in images:
+            self.topics["image:" + im.name] = "/" + im.topic.lstrip("/")
+            self.bag.add_topic(self.topics["image:" + im.name], Image, qos.qos_to_rosbag2_yaml(qos.SENSOR_DATA))
+        self.msg["image"] = Image
 
     def write(self, key: str, t_ns: int, msg) -> None:
         self.bag.write(self.topics[key], t_ns, self.ser(msg))
@@ -95,6 +102,15 @@ class _Log:
         fill_command(msg, names, values, BODY_FRAME)
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(t_ns, 10**9)
         self.write(key, t_ns, msg)
+
+    def image(self, name: str, t_ns: int, depth_m: np.ndarray) -> None:
+        """A depth image of input ``name`` ([H, W] m, REP 117 specials) in its encoding, stamped t_ns."""
+        from tether_deploy.conversions import fill_depth_image
+
+        msg = self.msg["image"]()
+        fill_depth_image(msg, depth_m, self.images[name].encoding)
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(t_ns, 10**9)
+        self.write("image:" + name, t_ns, msg)
 
     def close(self) -> None:
         self.bag.close()
