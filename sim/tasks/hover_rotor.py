@@ -44,9 +44,6 @@ class RobustHoverRotorCfg(RobustHoverCfg):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.action_space != "rotor":
-            raise ValueError(f"{type(self).__name__} is rotor-level: action_space must be 'rotor', "
-                             f"got {self.action_space!r}")
         if not 0.0 <= self.thrust_margin < 0.5:
             raise ValueError(f"thrust_margin {self.thrust_margin} out of range [0, 0.5)")
 
@@ -58,7 +55,9 @@ class RobustHoverRotorEnv(RobustHoverEnv):
 
     def _extra_reward_terms(self, actions: torch.Tensor, last_action: torch.Tensor) -> dict[str, torch.Tensor]:
         c = self.cfg
-        fraction = self.action_to_command(actions)[0]  # [N, R] fraction of max rpm
+        rotor_cmd, ctbr = self.action_to_command(actions)
+        # [N, R] fraction of max rpm; a CTBR override: [N, 1] fraction of max collective thrust
+        fraction = rotor_cmd if rotor_cmd is not None else ctbr.thrust_n / c.vehicle.max_thrust_n
         beyond = (c.thrust_margin - fraction).clamp_min(0.0) + (fraction - (1.0 - c.thrust_margin)).clamp_min(0.0)
         return {"yaw_rate": c.rew_yaw_rate * self.state.ang_vel_b[:, 2].abs(),
                 "thrust_margin": c.rew_thrust_margin * beyond.sum(-1)}

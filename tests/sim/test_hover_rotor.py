@@ -30,8 +30,6 @@ def test_task_is_rotor_level_over_the_class():
     assert dataclasses.replace(c.randomization, rate_loop_hz=CRAZYFLIE_CLASS.rate_loop_hz) == CRAZYFLIE_CLASS
     assert c.randomization.rate_loop_hz is None
     assert "pos_err_int_b" in env_cls.observation_names
-    with pytest.raises(ValueError, match="rotor"):
-        RobustHoverRotorCfg(action_space="ctbr")
     with pytest.raises(ValueError, match="thrust_margin"):
         RobustHoverRotorCfg(thrust_margin=0.5)
 
