@@ -83,6 +83,10 @@ ACCEPTANCE = {
     "trajectory": AcceptanceCfg(init_pos_m=0.1, duration_s=10.0, tol_m=0.10, settle_s=2.0, required_successes=95),
 }
 ACCEPTANCE["recovery"] = RECOVERY  # the name `--acceptance recovery` has always had
+# A vehicle-class policy's default acceptance is the hover one on its nominal vehicle; the class is judged by
+# `tether eval --sweep` (policies/sweep.py).
+for _task in ("hover_robust", "hover_robust_px4", "hover_robust_rotor"):
+    ACCEPTANCE[_task] = ACCEPTANCE["hover"]
 
 
 def task_cfg_from_contract(policy_dir: str | Path):

@@ -55,6 +55,7 @@ class SelectCfg:
 SELECTION: dict[str, SelectCfg] = {
     "hover_robust": SelectCfg(),
     "hover_robust_px4": SelectCfg(),
+    "hover_robust_rotor": SelectCfg(),
 }
 
 

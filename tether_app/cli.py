@@ -483,7 +483,11 @@ def cmd_eval(args) -> int:
                         prepare_out=lambda: _fresh_eval_out(out, args.force))
     if args.sweep:
         return _eval_sweep(args, cfgs, tasks[0], out)
-    acceptance = ACCEPTANCE[args.acceptance or tasks[0]]
+    name = args.acceptance or tasks[0]
+    if name not in ACCEPTANCE:
+        raise UserError(f"task {name!r} has no default acceptance; give --acceptance "
+                        f"({', '.join(sorted(ACCEPTANCE))}) or --sweep")
+    acceptance = ACCEPTANCE[name]
     if args.starts is not None:
         acceptance = acceptance.with_starts(args.starts)
     if args.seed is not None:

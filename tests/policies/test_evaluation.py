@@ -99,3 +99,13 @@ def test_acceptance_over_another_number_of_starts_keeps_its_fraction():
         AcceptanceCfg(num_starts=0, required_successes=0)
     with pytest.raises(ValueError, match="duration_s"):
         AcceptanceCfg(duration_s=float("nan"))
+
+
+def test_every_state_task_has_a_default_acceptance():
+    """`tether eval` without --acceptance judges a policy by its task's own acceptance: every task flown by
+    start distribution has one (navigate is judged over obstacle fields by policies/nav_eval.py instead)."""
+    from sim.tasks import TASKS
+
+    missing = [t for t in TASKS if t != "navigate" and t not in ACCEPTANCE]
+    assert not missing, f"tasks without a default acceptance: {missing}"
+    assert ACCEPTANCE["hover_robust"] == ACCEPTANCE["hover"]  # a class policy is judged on its nominal vehicle
