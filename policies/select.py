@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from policies.export import env_from_checkpoint, model_from_checkpoint
 from policies.models import DeployedActor
 from policies.sweep import SweepCfg, concat, fly_vehicles, random_vehicles
 from sim.pybullet_ref.evaluate import hover_metrics
+from tether.errors import EXIT_USAGE
 
 BEST_FILE = "best.json"
 
@@ -159,7 +161,16 @@ def main(argv=None) -> int:
     ap.add_argument("--draws", type=int, default=SelectCfg.draws)
     ap.add_argument("--seed", type=int, default=SelectCfg.seed)
     args = ap.parse_args(argv)
-    best = select_best(args.run_dir, SelectCfg(draws=args.draws, seed=args.seed))
+    try:
+        cfg = SelectCfg(draws=args.draws, seed=args.seed)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        best = select_best(args.run_dir, cfg)
+    except (CheckpointError, OSError) as e:
+        print(f"error: {e}; give a run folder that `tether train` wrote", file=sys.stderr)
+        return EXIT_USAGE
     record = json.loads((Path(args.run_dir) / BEST_FILE).read_text())
     for c in record["candidates"]:
         print(f"{c['checkpoint']}: {c['successes']}/{c['num_starts']} held, steady "
