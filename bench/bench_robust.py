@@ -38,17 +38,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import yaml  # noqa: E402
 
 from policies.checkpoint import load_checkpoint  # noqa: E402
 from policies.evaluation import AcceptanceCfg, evaluate_policy, task_cfg_from_contract  # noqa: E402
 from policies.export import export_policy  # noqa: E402
-from policies.ppo import ppo_defaults, train  # noqa: E402
+from policies.ppo import PPOCfg, ppo_defaults, train  # noqa: E402
 from policies.select import BEST_FILE, SELECTION, select_best  # noqa: E402
 from policies.sweep import SweepCfg, Vehicles, fly_vehicles, plot_sweep, run_sweep  # noqa: E402
 from sim.pybullet_ref.evaluate import bootstrap_ci, hover_metrics  # noqa: E402
 from sim.quadrotor.dynamics import nominal_params  # noqa: E402
 from sim.quadrotor.presets import GRAVITY  # noqa: E402
 from sim.tasks import make_env  # noqa: E402
+from tether.config import config_from_dict, config_to_dict  # noqa: E402
 from tether.runtime import OnnxPolicy  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,7 +113,8 @@ def train_seed(task: str, seed: int, args, work: Path) -> tuple[Path, Path, dict
     """Train one seed as `tether train` does (checkpoints every save_interval, then selection by evaluation
     for tasks in policies.select.SELECTION); returns (last checkpoint, chosen checkpoint, timings)."""
     env = make_env(task, num_envs=args.num_envs, seed=seed)
-    ppo = dataclasses.replace(ppo_defaults(task), num_iterations=args.iterations, seed=seed)
+    ppo = config_from_dict(PPOCfg, {**config_to_dict(ppo_defaults(task)), **args.ppo,
+                                    "num_iterations": args.iterations, "seed": seed}, where="--ppo")
     run_dir = work / f"{task}_seed{seed}"
     c0, w0 = time.process_time(), time.perf_counter()
     ckpt = train(env, task, ppo, run_dir, progress=False)
@@ -144,13 +147,23 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads of training (the bar: this machine's 2 cores)")
     ap.add_argument("--no-select", action="store_true", help="use the last checkpoint (no selection by evaluation)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the nominal-trained policy's evaluation")
+    ap.add_argument("--ppo", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="PPO settings over the task's defaults (YAML values), e.g. critic_groups=[policy]")
+    ap.add_argument("--screen", action="store_true",
+                    help="train and fly each seed on the class in Tether's sim only (no full evaluation)")
     ap.add_argument("--out", default="artifacts/bench/robust.json")
     args = ap.parse_args(argv)
+    try:
+        args.ppo = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.ppo)}
+        config_from_dict(PPOCfg, {**config_to_dict(ppo_defaults(args.task)), **args.ppo}, where="--ppo")
+    except ValueError as e:
+        print(f"error: --ppo {' '.join(str(e).split())}; give KEY=VALUE pairs of policies.ppo.PPOCfg", file=sys.stderr)
+        return 2
     args.iterations = args.iterations or ppo_defaults(args.task).num_iterations
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    summary: dict = {"task": args.task, "num_envs": args.num_envs, "iterations": args.iterations,
+    summary: dict = {"task": args.task, "num_envs": args.num_envs, "iterations": args.iterations, "ppo": args.ppo,
                      "threads": args.threads, "machine": {"torch": torch.__version__, "cpus": os.cpu_count()},
                      "load_avg_start": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="tether-robust-") as tmp:
@@ -169,7 +182,7 @@ def main(argv=None) -> int:
                     if key == "class_tether_last" and ckpt == chosen:
                         row[key] = row["class_tether"]
                         continue
-                    seed_dir = export_policy(ckpt, out.parent / f"robust_{args.task}_seed{seed}"
+                    seed_dir = export_policy(ckpt, out.parent / f"{out.stem}_{args.task}_seed{seed}"
                                              f"{'' if ckpt == chosen else '_last'}", overwrite=True)[0]
                     row[key] = run_sweep(seed_dir, task_cfg_from_contract(seed_dir), SweepCfg(
                         starts_per_cell=0, random_draws=args.starts, seed=args.eval_seed,
@@ -187,8 +200,9 @@ def main(argv=None) -> int:
             summary["train_time_s_median"] = statistics.median(times)
             summary["seeds"] = per_seed
         summary["load_avg_after_training"] = os.getloadavg()
-        summary["robust"] = evaluate(robust_dir, args, out.parent, "robust")
-        if not args.no_baseline:
+        if not args.screen:
+            summary["robust"] = evaluate(robust_dir, args, out.parent, "robust")
+        if not args.no_baseline and not args.screen:
             summary["nominal_trained"] = evaluate(Path(args.baseline), args, out.parent, "nominal_trained")
     summary["load_avg_end"] = os.getloadavg()
     out.write_text(json.dumps(summary, indent=2))

@@ -32,9 +32,11 @@ class CheckpointError(ValueError):
 def save_checkpoint(path: str | Path, *, model, optimizer, task: str, env, ppo_cfg, iteration: int,
                     global_step: int, train_time_s: float, learning_rate: float,
                     logs: dict[str, float] | None = None, run_id: str | None = None, world_size: int = 1,
-                    obs_groups: dict[str, int] | None = None) -> Path:
+                    obs_groups: dict[str, int] | None = None, critic_groups: dict[str, int] | None = None) -> Path:
     """world_size: processes of a data-parallel run (each with ``env.run.num_envs`` envs).
-    obs_groups: {group: width} the model reads, in order (default: the "policy" group, env.obs_dim)."""
+    obs_groups: {group: width} the model (its actor, what is exported) reads, in order (default: the
+    "policy" group, env.obs_dim). critic_groups: {group: width} an asymmetric critic reads instead (None:
+    the critic reads obs_groups; the key is then not written)."""
     path = Path(path)
     obs_groups = dict(obs_groups) if obs_groups is not None else {"policy": env.obs_dim}
     payload = {
@@ -59,6 +61,8 @@ def save_checkpoint(path: str | Path, *, model, optimizer, task: str, env, ppo_c
         "learning_rate": learning_rate,
         "logs": logs or {},
     }
+    if critic_groups is not None:
+        payload["critic_groups"] = dict(critic_groups)
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)  # a crash mid-write never leaves a truncated checkpoint behind
@@ -74,6 +78,12 @@ def checkpoint_groups(ckpt: dict[str, Any]) -> dict[str, int]:
     """{group: width} a checkpoint's model reads, in order; a checkpoint older than observation groups
     read the "policy" group (its ``obs_dim``) alone."""
     return dict(ckpt.get("obs_groups") or {"policy": ckpt["obs_dim"]})
+
+
+def checkpoint_critic_groups(ckpt: dict[str, Any]) -> dict[str, int] | None:
+    """{group: width} an asymmetric critic of the checkpoint reads, in order; None: it reads what the actor reads."""
+    groups = ckpt.get("critic_groups")
+    return dict(groups) if groups else None
 
 
 def load_checkpoint(path: str | Path, task: str | None = None, obs_dim: int | None = None,

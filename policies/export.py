@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from policies.checkpoint import checkpoint_groups, load_checkpoint, task_config_hash
+from policies.checkpoint import checkpoint_critic_groups, checkpoint_groups, load_checkpoint, task_config_hash
 from policies.models import ActorCritic, DeployedActor
 from sim.quadrotor.presets import GRAVITY
 from sim.randomization import latency_step_range
@@ -85,9 +85,10 @@ def env_from_checkpoint(ckpt: dict, num_envs: int = 1, **overrides):
 
 
 def model_from_checkpoint(ckpt: dict) -> ActorCritic:
-    ppo, groups = ckpt["ppo_cfg"], checkpoint_groups(ckpt)
+    ppo, groups, critic = ckpt["ppo_cfg"], checkpoint_groups(ckpt), checkpoint_critic_groups(ckpt) or {}
     model = ActorCritic(sum(groups.values()), ckpt["action_dim"], tuple(ppo["actor_hidden"]),
-                        tuple(ppo["critic_hidden"]), groups=tuple(groups))
+                        tuple(ppo["critic_hidden"]), groups=tuple(groups), critic_groups=tuple(critic) or None,
+                        critic_obs_dim=sum(critic.values()) or None)
     model.load_state_dict(ckpt["model"])
     return model.eval()
 

@@ -72,16 +72,28 @@ def concat_groups(obs: Obs, groups: tuple[str, ...]) -> torch.Tensor:
 class ActorCritic(nn.Module):
     """Gaussian MLP policy + value MLP on the normalized concatenation of the vector groups ``groups``
     (obs_dim = the sum of their widths; default: the "policy" group alone, as every checkpoint before
-    observation groups). ``groups`` is no tensor, so the state dict is the same whatever the groups."""
+    observation groups). ``groups`` is no tensor, so the state dict is the same whatever the groups.
+
+    An asymmetric critic (``critic_groups`` other than ``groups``, e.g. ("policy", "privileged")) reads
+    its own groups (``critic_obs_dim`` wide) through a normalizer of its own (``critic_normalizer``); the
+    actor, and so the exported graph, still reads ``groups`` alone."""
 
     def __init__(self, obs_dim: int, action_dim: int, actor_hidden: tuple[int, ...] = (64, 64),
                  critic_hidden: tuple[int, ...] = (64, 64), init_log_std: float = -0.5,
-                 action_bias: torch.Tensor | None = None, groups: tuple[str, ...] = ("policy",)):
+                 action_bias: torch.Tensor | None = None, groups: tuple[str, ...] = ("policy",),
+                 critic_groups: tuple[str, ...] | None = None, critic_obs_dim: int | None = None):
         super().__init__()
         self.groups = tuple(groups)
+        self.critic_groups = tuple(critic_groups) if critic_groups else self.groups
         self.obs_normalizer = EmpiricalNormalization(obs_dim)
         self.actor = mlp(obs_dim, actor_hidden, action_dim)
-        self.critic = mlp(obs_dim, critic_hidden, 1)
+        if self.asymmetric:
+            if critic_obs_dim is None:
+                raise ValueError(f"a critic reading groups {list(self.critic_groups)} needs its critic_obs_dim")
+            self.critic_normalizer = EmpiricalNormalization(critic_obs_dim)
+            self.critic = mlp(critic_obs_dim, critic_hidden, 1)
+        else:  # one normalizer for both: the state dict of every model before asymmetric critics
+            self.critic = mlp(obs_dim, critic_hidden, 1)
         self.log_std = nn.Parameter(torch.full((action_dim,), init_log_std))
         # The actor outputs an offset from the hover action, so an untrained policy already hovers
         # roughly instead of falling: this alone cuts time-to-hover severalfold.
@@ -90,14 +102,32 @@ class ActorCritic(nn.Module):
             self.actor[-1].weight.mul_(0.01)
             self.actor[-1].bias.zero_()
 
+    @property
+    def asymmetric(self) -> bool:
+        """whether the critic reads other groups than the actor (then through its own normalizer)"""
+        return self.critic_groups != self.groups
+
     def flat(self, obs: Obs) -> torch.Tensor:
         """The un-normalized MLP input [B, obs_dim]: the groups concatenated (what the normalizer updates on)."""
         return concat_groups(obs, self.groups)
+
+    def critic_flat(self, obs: Obs) -> torch.Tensor:
+        """The critic's un-normalized input [B, critic_obs_dim] (what critic_normalizer updates on)."""
+        return concat_groups(obs, self.critic_groups)
+
+    def normalizers(self, obs: Obs) -> list[tuple[EmpiricalNormalization, torch.Tensor]]:
+        """(normalizer, its un-normalized input) pairs: what a rollout step updates."""
+        pairs = [(self.obs_normalizer, self.flat(obs))]
+        if self.asymmetric:
+            pairs.append((self.critic_normalizer, self.critic_flat(obs)))
+        return pairs
 
     def act_mean(self, obs: Obs) -> torch.Tensor:
         return self.actor(self.obs_normalizer(self.flat(obs))) + self.action_bias
 
     def value(self, obs: Obs) -> torch.Tensor:
+        if self.asymmetric:
+            return self.critic(self.critic_normalizer(self.critic_flat(obs))).squeeze(-1)
         return self.critic(self.obs_normalizer(self.flat(obs))).squeeze(-1)
 
     def distribution(self, obs: Obs) -> torch.distributions.Normal:

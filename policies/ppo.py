@@ -68,6 +68,10 @@ class PPOCfg:
     actor_groups: tuple[str, ...] = ("policy",)
     """observation groups of the env ([N, width] vectors) concatenated in this order into the actor and
     critic input and normalized together, e.g. ("policy", "privileged") for a privileged teacher"""
+    critic_groups: tuple[str, ...] = ()
+    """observation groups the critic alone reads, in this order, through a normalizer of its own (an
+    asymmetric critic, e.g. ("policy", "privileged"): the value of the vehicle it knows, the actor and the
+    exported policy unchanged); empty: the critic reads actor_groups, as the actor"""
 
     def __post_init__(self):
         # one line per broken value, naming the key: config_from_dict prefixes "ppo."
@@ -98,12 +102,26 @@ class PPOCfg:
         groups = self.actor_groups
         if not groups or any(not isinstance(g, str) or not g for g in groups) or len(set(groups)) != len(groups):
             raise ValueError(f"actor_groups must be a non-empty list of distinct group names, got {list(groups)}")
+        critic = self.critic_groups
+        if any(not isinstance(g, str) or not g for g in critic) or len(set(critic)) != len(critic):
+            raise ValueError(f"critic_groups must be a list of distinct group names (empty: actor_groups), got "
+                             f"{list(critic)}")
         if any(not math.isfinite(v) for v in self.init_log_std_actions):
             raise ValueError(f"init_log_std_actions must be finite numbers, got {list(self.init_log_std_actions)}")
         for name in ("actor_hidden", "critic_hidden"):
             widths = getattr(self, name)
             if not widths or any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in widths):
                 raise ValueError(f"{name} must be a non-empty list of layer widths >= 1, got {list(widths)}")
+
+    @property
+    def value_groups(self) -> tuple[str, ...]:
+        """the groups the critic reads: critic_groups, or actor_groups when none are given"""
+        return self.critic_groups or self.actor_groups
+
+    @property
+    def rollout_groups(self) -> tuple[str, ...]:
+        """every group the actor or the critic reads, actor_groups first: what a rollout keeps"""
+        return self.actor_groups + tuple(g for g in self.value_groups if g not in self.actor_groups)
 
 
 # Tasks whose PPO settings differ from PPOCfg()'s, by name (an explicit registry, as sim.tasks.TASKS):
@@ -205,6 +223,7 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
     next_obs = env.reset()
     widths = group_widths(next_obs, cfg.actor_groups)
     obs_dim = sum(widths.values())  # the MLP input; env.obs_dim with the default ("policy",)
+    critic_widths = group_widths(next_obs, cfg.value_groups)
     resumed = None
     if resume is not None:
         resumed = load_checkpoint(resume, task=task, obs_dim=env.obs_dim, action_dim=act_dim,
@@ -221,7 +240,8 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
     torch.manual_seed(cfg.seed if dist_ctx is None else ddp.rank_seed(cfg.seed, dist_ctx.rank))
 
     model = ActorCritic(obs_dim, act_dim, cfg.actor_hidden, cfg.critic_hidden, cfg.init_log_std,
-                        action_bias=env.hover_action.clone(), groups=cfg.actor_groups).to(device)
+                        action_bias=env.hover_action.clone(), groups=cfg.actor_groups,
+                        critic_groups=cfg.value_groups, critic_obs_dim=sum(critic_widths.values())).to(device)
     if cfg.init_log_std_actions:
         if len(cfg.init_log_std_actions) != act_dim:
             raise ValueError(f"ppo.init_log_std_actions has {len(cfg.init_log_std_actions)} values, the env "
@@ -262,8 +282,9 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
 
     ddp.broadcast_module(model, dist_ctx)  # every rank starts from rank 0's weights and statistics
 
-    # one buffer per group the model reads: {group: [T, N, width]}
-    obs_buf = {g: torch.zeros(cfg.num_steps, num_envs, w, device=device) for g, w in widths.items()}
+    # one buffer per group the model reads (actor or critic): {group: [T, N, width]}
+    all_widths = {**widths, **critic_widths}
+    obs_buf = {g: torch.zeros(cfg.num_steps, num_envs, all_widths[g], device=device) for g in cfg.rollout_groups}
     actions = torch.zeros(cfg.num_steps, num_envs, act_dim, device=device)  # [T, N, act]
     logprobs = torch.zeros(cfg.num_steps, num_envs, device=device)  # [T, N]
     rewards = torch.zeros(cfg.num_steps, num_envs, device=device)
@@ -272,7 +293,7 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
     batch_size = cfg.num_steps * num_envs
     minibatch_size = batch_size // cfg.num_minibatches
 
-    next_obs = {g: next_obs[g] for g in cfg.actor_groups}
+    next_obs = {g: next_obs[g] for g in cfg.rollout_groups}
     # episode statistics summed on the device, weighted by the episodes they are over: nothing is read
     # back to the host inside the rollout (one read per iteration, at logging)
     episode_sums: dict[str, torch.Tensor] = {}
@@ -286,8 +307,9 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
         rollout_err = torch.zeros((), device=device)
         with torch.no_grad():
             for step in range(cfg.num_steps):
-                ddp.update_normalizer(model.obs_normalizer, model.flat(next_obs), dist_ctx)
-                for g in cfg.actor_groups:
+                for norm, x in model.normalizers(next_obs):
+                    ddp.update_normalizer(norm, x, dist_ctx)
+                for g in cfg.rollout_groups:
                     obs_buf[g][step] = next_obs[g]
                 dist = model.distribution(next_obs)
                 action = dist.sample()
@@ -295,7 +317,7 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
                 actions[step] = action
                 logprobs[step] = dist.log_prob(action).sum(-1)
                 next_obs, reward, terminated, truncated, info = env.step(action)
-                next_obs = {g: next_obs[g] for g in cfg.actor_groups}
+                next_obs = {g: next_obs[g] for g in cfg.rollout_groups}
                 # bootstrap time-outs with the value estimate at the step's start (rsl_rl's approximation)
                 rewards[step] = reward + cfg.gamma * values[step] * truncated.float()
                 dones[step] = (terminated | truncated).float()
@@ -400,7 +422,7 @@ def train(env, task: str, cfg: PPOCfg, run_dir: str | Path, resume: str | Path |
                 save_checkpoint(last_ckpt, model=model, optimizer=optimizer, task=task, env=env, ppo_cfg=cfg,
                                 iteration=iteration + 1, global_step=global_step, train_time_s=train_time_s,
                                 learning_rate=lr, logs=logs, run_id=run_id, world_size=world,
-                                obs_groups=widths)
+                                obs_groups=widths, critic_groups=critic_widths if model.asymmetric else None)
     bar.close()
     ddp.barrier(dist_ctx)  # the last checkpoint is on disk when any rank returns its path
     return last_ckpt

@@ -298,3 +298,37 @@ def test_export_names_an_actor_that_does_not_take_the_contract_inputs(tmp_path):
     _, contract, err = export_module(state_only, tmp_path / "b", task="hover", env=env, normalization={},
                                      provenance={}, images=())
     assert contract.input_names == ("obs",) and err <= 1e-5
+
+
+def test_asymmetric_critic_reads_its_groups_and_exports_the_actor_alone(tmp_path):
+    """ppo.critic_groups: the critic reads ("policy", "extra") through its own normalizer; the actor, the
+    checkpoint's obs_groups and the export read "policy" alone."""
+    from policies.export import export_policy
+    from tether.runtime import OnnxPolicy
+
+    env = extra_env()
+    cfg = PPOCfg(num_iterations=2, critic_groups=("policy", "extra"), **SMALL)
+    path = train(env, "hover", cfg, tmp_path / "run", progress=False)
+    ckpt = load_checkpoint(path)
+    assert checkpoint_groups(ckpt) == {"policy": env.obs_dim}
+    assert ckpt["critic_groups"] == {"policy": env.obs_dim, "extra": EXTRA_DIM}
+    model = model_from_checkpoint(ckpt)
+    assert model.asymmetric and model.actor[0].in_features == env.obs_dim
+    assert model.critic[0].in_features == env.obs_dim + EXTRA_DIM
+    assert int(model.critic_normalizer.count) == int(model.obs_normalizer.count) == 2 * cfg.num_steps * env.num_envs
+    obs = env.reset()
+    with torch.no_grad():
+        moved = {**obs, "extra": obs["extra"] + 1.0}
+        assert torch.equal(model.act_mean(obs), model.act_mean(moved))  # the actor never sees it
+        assert not torch.allclose(model.value(obs), model.value(moved))  # the critic does
+    out, contract, err = export_policy(path, tmp_path / "export")
+    assert contract.obs_dim == env.obs_dim and err < 1e-5
+    actions = OnnxPolicy(out)(obs["policy"][:4].numpy())
+    assert actions.shape == (4, env.cfg.action_dim)
+    # a symmetric model keeps the state dict of every model before critic groups
+    assert "critic_normalizer.mean" in model.state_dict()
+    assert not any(k.startswith("critic_normalizer") for k in model_from_checkpoint(
+        load_checkpoint(train(env, "hover", PPOCfg(num_iterations=1, **SMALL), tmp_path / "sym",
+                              progress=False))).state_dict())
+    with pytest.raises(ValueError, match="critic_groups"):
+        PPOCfg(critic_groups=("policy", "policy"))

@@ -167,3 +167,29 @@ def test_robust_tasks_train_on_their_class():
         assert env.rate_div is not None and set(env.rate_div.flatten().tolist()) <= set(
             rate_loop_divisors(cls, env.cfg.physics_hz))
     assert make_env("hover", num_envs=8).rate_div is None  # the nominal task is unchanged
+
+
+def test_privileged_group_is_the_drawn_vehicle_and_only_on_class_tasks():
+    env = make_env("hover_robust", num_envs=256, seed=3)
+    obs = env.reset()
+    priv = obs["privileged"]
+    assert priv.shape == (256, env.privileged_dim) and torch.isfinite(priv).all()
+    col = {name: priv[:, i] for i, name in enumerate(env.privileged_names)}
+    p, v, cls = env.params, env.cfg.vehicle, CRAZYFLIE_CLASS
+    assert torch.allclose(col["mass_ratio"], p.mass[:, 0] / v.mass_kg)
+    lo, hi = cls.thrust_to_weight
+    assert col["thrust_to_weight"].min() >= lo - 1e-4 and col["thrust_to_weight"].max() <= hi + 1e-4
+    assert col["thrust_to_weight"].max() - col["thrust_to_weight"].min() > 0.5 * (hi - lo)
+    # the collective action that hovers the vehicle: its thrust equals the weight under the action's mapping
+    thrust = 0.5 * (col["hover_action"] + 1.0) * v.max_thrust_n
+    assert torch.allclose(thrust, p.mass[:, 0] * GRAVITY, rtol=1e-5)
+    assert torch.allclose(col["tau_up_10ms"], p.tau_up[:, 0] / 0.01)
+    assert torch.equal(col["latency_steps"], env.latency_steps.float())
+    assert torch.allclose(col["rate_period_ms"], env.rate_div[:, 0].float() * 1000.0 / env.cfg.physics_hz)
+    assert (col["drag_ratio"] == 0).any() and (col["drag_ratio"] > 0.4).any()  # drag on and off
+    # a reset draws new vehicles and the group follows them; the policy group carries none of it
+    before = priv.clone()
+    env._reset_envs(torch.arange(0, 256, 2))
+    after = env.observe()["privileged"]
+    assert not torch.allclose(after[::2], before[::2]) and torch.equal(after[1::2], before[1::2])
+    assert set(make_env("hover", num_envs=4).reset()) == {"policy"}  # the nominal task is unchanged
