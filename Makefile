@@ -13,8 +13,10 @@ setup: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/tether demo
 
+# two workers (this project's machines have 2 cores): tests take their ROS domains from per-worker sets
+# (tests/ros2/conftest.fresh_domain_id); worksteal balances the long tests between the workers
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist worksteal
 
 # development loop: everything but the ROS 2 process tests and the slow ones (CI runs `make test`)
 test-fast: $(VENV)/.installed

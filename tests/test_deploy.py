@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.ros2.conftest import fresh_domain_id
 
 from tether_deploy.params import (NODE_PARAMS, ParameterError, check_overrides, node_params, param_specs,
                                   parameters_markdown, params_file_values)
@@ -163,7 +164,7 @@ def _wait_line(proc: subprocess.Popen, pattern: str, timeout_s: float = 60.0) ->
 
 
 def test_sigkill_of_the_launcher_takes_every_node_down(tmp_path):
-    proc = _start_deploy(tmp_path, "--record", str(tmp_path / "bag"), domain=71)
+    proc = _start_deploy(tmp_path, "--record", str(tmp_path / "bag"), domain=fresh_domain_id())
     try:
         pids, _ = _node_pids(proc)
         assert set(pids) == {"recorder", "twin", "policy_runner"}
@@ -195,13 +196,13 @@ def test_sigkill_of_the_launcher_takes_every_node_down(tmp_path):
 
 
 def test_a_clean_run_exits_0_and_a_killed_recorder_exits_1(tmp_path):
-    proc = _start_deploy(tmp_path, "--record", str(tmp_path / "bag1"), "--duration", "6", domain=72)
+    proc = _start_deploy(tmp_path, "--record", str(tmp_path / "bag1"), "--duration", "6", domain=fresh_domain_id())
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out
     assert "Traceback" not in out and "error:" not in out
     assert (tmp_path / "bag1" / "metadata.yaml").is_file()
 
-    proc = _start_deploy(tmp_path, "--record", str(tmp_path / "bag2"), domain=73)
+    proc = _start_deploy(tmp_path, "--record", str(tmp_path / "bag2"), domain=fresh_domain_id())
     try:
         pids, _ = _node_pids(proc)
         _wait_line(proc, r"first command: physics running")
@@ -218,7 +219,7 @@ def test_a_clean_run_exits_0_and_a_killed_recorder_exits_1(tmp_path):
 def test_a_crash_of_the_twin_is_logged_recorded_and_exits_1(tmp_path):
     # a dead motor: the vehicle falls and hits the ground
     proc = _start_deploy(tmp_path, "--record", str(tmp_path / "bag"), "--duration", "60",
-                         "--ros-arg", "twin:weak_motor.index:=0", "--ros-arg", "twin:weak_motor.gain:=0.0", domain=74)
+                         "--ros-arg", "twin:weak_motor.index:=0", "--ros-arg", "twin:weak_motor.gain:=0.0", domain=fresh_domain_id())
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 1, out
     errors = [ln for ln in out.splitlines() if ln.startswith("error:")]
@@ -245,7 +246,7 @@ def _run_node(module: str, *params: str, domain: int) -> subprocess.CompletedPro
 
 
 def test_an_invalid_parameter_ends_the_node_with_one_fatal_line():
-    r = _run_node("runner_node", "safe_behaviour:=hover", domain=75)
+    r = _run_node("runner_node", "safe_behaviour:=hover", domain=fresh_domain_id())
     assert r.returncode == 2, r.stderr
     fatal = [ln for ln in (r.stdout + r.stderr).splitlines() if "[FATAL]" in ln]
     assert len(fatal) == 1 and "policy_runner: safe_behaviour must be one of" in fatal[0], r.stderr
@@ -260,7 +261,7 @@ def test_the_twin_node_refuses_another_vehicle_with_the_deploy_message():
     _, contract = load_policy_dir(FIXTURE)
     with pytest.raises(ContractError) as expected:
         check_vehicle(contract, twin_vehicle(TwinConfig(preset="px4_1kg")), "the twin")
-    r = _run_node("twin_node", f"policy_dir:={FIXTURE}", "preset:=px4_1kg", domain=76)
+    r = _run_node("twin_node", f"policy_dir:={FIXTURE}", "preset:=px4_1kg", domain=fresh_domain_id())
     assert r.returncode == 2, r.stderr
     fatal = [ln for ln in (r.stdout + r.stderr).splitlines() if "[FATAL]" in ln]
     assert len(fatal) == 1 and str(expected.value) in fatal[0], r.stderr

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from blocked_imports import BLOCK_PRELUDE
 
+from tests.ros2.conftest import fresh_domain_id
+
 ROOT = Path(__file__).resolve().parents[1]
 BLOCKED = ("torch", "sim", "policies", "calibration", "tether_app")
 
@@ -47,7 +49,7 @@ def test_python_m_tether_operate_needs_no_application_layer():
 
 @pytest.mark.ros
 def test_ping_finds_a_real_node_on_the_graph_and_names_a_missing_one(tmp_path):
-    domain = str(10 + (os.getpid() * 11) % 90)
+    domain = str(fresh_domain_id())
     env = {"ROS_DOMAIN_ID": domain, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
     node = subprocess.Popen([sys.executable, "-m", "tether_deploy.recorder_node", "--ros-args", "-r", "__node:=recorder",
                              "-p", f"output:={tmp_path / 'bag'}"], cwd=ROOT, env={**os.environ, **env},

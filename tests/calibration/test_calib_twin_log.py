@@ -14,15 +14,17 @@ import pytest
 
 from calibration.files import load_calibration
 from sim.quadrotor.presets import CRAZYFLIE_2X
+from tests.ros2.conftest import fresh_domain_id
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "tests" / "fixtures" / "hover_policy"
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
+DOMAIN = fresh_domain_id()
 
 
 def _tether(*argv: str, cwd: Path, timeout_s: float) -> subprocess.CompletedProcess:
-    env = dict(os.environ, ROS_DOMAIN_ID="93",
+    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN),
                PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "ros2_ws" / "src" / "tether_deploy")]))
     return subprocess.run([sys.executable, "-m", "tether_app.cli", *argv], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                           capture_output=True, text=True, timeout=timeout_s)

@@ -26,9 +26,16 @@ _domain_counter = [0]
 
 
 def fresh_domain_id() -> int:
-    """A ROS_DOMAIN_ID no parallel test run is likely to share (0..101 are valid with Fast DDS ports)."""
+    """A ROS_DOMAIN_ID no other test of this run uses (0..101 are valid with Fast DDS ports).
+
+    Under pytest-xdist (`make test` runs two workers) each worker draws from its own residue class of
+    10..99, so two workers never share a domain; the process id varies the start between runs."""
     _domain_counter[0] += 1
-    return 10 + (os.getpid() * 7 + _domain_counter[0] * 13) % 90
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    slots = 90 // count
+    return 10 + index + count * ((os.getpid() * 7 + _domain_counter[0] * 13) % slots)
 
 
 class Proc:
