@@ -8,8 +8,9 @@ compiled and culled image is checked against eager culled before it is timed (ea
 bit for bit, tested; compiled within 1e-4 relative but for grazing rays, at most 0.1 % of pixels).
 Eager keeps [rows, K, pixels] intermediates in memory, so it runs only up to --eager-envs.
 
-Figures are wall-clock medians over repeats, with the 1-min load average (`uptime`) read beside each
-row, because the machine is shared. Never pass/fail.
+Figures are wall-clock medians over repeats and frames per CPU-second of this process (all its threads:
+what the frames cost, less distorted than wall time when others share the cores), with the 1-min load
+average (`uptime`) read beside each row, because the machine is shared. Never pass/fail.
 
     python bench/bench_depth_camera.py                       # 8 and 32 primitives, 1 and 2 threads
     python bench/bench_depth_camera.py --device cuda --envs 65536
@@ -62,10 +63,13 @@ def setup(num_envs: int, n_prims: int, device: torch.device, seed: int = 0):
     return scene, pos, quat
 
 
-def time_it(fn, device: torch.device, repeats: int, min_s: float = 0.5) -> list[float]:
+def time_it(fn, device: torch.device, repeats: int, min_s: float = 0.5) -> tuple[list[float], float]:
+    """(wall seconds per call, one per repeat; CPU seconds per call of this process, all threads,
+    over all repeats)"""
     fn()
     sync(device)
     times = []
+    cpu0, calls = time.process_time(), 0
     for _ in range(repeats):
         n, t0 = 0, time.perf_counter()
         while True:
@@ -75,7 +79,8 @@ def time_it(fn, device: torch.device, repeats: int, min_s: float = 0.5) -> list[
             if time.perf_counter() - t0 >= min_s / repeats:
                 break
         times.append((time.perf_counter() - t0) / n)
-    return times
+        calls += n
+    return times, (time.process_time() - cpu0) / calls
 
 
 def main() -> None:
@@ -98,7 +103,8 @@ def main() -> None:
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
     print(f"image {cfg.intrinsics.width}x{cfg.intrinsics.height}, tiles {cfg.tile_w}x{cfg.tile_h}, "
           f"range {cfg.min_range_m}-{cfg.max_range_m} m")
-    header = f"{'envs':>6} {'prims':>5} {'thr':>3} {'impl':>8} {'cull':>4} {'frames/s':>12} {'best':>12} {'load1':>6}"
+    header = (f"{'envs':>6} {'prims':>5} {'thr':>3} {'impl':>8} {'cull':>4} {'frames/s':>12} {'best':>12} "
+              f"{'frames/CPU-s':>12} {'load1':>6}")
     print(f"uptime at start: {os.popen('uptime').read().strip()}")
     print(header)
     print("-" * len(header))
@@ -124,11 +130,11 @@ def main() -> None:
                         if float((~close).float().mean()) > 1e-3:  # grazing rays may flip by an ulp
                             raise SystemExit(f"error: {impl} cull={cull} differs from eager culled at "
                                              f"{int((~close).sum())} pixels")
-                        times = time_it(lambda: cam.render(scene, pos, quat, params, cull=on), device,
-                                        args.repeats, args.seconds)
+                        times, cpu = time_it(lambda: cam.render(scene, pos, quat, params, cull=on), device,
+                                             args.repeats, args.seconds)
                         med, best = n_envs / statistics.median(times), n_envs / min(times)
                         print(f"{n_envs:>6} {n_prims:>5} {threads:>3} {impl:>8} {cull:>4} {med:>12,.0f} "
-                              f"{best:>12,.0f} {load_1min():>6.2f}", flush=True)
+                              f"{best:>12,.0f} {n_envs / cpu:>12,.0f} {load_1min():>6.2f}", flush=True)
 
 
 if __name__ == "__main__":

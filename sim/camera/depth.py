@@ -87,36 +87,49 @@ def prepare(u: torch.Tensor, v: torch.Tensor, tile_lo_u: torch.Tensor, tile_lo_v
             pos_w: torch.Tensor, quat_wxyz: torch.Tensor, params: CameraParams, tile_w: int, tile_h: int,
             max_range_m: float):
     """Everything of a culled frame before the intersections, one graph of static shapes: the camera pose,
-    the ground's depth [E*T, P], each kind's packed primitives and work plan (raycast.cull_plan), and
+    the ground's height below the camera [E] (its depth is drawn in :func:`finish`), each kind's packed primitives and work plan (raycast.cull_plan), and
     all bucket sizes in one tensor (the frame's only host sync reads it)."""
     o_w, rot_wc = camera_pose_w(params, pos_w, quat_wxyz)
     rot9 = rot_wc.reshape(-1, 9)
     e = scene.num_envs
-    ground = raycast.ground_depth(u, v, params.fx, params.fy, params.cx, params.cy, rot9,
-                                  scene.ground_z_w - o_w[:, 2]).reshape(e * u.shape[0], -1)
+    ground_rel = scene.ground_z_w - o_w[:, 2]
     packs = (raycast.pack_spheres(scene.spheres, scene.sphere_valid, o_w),
              raycast.pack_cylinders(scene.cylinders, scene.cylinder_valid, o_w),
              raycast.pack_boxes(scene.boxes, scene.box_valid, o_w))
     bounds, keep = raycast.screen_bounds(scene, o_w, rot_wc, params.fx, params.fy, params.cx, params.cy, max_range_m)
     valid = (scene.sphere_valid, scene.cylinder_valid, scene.box_valid)
     # one visibility test for all kinds (one loop vectorized along all primitives), split after
-    mask = raycast.tile_visible(bounds, keep, tile_lo_u, tile_lo_v, tile_w, tile_h)
+    # as int32 at once: compiled, a stored bool tensor is converted lane by lane (7x slower at 1k envs)
+    mask = raycast.tile_visible(bounds, keep, tile_lo_u, tile_lo_v, tile_w, tile_h).to(torch.int32)
     plans = tuple(raycast.cull_plan(part) for part in mask.split([v.shape[1] for v in valid], -1))
-    return rot9, ground, packs, plans, torch.cat([p.sizes for p in plans])
+    return rot9, ground_rel, packs, plans, torch.cat([p.sizes for p in plans])
 
 
-def finish(ground: torch.Tensor, hits: tuple[torch.Tensor, ...], positions: tuple[torch.Tensor, ...], width: int,
+def finish(u: torch.Tensor, v: torch.Tensor, intr: tuple[torch.Tensor, ...], rot9: torch.Tensor,
+           ground_rel: torch.Tensor, hits: tuple[torch.Tensor, ...], positions: tuple[torch.Tensor, ...], width: int,
            height: int, tile_w: int, tile_h: int, effects: tuple[float, float, float] | None,
            noise: torch.Tensor | None, drop: torch.Tensor | None) -> torch.Tensor:
-    """The nearest of the ground and each kind's hits (raycast.place_hits) as an image [E, H, W], with
-    the sensor effects (range limits, noise, dropouts: :func:`apply_sensor_effects`) when ``effects`` =
-    (min_range_m, max_range_m, depth_noise_rel) is given."""
-    depth = ground
+    """The nearest of the ground (raycast.ground_depth of pixels u, v [T, P], cameras intr = (fx, fy,
+    cx, cy) [E] and R_wc rot9 [E, 9], ground_rel [E]) and each kind's hits (raycast.place_hits) as an
+    image, with the sensor effects (range limits, noise, dropouts: :func:`apply_sensor_effects`) when ``effects`` =
+    (min_range_m, max_range_m, depth_noise_rel) is given; noise and drop [E, H, W].
+
+    Returns [E, H / tile_h, tile_h, W / tile_w, tile_w], contiguous: the image [E, H, W] by a reshape
+    (a view). Computed in that shape, the compiled loops run over contiguous rows of tile_w pixels;
+    an [E, H, W] result made inductor emit one scalar loop with an integer division and modulo per
+    pixel index, a third of a compiled frame. The ground is drawn here, in the same loop, rather than
+    stored per pixel before the intersections and read back."""
+    depth = raycast.ground_depth(u, v, *intr, rot9, ground_rel).reshape(rot9.shape[0] * u.shape[0], -1)
     for h, pos in zip(hits, positions):
         depth = raycast.place_hits(depth, h, pos)
-    rows = depth.shape[0] // ((width // tile_w) * (height // tile_h))
-    image = raycast.untile(depth.reshape(rows, -1, tile_w * tile_h), width, height, tile_w, tile_h)
-    return image if effects is None else apply_sensor_effects(image, *effects, noise, drop)
+    rows, cols = height // tile_h, width // tile_w
+    e = depth.shape[0] // (rows * cols)
+    image = depth.view(e, rows, cols, tile_h, tile_w).permute(0, 1, 3, 2, 4)
+    if effects is not None:
+        shape = (e, rows, tile_h, cols, tile_w)
+        image = apply_sensor_effects(image, *effects, None if noise is None else noise.view(shape),
+                                     None if drop is None else drop.view(shape))
+    return image.contiguous()
 
 
 # The intersections must stay one loop nest per kind with the min over K innermost: by default inductor
@@ -171,7 +184,12 @@ class DepthCamera:
             # the bookkeeping graphs with inductor's default realize thresholds: inlined, the visibility
             # mask would be recomputed at every read of it
             self._prepare = torch.compile(_fresh(prepare), dynamic=False, fullgraph=True, options=FP_OPTIONS)
-            self._finish = torch.compile(_fresh(finish), fullgraph=True, options=FP_OPTIONS)
+            # finish with the raised thresholds: the gathers of place_hits are inlined into the one loop
+            # that writes the image (default thresholds stored the tile-major depth first and read it
+            # back); 256-bit vectors, so that a tile row of 8 pixels is whole vectors (512-bit ones
+            # were half-filled, loaded and stored through a scratch copy)
+            self._finish = torch.compile(_fresh(finish), fullgraph=True,
+                                         options={**INDUCTOR_OPTIONS, "cpp.simdlen": 256})
 
     def sample(self, num_envs: int, generator: torch.Generator | None = None) -> CameraParams:
         return sample_params(self.cfg, self.rand, num_envs, generator, self.device, self.dtype)
@@ -210,30 +228,30 @@ class DepthCamera:
         (:func:`finish`). Every call with the same env and primitive counts reuses the same compiled
         graphs (the bucket sizes are dynamic dimensions)."""
         cfg = self.cfg
-        rot9, ground, packs, plans, sizes = self._prepare(self._u, self._v, self._tile_lo_u, self._tile_lo_v, scene,
-                                                          pos_w, quat_wxyz, params, cfg.tile_w, cfg.tile_h,
-                                                          cfg.max_range_m)
+        rot9, ground_rel, packs, plans, sizes = self._prepare(self._u, self._v, self._tile_lo_u, self._tile_lo_v,
+                                                              scene, pos_w, quat_wxyz, params, cfg.tile_w,
+                                                              cfg.tile_h, cfg.max_range_m)
         sizes = sizes.tolist()
         intr = (params.fx, params.fy, params.cx, params.cy)
         hits = []
         for (kind, kernel), packed, plan in zip(self._kernels.items(), packs, plans):
             ks = raycast.bucket_ks(packed.shape[1] - 1)
             kind_sizes, sizes = sizes[:len(ks) + 1], sizes[len(ks) + 1:]
-            hits.append(self._kind_hits(kernel, packed, plan, ks, kind_sizes, rot9, intr, ground))
+            hits.append(self._kind_hits(kernel, packed, plan, ks, kind_sizes, rot9, intr))
         for h in hits:
             torch._dynamo.maybe_mark_dynamic(h, 0)
         k = cfg.intrinsics
-        return self._finish(ground, tuple(hits), tuple(p.position for p in plans), k.width, k.height, cfg.tile_w,
-                            cfg.tile_h, effects, noise, drop)
+        image = self._finish(self._u, self._v, intr, rot9, ground_rel, tuple(hits), tuple(p.position for p in plans),
+                             k.width, k.height, cfg.tile_w, cfg.tile_h, effects, noise, drop)
+        return image.view(scene.num_envs, k.height, k.width)
 
     def _kind_hits(self, kernel: Callable[..., torch.Tensor], packed: torch.Tensor, plan: raycast.CullPlan,
-                   ks: list[int], sizes: list[int], rot9: torch.Tensor, intr: tuple[torch.Tensor, ...],
-                   ground: torch.Tensor) -> torch.Tensor:
+                   ks: list[int], sizes: list[int], rot9: torch.Tensor, intr: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """[2 + V, P]: two rows of +inf, then the nearest hit of this kind for the V sorted rows that
         see any of it (raycast.place_hits). A slice of one row is widened to two (and cut back after):
         a size-1 dimension would be a compiled shape of its own."""
         rows, first = plan.position.shape[0], sizes[0]
-        parts = [ground.new_full((2, ground.shape[1]), math.inf)]
+        parts = [self._u.new_full((2, self._u.shape[1]), math.inf)]
         if first == rows:
             return parts[0]
         start = max(0, first - 1)  # one row early, so that the rays are never a single row
