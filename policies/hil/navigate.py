@@ -253,6 +253,8 @@ def _student_of(policy_dir: Path, policy: OnnxPolicy):
     from policies.distill import DeployedStudent, student_from_checkpoint
 
     ckpt_path = policy.contract.provenance.get("checkpoint")
+    if ckpt_path and not Path(ckpt_path).is_absolute():
+        ckpt_path = str(Path(policy_dir) / ckpt_path)  # a policy folder that carries its checkpoint
     if not ckpt_path or not Path(ckpt_path).is_file():
         raise ContractError(f"{policy_dir}: its provenance names no checkpoint file ({ckpt_path!r}); the image student "
                             "is fine-tuned from its checkpoint (export it with `tether export`)")

@@ -2,15 +2,15 @@
 obstacles, the logs carry the depth images, the student fine-tuned on them flies better than its parent
 on the fields where the operator had to step in.
 
-The parent is a small depth student distilled (policies.distill, DAgger) from a blind teacher that flies
-straight at the goal (tests/policies/nav_policy.ScriptedNav with its camera covered): it meets the
-obstacles in its way, which is what the operator corrects.
+The parent (tests/fixtures/nav_parent, made by tests/fixtures/make_nav_parent.py) is a small depth student
+distilled (policies.distill, DAgger) from a blind teacher that flies straight at the goal
+(tests/policies/nav_policy.ScriptedNav with its camera covered): it meets the obstacles in its way, which
+is what the operator corrects.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import sys
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,24 +23,12 @@ FIELDS, OBSTACLES, SEED = 8, 12, 5
 
 @pytest.fixture(scope="module")
 def nav_parent(tmp_path_factory) -> Path:
-    sys.path.insert(0, str(REPO / "tests" / "policies"))
-    from nav_policy import ScriptedNav
-    from policies.distill import DistillCfg, distill, export_student
-    from sim.tasks import make_env
-    from sim.tasks.navigate import NavigateCfg
-
+    # committed (tests/fixtures/make_nav_parent.py distills it: about two minutes of CPU), copied so that no
+    # test writes into the repository
     torch.set_num_threads(1)
-    work = tmp_path_factory.mktemp("nav_parent")
-    cfg = dataclasses.replace(NavigateCfg(), render_depth=True, num_obstacles=(8, 8), curriculum_levels=0,
-                              curriculum_start_level=0)
-    env = make_env("navigate", cfg, num_envs=32, seed=3, device="cpu", physics="eager")
-    blind = ScriptedNav(env)
-    teacher = lambda g: blind(g["policy"], torch.full_like(g["depth"], 10.0))  # noqa: E731  (camera covered)
-    ckpt = distill(env, teacher, "navigate", DistillCfg(num_iterations=40, num_steps=16, beta_decay=0.8, eval_interval=0,
-                                                        save_interval=1000, hidden=(64, 64), latent_dim=16),
-                   work / "run", progress=False)
-    export_student(ckpt, work / "policy")
-    return work / "policy"
+    work = tmp_path_factory.mktemp("nav_parent") / "policy"
+    shutil.copytree(REPO / "tests" / "fixtures" / "nav_parent", work)
+    return work
 
 
 def test_operator_takes_over_when_close_and_hands_back_when_clear():
