@@ -28,7 +28,13 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+# OpenMP threads that wait at a barrier by spinning (libgomp's default) take the cores from each other and
+# from the other processes on a shared machine: 2 threads at load 6-7 drew 0.8 k frames/s (1 thread 8.6 k),
+# sleeping at once (PASSIVE) 9.0 k. libgomp reads it when torch loads it, so before the import; a value set
+# outside wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -105,7 +111,7 @@ def main() -> None:
           f"range {cfg.min_range_m}-{cfg.max_range_m} m")
     header = (f"{'envs':>6} {'prims':>5} {'thr':>3} {'impl':>8} {'cull':>4} {'frames/s':>12} {'best':>12} "
               f"{'frames/CPU-s':>12} {'load1':>6}")
-    print(f"uptime at start: {os.popen('uptime').read().strip()}")
+    print(f"uptime at start: {os.popen('uptime').read().strip()}; OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
     print(header)
     print("-" * len(header))
     for threads in args.threads:
