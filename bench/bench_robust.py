@@ -45,8 +45,8 @@ from policies.evaluation import AcceptanceCfg, evaluate_policy, task_cfg_from_co
 from policies.export import export_policy  # noqa: E402
 from policies.ppo import PPOCfg, ppo_defaults, train  # noqa: E402
 from policies.select import BEST_FILE, SELECTION, select_best  # noqa: E402
-from policies.sweep import SweepCfg, Vehicles, fly_vehicles, plot_sweep, run_sweep  # noqa: E402
-from sim.pybullet_ref.evaluate import bootstrap_ci, hover_metrics  # noqa: E402
+from policies.sweep import SweepCfg, Vehicles, cm, fly_vehicles, plot_sweep, run_sweep, summarize  # noqa: E402
+from sim.pybullet_ref.evaluate import hover_metrics  # noqa: E402
 from sim.quadrotor.dynamics import nominal_params  # noqa: E402
 from sim.quadrotor.presets import GRAVITY  # noqa: E402
 from sim.tasks import make_env  # noqa: E402
@@ -67,17 +67,8 @@ def issue_vehicle(preset, m: int) -> Vehicles:
 
 
 def judge(flights: dict, cfg: SweepCfg) -> dict:
-    out = {}
-    for sim, result in flights.items():
-        met = hover_metrics(result, cfg.tol_m, cfg.reach_within_s)
-        ok = met["success"]
-        rate, lo, hi = bootstrap_ci(ok.astype(float))
-        steady = met["steady_state_err_m"][ok]
-        out[sim] = {"successes": int(ok.sum()), "num_starts": int(len(ok)), "success_rate": rate,
-                    "success_ci95": [lo, hi], "crashes": int(result["crashed"].sum()),
-                    "steady_err_m_median": float(np.median(steady)) if steady.size else None,
-                    "steady_err_m_p90": float(np.quantile(steady, 0.9)) if steady.size else None}
-    return out
+    return {sim: summarize(hover_metrics(result, cfg.tol_m, cfg.reach_within_s), crashed=result["crashed"])
+            for sim, result in flights.items()}
 
 
 def evaluate(policy_dir: Path, args, out_dir: Path, label: str) -> dict:
@@ -194,7 +185,7 @@ def main(argv=None) -> int:
                 print(f"  seed {seed}: trained in {timing['train_time_s']:.1f} s + selection {timing['select_wall_s']:.1f} s "
                       f"(CPU {timing['train_cpu_s']:.1f} + {timing['select_cpu_s']:.1f} s, load {load0[0]:.1f}-"
                       f"{os.getloadavg()[0]:.1f}); chosen {chosen.name}: {c['successes']}/{c['num_starts']} class vehicles "
-                      f"hold in Tether's sim, steady error median {c['steady_err_m_median'] * 100:.2f} cm (last "
+                      f"hold in Tether's sim, steady error median {cm(c['steady_err_m_median'])} (last "
                       f"{last.name}: {cl['successes']}/{cl['num_starts']})", flush=True)
             summary["train_time_s"] = times
             summary["train_time_s_median"] = statistics.median(times)
@@ -217,9 +208,9 @@ def main(argv=None) -> int:
         for sim, c in r["class"].items():
             f = r["issue_vehicle"]["pybullet"]
             print(f"| {name} ({sim}) | {c['successes']}/{c['num_starts']} ({c['success_rate']:.1%}, CI "
-                  f"{c['success_ci95'][0]:.2f}-{c['success_ci95'][1]:.2f}) | {c['steady_err_m_median'] * 100:.2f} / "
-                  f"{c['steady_err_m_p90'] * 100:.2f} | {r['nominal_vehicle']['steady_state_err_m_median'] * 100:.2f} | "
-                  f"{f['successes']}/64, steady {100 * (f['steady_err_m_median'] or float('nan')):.1f} cm |")
+                  f"{c['success_ci95'][0]:.2f}-{c['success_ci95'][1]:.2f}) | {cm(c['steady_err_m_median'])} / "
+                  f"{cm(c['steady_err_m_p90'])} | {r['nominal_vehicle']['steady_state_err_m_median'] * 100:.2f} | "
+                  f"{f['successes']}/64, steady {cm(f['steady_err_m_median'])} |")
     if times:
         cpu = ", ".join(f"{r['train_cpu_s'] + r['select_cpu_s']:.1f}" for r in summary["seeds"])
         print(f"training time (training + selection): {', '.join(f'{t:.1f}' for t in times)} s, median "

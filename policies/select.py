@@ -27,7 +27,7 @@ from policies.checkpoint import CheckpointError, checkpoints_in, load_checkpoint
 from policies.evaluation import sample_starts
 from policies.export import env_from_checkpoint, model_from_checkpoint
 from policies.models import DeployedActor
-from policies.sweep import SweepCfg, concat, fly_vehicles, random_vehicles
+from policies.sweep import SweepCfg, cm, concat, fly_vehicles, random_vehicles, summarize
 from sim.pybullet_ref.evaluate import hover_metrics
 from tether.errors import EXIT_USAGE
 
@@ -88,15 +88,7 @@ def score_checkpoints(ckpts: list[dict], cfg: SelectCfg) -> list[dict]:
     result = fly_vehicles(CheckpointPolicy(ckpts), task_cfg, vehicles, starts, sweep.duration_s, sweep.physics_hz,
                           ("tether",))["tether"]
     met = hover_metrics(result, sweep.tol_m, sweep.reach_within_s)
-    out = []
-    for k in range(len(ckpts)):
-        rows = slice(k * cfg.draws, (k + 1) * cfg.draws)
-        ok = met["success"][rows]
-        steady = met["steady_state_err_m"][rows][ok]
-        out.append({"successes": int(ok.sum()), "num_starts": int(len(ok)),
-                    "crashes": int(result["crashed"][rows].sum()),
-                    "steady_err_m_median": float(np.median(steady)) if steady.size else None})
-    return out
+    return [summarize(met, slice(k * cfg.draws, (k + 1) * cfg.draws), result["crashed"]) for k in range(len(ckpts))]
 
 
 def score_checkpoint(ckpt: dict, cfg: SelectCfg) -> dict:
@@ -174,7 +166,7 @@ def main(argv=None) -> int:
     record = json.loads((Path(args.run_dir) / BEST_FILE).read_text())
     for c in record["candidates"]:
         print(f"{c['checkpoint']}: {c['successes']}/{c['num_starts']} held, steady "
-              f"{(c['steady_err_m_median'] or float('nan')) * 100:.2f} cm")
+              f"{cm(c['steady_err_m_median'])}")
     print(f"best: {best} ({record['select_wall_s']:.1f} s)")
     return 0
 

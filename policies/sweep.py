@@ -179,16 +179,26 @@ def fly_vehicles(policy: OnnxPolicy, task_cfg, vehicles: Vehicles, starts: dict[
     return out
 
 
-def _summary(met: dict, idx: np.ndarray) -> dict:
+def summarize(met: dict, idx=slice(None), crashed: np.ndarray | None = None) -> dict:
+    """Success (with its bootstrap 95 % CI) and the steady errors of the successful starts among rows ``idx``
+    of :func:`policies.evaluation.hover_metrics`' output; the steady-error figures are None when no start
+    succeeded (JSON has no NaN). With ``crashed`` (per start) the count of crashes too."""
     ok = met["success"][idx]
     steady = met["steady_state_err_m"][idx]
-    alive = np.isfinite(steady) & ok
+    pick = steady[np.isfinite(steady) & ok]
     rate, lo, hi = bootstrap_ci(ok.astype(float)) if len(ok) else (float("nan"),) * 3
-    pick = steady[alive]
-    return {"successes": int(ok.sum()), "num_starts": int(len(ok)), "success_rate": rate, "success_ci95": [lo, hi],
-            "steady_err_m_median": float(np.median(pick)) if pick.size else float("nan"),
-            "steady_err_m_p90": float(np.quantile(pick, 0.9)) if pick.size else float("nan"),
-            "steady_err_m_max": float(pick.max()) if pick.size else float("nan")}
+    out = {"successes": int(ok.sum()), "num_starts": int(len(ok)), "success_rate": rate, "success_ci95": [lo, hi],
+           "steady_err_m_median": float(np.median(pick)) if pick.size else None,
+           "steady_err_m_p90": float(np.quantile(pick, 0.9)) if pick.size else None,
+           "steady_err_m_max": float(pick.max()) if pick.size else None}
+    if crashed is not None:
+        out["crashes"] = int(np.asarray(crashed)[idx].sum())
+    return out
+
+
+def cm(err_m: float | None) -> str:
+    """A steady error of :func:`summarize` for people: centimetres, or "n/a" when nothing held."""
+    return "n/a" if err_m is None else f"{err_m * 100:.2f} cm"
 
 
 def run_sweep(policy_dir: str | Path, task_cfg, cfg: SweepCfg | None = None,
@@ -220,14 +230,14 @@ def run_sweep(policy_dir: str | Path, task_cfg, cfg: SweepCfg | None = None,
     n_t, n_tau, k = len(cfg.thrust_to_weight), len(cfg.motor_tau_s), cfg.starts_per_cell
     for sim, result in flights.items():
         met = hover_metrics(result, cfg.tol_m, cfg.reach_within_s)
-        cells = [[_summary(met, np.arange((i * n_tau + j) * k, (i * n_tau + j + 1) * k)) for j in range(n_tau)]
+        cells = [[summarize(met, np.arange((i * n_tau + j) * k, (i * n_tau + j + 1) * k)) for j in range(n_tau)]
                  for i in range(n_t)] if k else []
         report[sim] = {
             "grid": {"success_rate": [[c["success_rate"] for c in row] for row in cells],
                      "steady_err_m_median": [[c["steady_err_m_median"] for c in row] for row in cells],
                      "successes": [[c["successes"] for c in row] for row in cells]},
-            "grid_all": _summary(met, np.arange(m_grid)) if m_grid else None,
-            "random": _summary(met, np.arange(m_grid, m)) if m > m_grid else None,
+            "grid_all": summarize(met, np.arange(m_grid)) if m_grid else None,
+            "random": summarize(met, np.arange(m_grid, m)) if m > m_grid else None,
             "random_per_start": {"success": met["success"][m_grid:].tolist(),
                                  "steady_err_m": np.nan_to_num(met["steady_state_err_m"][m_grid:], nan=-1.0).tolist()},
         }

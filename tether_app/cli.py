@@ -535,7 +535,7 @@ def _eval_sweep(args, cfgs, task: str, out: Path) -> int:
 
     from tether.errors import EXIT_ACCEPTANCE, UserError
 
-    from policies.sweep import SweepCfg, plot_sweep, run_sweep
+    from policies.sweep import SweepCfg, cm, plot_sweep, run_sweep
     from sim.tasks import TASKS
 
     if TASKS[task][1].success_metric != "hold":
@@ -561,8 +561,8 @@ def _eval_sweep(args, cfgs, task: str, out: Path) -> int:
             g, d = r[sim]["grid_all"], r[sim]["random"]
             print(f"{policy_dir} [{sim}] grid {g['successes']}/{g['num_starts']} hold, random vehicles of "
                   f"{r['vehicle_class']} {d['successes']}/{d['num_starts']} (95% CI {d['success_ci95'][0]:.2f}-"
-                  f"{d['success_ci95'][1]:.2f}), steady error median {d['steady_err_m_median'] * 100:.2f} cm, "
-                  f"p90 {d['steady_err_m_p90'] * 100:.2f} cm")
+                  f"{d['success_ci95'][1]:.2f}), steady error median {cm(d['steady_err_m_median'])}, "
+                  f"p90 {cm(d['steady_err_m_p90'])}")
     passed = all(r[sim]["random"]["success_rate"] >= 0.99 for r in reports for sim in sims)
     _fresh_eval_out(out, args.force)
     plots = []
