@@ -321,12 +321,15 @@ def cull_plan(mask: torch.Tensor) -> CullPlan:
         sizes.append(rank[-1])
         below = below + rank[-1]
     position = position.long()
-    order = torch.empty_like(position).scatter(0, position, torch.arange(rows, device=mask.device))
+    # each row's env and tile scattered to its sorted place (dividing the sorted row numbers instead was a
+    # vectorized int64 division, lane by lane; here it is a division by a constant in the scatter's loop)
+    row = torch.arange(rows, device=mask.device)
+    row_env, row_tile = (torch.empty_like(position).scatter(0, position, x) for x in (row // t, row % t))
     lists = torch.full(((m + 1) * rows + 1,), m, dtype=torch.long, device=mask.device)  # + a scratch entry
     if m:
         target = torch.where(flat > 0, (torch.stack(seen, -1) - 1).long() * rows + position[:, None], (m + 1) * rows)
         lists = lists.scatter(0, target.reshape(-1), torch.arange(m, device=mask.device).expand(rows, m).reshape(-1))
-    return CullPlan(order // t, order % t, lists[:-1].view(m + 1, rows), position, torch.stack(sizes).long())
+    return CullPlan(row_env, row_tile, lists[:-1].view(m + 1, rows), position, torch.stack(sizes).long())
 
 
 def place_hits(depth: torch.Tensor, hits: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
