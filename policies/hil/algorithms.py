@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from policies.hil.buffers import Transitions, route_hil_serl, sample_symmetric
+from policies.hil.buffers import Transitions, route_hil_serl
 from policies.hil.dataset import StepLog
 from policies.hil.rlif import hover_rewards, rlif_rewards
 from policies.models import ActorCritic
@@ -173,13 +173,16 @@ def finetune_actor(parent: ActorCritic, data: Transitions, cfg: FinetuneCfg,
     critic_target = copy.deepcopy(critic)
     actor_target = copy.deepcopy(actor)
     critic_params = [p for n, p in critic.named_parameters() if not n.startswith("normalizer")]
-    q_opt = torch.optim.Adam(critic_params, lr=cfg.critic_lr)
-    pi_opt = torch.optim.Adam(actor.actor.parameters(), lr=cfg.actor_lr)
+    q_opt = torch.optim.Adam(critic_params, lr=cfg.critic_lr, foreach=True)
+    pi_opt = torch.optim.Adam(actor.actor.parameters(), lr=cfg.actor_lr, foreach=True)
     demo, online = route_hil_serl(data)
     use_demo = cfg.method == "hil_serl"
     logs: dict[str, float] = {}
+    sample = _symmetric_sampler(data, demo if use_demo else type(demo)(), online, cfg.batch_size, gen)
+    nets = [(list(net.parameters()), list(tgt.parameters())) for net, tgt in ((critic, critic_target),
+                                                                              (actor, actor_target))]
     for it in range(cfg.critic_warmup_steps + cfg.updates):
-        b, is_demo = sample_symmetric(demo if use_demo else type(demo)(), online, cfg.batch_size, gen)
+        b, is_demo = sample()
         with torch.no_grad():
             noise = (torch.randn(b.actions.shape, generator=gen) * cfg.target_noise).clamp(
                 -cfg.target_noise_clip, cfg.target_noise_clip)
@@ -206,13 +209,36 @@ def finetune_actor(parent: ActorCritic, data: Transitions, cfg: FinetuneCfg,
             pi_opt.step()
             logs.update({"losses/policy_q": pg_loss.item(), "losses/bc": bc_loss.item()})
         with torch.no_grad():
-            for net, tgt in ((critic, critic_target), (actor, actor_target)):
-                for p, tp in zip(net.parameters(), tgt.parameters()):
-                    tp.lerp_(p, cfg.tau)
+            for params, targets in nets:
+                torch._foreach_lerp_(targets, params, cfg.tau)
         logs["losses/q"] = q_loss.item()
     logs["time/update_s"] = time.perf_counter() - t0
     logs["data/demo"], logs["data/online"] = float(len(demo)), float(len(online))
     return actor.eval(), logs
+
+
+def _symmetric_sampler(data: Transitions, demo, online, batch_size: int, gen: torch.Generator):
+    """policies.hil.buffers.sample_symmetric on buffers routed from ``data`` (route_hil_serl), drawing the
+    same rows with the same generator calls, as one gather per column the learner reads (obs, actions,
+    rewards, next_obs, dones) instead of an index and a concatenation per column and buffer."""
+    if online.data is not data:
+        raise ValueError("the online buffer must hold the transitions themselves (route_hil_serl)")
+    human_rows = torch.nonzero(data.human > 0.5).squeeze(-1) if len(demo) else None
+    if human_rows is not None and len(human_rows) != len(demo):
+        raise ValueError("the demo buffer must hold the human-labelled transitions (route_hil_serl)")
+    half = batch_size // 2
+    is_demo = torch.arange(batch_size) < half if len(demo) else torch.zeros(batch_size, dtype=torch.bool)
+    cols = (data.obs, data.actions, data.rewards, data.next_obs, data.dones)
+
+    def sample():
+        if human_rows is None:
+            rows = torch.randint(len(data), (batch_size,), generator=gen)
+        else:
+            rows = torch.cat([human_rows[torch.randint(len(human_rows), (half,), generator=gen)],
+                              torch.randint(len(data), (batch_size - half,), generator=gen)])
+        obs, actions, rewards, next_obs, dones = (c[rows] for c in cols)
+        return Transitions(obs, actions, rewards, next_obs, dones, None, None), is_demo
+    return sample
 
 
 def _behaviour_cloning(actor: ActorCritic, data: Transitions, cfg: FinetuneCfg, policy_actions, gen,

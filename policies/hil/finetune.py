@@ -262,20 +262,24 @@ def finetune(parent_policy_dir: str | Path, logs: list[str | Path], method: str 
     report["out_dir"] = str(out_dir)
     report["total_s"] = time.perf_counter() - t0
     report["timings_s"] = watch.laps
+    report["timings_cpu_s"] = watch.cpu_laps
     progress(f"finetune: {method} child {report['child_sha256'][:12]} -> {out_dir} in {report['total_s']:.1f} s")
     return report
 
 
 class _Stopwatch:
-    """Wall seconds per stage: lap(name) adds the time since the previous lap to laps[name]."""
+    """Seconds per stage: lap(name) adds the wall time since the previous lap to laps[name] and this
+    process's CPU time to cpu_laps[name] (the figure that holds on a shared machine)."""
 
     def __init__(self, t0: float):
         self.last, self.laps = t0, {}
+        self.last_cpu, self.cpu_laps = time.process_time(), {}
 
     def lap(self, name: str) -> None:
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         self.laps[name] = self.laps.get(name, 0.0) + now - self.last
-        self.last = now
+        self.cpu_laps[name] = self.cpu_laps.get(name, 0.0) + cpu - self.last_cpu
+        self.last, self.last_cpu = now, cpu
 
 
 def _start_heading_range(steps, margin_rad: float) -> float:

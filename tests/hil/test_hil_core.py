@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from policies.hil.buffers import Transitions, route_hil_serl, sample_symmetric
-from policies.hil.dataset import LogError, load_log, replay_match
+from policies.hil.dataset import LogError, _decode_odometry, load_log, read_messages, replay_match
 from policies.hil.rlif import rlif_rewards, takeover_onsets
 from tether.contract import load_policy_dir
 from tether.runtime import OnnxPolicy
@@ -32,6 +32,35 @@ def test_hil_serl_routing_and_symmetric_sampling():
     assert is_demo.sum() == 128
     assert torch.all(batch.human[is_demo] == 1)
     assert 0 < batch.human[~is_demo].mean() < 1  # the online half mixes both
+
+
+def test_learner_sampler_draws_the_rows_sample_symmetric_draws():
+    from policies.hil.algorithms import _symmetric_sampler
+
+    t = _transitions([0, 1, 1, 0, 0, 0, 0, 0, 0, 1])
+    t.rewards = torch.arange(10, dtype=torch.float32)
+    demo, online = route_hil_serl(t)
+    for d in (demo, type(demo)()):  # with and without a demo buffer (rlif samples online only)
+        ref, ref_demo = sample_symmetric(d, online, 64, torch.Generator().manual_seed(3))
+        fast, fast_demo = _symmetric_sampler(t, d, online, 64, torch.Generator().manual_seed(3))()
+        assert torch.equal(ref.obs, fast.obs) and torch.equal(ref.rewards, fast.rewards)
+        assert torch.equal(ref_demo, fast_demo)
+
+
+def test_fast_odometry_decoding_matches_the_generic_decoder(corrected_logs):
+    fast, generic = read_messages(corrected_logs[0]), read_messages(corrected_logs[0], fast_odometry=False)
+    assert len(fast["/state/odom"]) == len(generic["/state/odom"]) > 500
+    for (t_a, a), (t_b, b) in zip(fast["/state/odom"], generic["/state/odom"]):
+        assert t_a == t_b and type(a).__name__ == "SimpleNamespace"  # the fast path was taken
+        assert (a.header.stamp.sec, a.header.stamp.nanosec, a.header.frame_id, a.child_frame_id) == \
+            (b.header.stamp.sec, b.header.stamp.nanosec, b.header.frame_id, b.child_frame_id)
+        for x, y in ((a.pose.pose.position, b.pose.pose.position), (a.twist.twist.linear, b.twist.twist.linear),
+                     (a.twist.twist.angular, b.twist.twist.angular)):
+            assert (x.x, x.y, x.z) == (y.x, y.y, y.z)
+        o, q = a.pose.pose.orientation, b.pose.pose.orientation
+        assert (o.w, o.x, o.y, o.z) == (q.w, q.x, q.y, q.z)
+        assert list(a.pose.covariance) == list(b.pose.covariance) and list(a.twist.covariance) == list(b.twist.covariance)
+    assert _decode_odometry(b"\x00\x00\x00\x00" + bytes(700)) is None  # big-endian: the generic decoder's
 
 
 def test_rlif_labels_penalize_the_step_before_each_takeover():
