@@ -374,10 +374,15 @@ def _fresh_compiled(spec: FusedSpec, with_ext_force: bool) -> Callable[..., None
     else:
         def fn(state, params, commands):
             rollout_(spec, state, params, commands, None)
-    # Dynamo caches graphs on the code object of the function it is handed and falls back to eager
-    # after `recompile_limit` guard failures on one code object; a copy of the code object per cache
-    # key gives every (spec, K, N) its own graph instead of a chain of recompiles.
-    fn = type(fn)(fn.__code__.replace(), fn.__globals__, f"fused_rollout_{len(_COMPILED)}", fn.__defaults__,
-                  fn.__closure__)
-    return torch.compile(fn, dynamic=False, fullgraph=True, options=INDUCTOR_OPTIONS)
+    return torch.compile(fresh_function(fn, f"fused_rollout_{len(_COMPILED)}"), dynamic=False, fullgraph=True,
+                         options=INDUCTOR_OPTIONS)
+
+
+def fresh_function(fn: Callable, name: str) -> Callable:
+    """``fn`` with a copy of its code object, to hand to torch.compile once per cache key.
+
+    Dynamo caches graphs on the code object of the function it is handed and falls back to eager after
+    ``recompile_limit`` guard failures on one code object; a copy per cache key gives every key (spec,
+    step count, env count, task config) its own graph instead of a chain of recompiles."""
+    return type(fn)(fn.__code__.replace(), fn.__globals__, name, fn.__defaults__, fn.__closure__)
 

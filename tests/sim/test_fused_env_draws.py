@@ -106,8 +106,8 @@ def test_fused_observation_noise_is_the_configured_noise():
     noise_f = []
     for _ in range(8):
         obs = fused_env.step(hover)[0]["policy"]
-        clean = _observation(fused_env.cfg, fused_env.slices, torch.stack(fused_env.x, 0), fused_env.goal_rows,
-                             fused_env.prev_rows, torch.zeros(NUM_ENVS, fused_env.noise_cols))
+        clean = _observation(fused_env.cfg, fused_env.slices, fused_env.x, fused_env.goal_rows,
+                             fused_env.prev_rows.reshape(-1, NUM_ENVS), torch.zeros(fused_env.noise_cols, NUM_ENVS))
         noise_f.append(obs - clean)
     eager.reset()
     noise_e = []
