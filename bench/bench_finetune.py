@@ -88,6 +88,8 @@ def main() -> None:
                 sim = ft.get("sim_refine") or {}
                 print("          wall seconds by stage: " + ", ".join(f"{k} {v:.1f}" for k, v in ft["timings_s"].items())
                       + (f"; simulator blocks {sim['blocks']}" if "blocks" in sim else ""))
+                print("          CPU seconds by stage: " + ", ".join(f"{k} {v:.1f}" for k, v in
+                                                               ft.get("timings_cpu_s", {}).items()))
         s = rep["summary"]
         print(f"   to 90 % success: {s['episodes_to_target']} episodes, "
               f"{'-' if s['time_to_target_s'] is None else round(s['time_to_target_s'])} s (flight + finetune); "
@@ -98,6 +100,7 @@ def main() -> None:
                                                        "prediction_status", "predicted_success", "prediction_error")} |
                                 {"finetune_s": (r.get("finetune") or {}).get("finetune_export_validate_s"),
                                  "finetune_stages_s": (r.get("finetune") or {}).get("timings_s"),
+                                 "finetune_stages_cpu_s": (r.get("finetune") or {}).get("timings_cpu_s"),
                                  "finetune_cpu_s": (r.get("finetune") or {}).get("finetune_export_validate_cpu_s")}
                                 for r in rep["rounds"]]})
     if args.out is not None:
