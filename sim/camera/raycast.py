@@ -289,7 +289,7 @@ class CullPlan(NamedTuple):
     row_tile: torch.Tensor
     """[E*T] long: tile of each sorted row"""
     lists: torch.Tensor
-    """[M+1, E*T] long: column r holds sorted row r's visible primitives first, then the padding row M
+    """[M+1, E*T] int32: column r holds sorted row r's visible primitives first, then the padding row M
     (K-major: a bucket's list is lists[:K, lo:hi], see :func:`rows_depth`)"""
     position: torch.Tensor
     """[E*T] long: where each row (e * T + t) went in the sorted order"""
@@ -325,10 +325,12 @@ def cull_plan(mask: torch.Tensor) -> CullPlan:
     # vectorized int64 division, lane by lane; here it is a division by a constant in the scatter's loop)
     row = torch.arange(rows, device=mask.device)
     row_env, row_tile = (torch.empty_like(position).scatter(0, position, x) for x in (row // t, row % t))
-    lists = torch.full(((m + 1) * rows + 1,), m, dtype=torch.long, device=mask.device)  # + a scratch entry
+    # int32 lists: half the bytes to fill and scatter of int64 ones
+    lists = torch.full(((m + 1) * rows + 1,), m, dtype=torch.int32, device=mask.device)  # + a scratch entry
     if m:
         target = torch.where(flat > 0, (torch.stack(seen, -1) - 1).long() * rows + position[:, None], (m + 1) * rows)
-        lists = lists.scatter(0, target.reshape(-1), torch.arange(m, device=mask.device).expand(rows, m).reshape(-1))
+        lists = lists.scatter(0, target.reshape(-1), torch.arange(m, device=mask.device, dtype=torch.int32)
+                              .expand(rows, m).reshape(-1))
     return CullPlan(row_env, row_tile, lists[:-1].view(m + 1, rows), position, torch.stack(sizes).long())
 
 
