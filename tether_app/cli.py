@@ -297,8 +297,10 @@ def _train(args) -> int:
     if env.num_envs * ppo.num_steps < ppo.num_minibatches:
         raise UserError(f"ppo.num_minibatches {ppo.num_minibatches} > the {env.num_envs * ppo.num_steps} samples "
                         f"of a rollout ({env.num_envs} envs x {ppo.num_steps} steps); use more envs or fewer minibatches")
-    try:  # the observation groups ppo.actor_groups names, with their widths (the env draws from its own generator)
-        widths = group_widths(env.reset(), ppo.actor_groups)
+    try:  # the observation groups ppo.actor_groups (and critic_groups) name, with their widths (the env draws from its own generator)
+        first_obs = env.reset()
+        widths = group_widths(first_obs, ppo.actor_groups)
+        group_widths(first_obs, ppo.value_groups, "critic_groups")
     except ValueError as e:
         raise UserError(_one_line(e)) from e
     if resume is not None:
