@@ -291,9 +291,10 @@ def _step_rows(spec: FusedSpec, x: list, k: dict, cmd: list) -> list:
     return [px, py, pz, qw, qx, qy, qz, vx, vy, vz, wx, wy, wz, *rpm]
 
 
-def _consts(spec: FusedSpec, p: torch.Tensor, ext_force_w: torch.Tensor | None) -> dict:
-    """Named rows of the per-env constants, plus gravity and the external force as an acceleration."""
-    k = dict(zip(param_rows(spec.n_rotors), p.unbind(0)))
+def _consts(spec: FusedSpec, p, ext_force_w: torch.Tensor | None) -> dict:
+    """Named rows of the per-env constants (``p``: [P, N], or its P rows), plus gravity and the external
+    force as an acceleration."""
+    k = dict(zip(param_rows(spec.n_rotors), p.unbind(0) if isinstance(p, torch.Tensor) else p))
     k["kf_gain"] = [k[f"kf_gain_{i}"] for i in range(spec.n_rotors)]
     if ext_force_w is None:
         k["acc_x"], k["acc_y"], k["acc_z"] = 0.0, 0.0, -GRAVITY

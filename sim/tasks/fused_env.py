@@ -303,13 +303,16 @@ def _step_function(env: FusedQuadrotorEnv):
     dt = c.control_dt
 
     def step(actions, buf, pending, noise):
-        rows, pend = buf.unbind(1), pending.unbind(1)
+        nb, block = buf.shape[0], buf.shape[2]
+        # every input row read as [N]: the loop over the envs is then one-dimensional throughout (rows
+        # read as [N / B, B] made inductor split it into 2-d and 1-d loops with the rows in between stored)
+        rows, pend = [t.reshape(-1) for t in buf.unbind(1)], [t.reshape(-1) for t in pending.unbind(1)]
         x, goal, queue, prev, sums = rows[r.x], rows[r.goal], rows[r.queue], rows[r.prev], rows[r.sums]
         latency, episode_step = rows[r.latency], rows[r.episode_step] + 1.0
 
         # actions through the latency queue (QuadrotorEnv._apply_actions): newest last, each env reads
         # its own delay, as a sum of masked entries (a gather along the queue would index per env)
-        act = actions.clamp(-1.0, 1.0).unbind(1)  # A rows
+        act = [t.reshape(-1) for t in actions.clamp(-1.0, 1.0).unbind(1)]  # A rows
         queue = queue[a_dim:] + act
         age = (depth - 1 - latency).clamp_min(0.0)
         applied = [sum(torch.where(age == k, queue[k * a_dim + i], 0.0) for k in range(depth)) for i in range(a_dim)]
@@ -321,7 +324,7 @@ def _step_function(env: FusedQuadrotorEnv):
         prev = prev[a_dim:] + act
 
         # the physics (sim.quadrotor.fused), on the rows
-        x = fused._step_rows(spec, list(x), fused._consts(spec, buf[:, r.params].transpose(0, 1), None), command)
+        x = fused._step_rows(spec, list(x), fused._consts(spec, rows[r.params], None), command)
 
         # dones and rewards (QuadrotorEnv.step)
         px, py, pz, qw, qx, qy, qz, vx, vy, vz, wx, wy, wz = x[:13]
@@ -350,8 +353,9 @@ def _step_function(env: FusedQuadrotorEnv):
         # one matrix-vector product (an extern kernel: a reduction inside the loop made inductor
         # recompute the whole step in every reduction)
         done = terminated | truncated
-        stats = torch.stack([*sums, episode_step * dt, pos_err, crashed.float(), torch.ones_like(pos_err)], 1)
-        totals = (stats * done.float().unsqueeze(1)).sum((0, 2))
+        stats = torch.stack([v.view(nb, block) for v in (*sums, episode_step * dt, pos_err, crashed.float(),
+                                                         torch.ones_like(pos_err))], 1)
+        totals = (stats * done.float().view(nb, 1, block)).sum((0, 2))
         count = totals[-1]
         ep_means = totals[:-1] / count.clamp_min(1.0)
 
@@ -364,11 +368,12 @@ def _step_function(env: FusedQuadrotorEnv):
         queue = [torch.where(done, hover[i % a_dim], v) for i, v in enumerate(queue)]
         prev = [torch.where(done, hover[i % a_dim], v) for i, v in enumerate(prev)]
         sums = [torch.where(done, 0.0, v) for v in sums]
-        buf = torch.stack([*x, *take(rows[r.params], r.params.start), *goal, *queue, *prev, *sums,
-                           torch.where(done, pend[r.pending_latency], latency), torch.where(done, 0.0, episode_step)], 1)
-        obs = torch.stack(_observation_rows(c, slices, x, goal, prev, noise.unbind(1)), 1)
-        flat = [t.reshape(-1) for t in (rewards, terminated, truncated, crashed, success, pos_err)]
-        return buf, obs, *flat, ep_means, count
+        new = [*x, *take(rows[r.params], r.params.start), *goal, *queue, *prev, *sums,
+               torch.where(done, pend[r.pending_latency], latency), torch.where(done, 0.0, episode_step)]
+        buf = torch.stack([v.view(nb, block) for v in new], 1)
+        obs = _observation_rows(c, slices, x, goal, prev, [t.reshape(-1) for t in noise.unbind(1)])
+        obs = torch.stack([v.view(nb, block) for v in obs], 1)
+        return buf, obs, rewards, terminated, truncated, crashed, success, pos_err, ep_means, count
 
     return step
 
