@@ -129,11 +129,12 @@ class PPOCfg:
 # hover_robust: its integral action has a slow mode (a period of ~5 s when under-damped); at gamma 0.99 the
 # discount horizon is 2 s at 50 Hz and PPO learned an under-damped integral loop that held 5 cm on 42 % of
 # vehicles drawn from the class; at 0.995 (4 s) 91 % (issue 10 notes). Its checkpoints swing, so a run is
-# selected by evaluation after training (policies.select); 200 iterations keep it near 110 CPU-s (130 with
-# the asymmetric critic). Its critic also reads the drawn vehicle ("privileged", sim.tasks.hover.RobustHoverEnv):
-# class vehicles held, seeds 0 / 1 / 2, 223 / 200 / 171 -> 221 / 234 / 215 of 256 (README, issue 10).
+# selected by evaluation after training (policies.select). Its critic also reads the drawn vehicle
+# ("privileged", sim.tasks.hover.RobustHoverEnv): class vehicles held, seeds 0 / 1 / 2, 223 / 200 / 171 ->
+# 221 / 234 / 215 of 256 (README, issue 10), each seed's best checkpoint at iteration 100-125 and none better
+# later, so 150 iterations (~97 CPU-s; 200 took ~128 with this critic) select the same ones.
 PPO_DEFAULTS: dict[str, PPOCfg] = {
-    "hover_robust": PPOCfg(gamma=0.995, num_iterations=200, save_interval=25, critic_groups=("policy", "privileged")),
+    "hover_robust": PPOCfg(gamma=0.995, num_iterations=150, save_interval=25, critic_groups=("policy", "privileged")),
     "hover_robust_px4": PPOCfg(gamma=0.995, num_iterations=225, save_interval=25),
     "hover_robust_rotor": PPOCfg(gamma=0.995, num_iterations=225, save_interval=25, init_log_std=-1.5),
     # navigate: the privileged teacher (state + ray fan), distilled into the depth student (policies.distill)
