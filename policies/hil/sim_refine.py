@@ -48,11 +48,11 @@ class SimRefineCfg:
     """... and the median over starts of its largest hold error is at most this share of the tolerance (a
     child that holds at 4.5 cm of 5 passes the twin and fails half its real flights) [1]"""
     num_envs: int = 256
-    substeps: int | None = 5
+    substeps: int | None = None
     """physics substeps per control step in the stage (None: the task's, 10 for hover: 500 Hz, where the
-    rate loop also runs): the stage's cost is its backward pass through every substep, and 250 Hz halves
-    it with the same outcome (wind + weak motor, seed 0: the same two blocks, the child at 1.7 cm of 5
-    on the identified twin where 500 Hz left 2.9)"""
+    rate loop also runs). 5 (250 Hz) halves the cost of a rollout but was rejected: wind + weak motor,
+    seed 0, then needed three blocks instead of two, and flown side by side with the 500 Hz stage on the
+    same logs it took 85 CPU-s against 66 [1]"""
     segment_steps: int = 25
     """control steps per back-propagated segment (0.5 s at 50 Hz)"""
     segments_per_rollout: int = 4
