@@ -131,10 +131,10 @@ class PPOCfg:
 # vehicles drawn from the class; at 0.995 (4 s) 91 % (issue 10 notes). Its checkpoints swing, so a run is
 # selected by evaluation after training (policies.select). Its critic also reads the drawn vehicle
 # ("privileged", sim.tasks.hover.RobustHoverEnv): class vehicles held, seeds 0 / 1 / 2, 223 / 200 / 171 ->
-# 221 / 234 / 215 of 256 (README, issue 10), each seed's best checkpoint at iteration 100-125 and none better
-# later, so 150 iterations (~97 CPU-s; 200 took ~128 with this critic) select the same ones.
+# 221 / 234 / 215 of 256 at 1 thread (README, issue 10; ~128 CPU-s). 150 iterations chose the same checkpoints
+# at 1 thread, but a 2-thread run of seed 0 held nothing before iteration 125, so 200 stay.
 PPO_DEFAULTS: dict[str, PPOCfg] = {
-    "hover_robust": PPOCfg(gamma=0.995, num_iterations=150, save_interval=25, critic_groups=("policy", "privileged")),
+    "hover_robust": PPOCfg(gamma=0.995, num_iterations=200, save_interval=25, critic_groups=("policy", "privileged")),
     "hover_robust_px4": PPOCfg(gamma=0.995, num_iterations=225, save_interval=25),
     "hover_robust_rotor": PPOCfg(gamma=0.995, num_iterations=225, save_interval=25, init_log_std=-1.5),
     # navigate: the privileged teacher (state + ray fan), distilled into the depth student (policies.distill)
