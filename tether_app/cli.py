@@ -712,7 +712,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="demo folder, new or empty (default: a fresh "
                                                "artifacts/demo/<UTC time>, artifacts/demo/latest points to it)")
     p.add_argument("--force", action="store_true", help="replace the demo in a non-empty --out")
-    p.add_argument("--iterations", type=int, default=None, help="PPO iterations (default 80)")
+    from tether_app.demo import DEMO_ITERATIONS
+
+    p.add_argument("--iterations", type=int, default=None, help=f"PPO iterations (default {DEMO_ITERATIONS})")
     p.add_argument("--num-envs", type=int, default=None, help="parallel training environments (default 512)")
     p.add_argument("--seed", type=int, default=0, help="seed of training and of the correction loop")
     p.add_argument("--hil", choices=("ros", "inproc", "off"), default="ros",

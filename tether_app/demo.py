@@ -7,6 +7,9 @@ import json
 import time
 from pathlib import Path
 
+DEMO_ITERATIONS = 120
+"""PPO iterations of the demo's hover policy"""
+
 
 def run_demo(out: Path, iterations: int | None = None, num_envs: int | None = None, seed: int = 0,
              hil_backend: str | None = "ros", hil_rounds: int = 2, hil_episodes: int = 10) -> dict:
@@ -20,7 +23,10 @@ def run_demo(out: Path, iterations: int | None = None, num_envs: int | None = No
     torch.set_num_threads(1)  # fastest here at this batch size; see bench/time_to_hover.py
     out.mkdir(parents=True, exist_ok=True)
     env = make_env("hover", num_envs=512 if num_envs is None else num_envs, seed=seed)
-    ppo = PPOCfg(num_iterations=80 if iterations is None else iterations, save_interval=10, seed=seed)
+    # 120 iterations: at 80, seed 0 with this machine's torch 2.13 CPU build settles 5.2 cm low (the mean
+    # action's thrust sags below hover) on every start, at every commit tried back to session 4's; 120 holds
+    # 100/100 at 1.7 cm (160: 1.4 cm)
+    ppo = PPOCfg(num_iterations=DEMO_ITERATIONS if iterations is None else iterations, save_interval=10, seed=seed)
     print(f"[1/4] training hover ({env.num_envs} envs x {ppo.num_steps} steps x {ppo.num_iterations} iterations, "
           f"{env.cfg.preset}, {env.cfg.action_space} at {env.cfg.control_rate_hz:g} Hz, domain randomization on)")
     t0 = time.perf_counter()
