@@ -207,6 +207,9 @@ class Crazyflie(Robot):
         self._closing = threading.Event()
         self.safe_stops: list[tuple[float, str]] = []
         """(monotonic time [s], why) of every safe_stop since connect(), the watchdog's included"""
+        self.link_errors: list[tuple[float, str]] = []
+        """(monotonic time [s], "cflib: ...") of every link error cflib reported since connect(), also those
+        after the watchdog had already declared the link lost for a stale state"""
         self.last_send_s: float | None = None
         """monotonic time the latest commander packet was handed to the link [s]"""
         self.on_link_lost: list[Callable[[str], None]] = []
@@ -331,6 +334,7 @@ class Crazyflie(Robot):
             self._lost, self._stopped = None, True
         self._last_keepalive_s = -math.inf
         self.safe_stops = []
+        self.link_errors = []
         self.last_send_s = None
 
     # ---------------------------------------------------------------------------------- state
@@ -512,9 +516,11 @@ class Crazyflie(Robot):
     # ------------------------------------------------------------------------------- watchdog
 
     def _on_connection_lost(self, uri, msg) -> None:
+        why = f"cflib: {msg.splitlines()[0] if msg else 'connection lost'}"
         with self._lock:
+            self.link_errors.append((time.monotonic(), why))
             if self._lost is None:
-                self._lost = f"cflib: {msg.splitlines()[0] if msg else 'connection lost'}"
+                self._lost = why
             self._new_state.notify_all()
 
     def _watch(self) -> None:

@@ -247,8 +247,8 @@ def _stream_until_loss(robot: Crazyflie, lost: threading.Event) -> None:
 
 
 # a closed port is reported by cflib when the next packet fails to go out; on a loaded machine (two test
-# workers on two cores) that took over 0.3 s once and the staleness watchdog spoke first, so that case
-# runs with the longest state timeout the firmware's watchdog allows
+# workers on two cores) that took over 0.45 s once and the staleness watchdog spoke first: whichever comes
+# first is the reason, and cflib's report must still arrive and be kept (link_errors)
 @pytest.mark.parametrize("how, robot", [("silent", 0.3), ("port_closed", 0.45)], indirect=["robot"],
                          ids=["silent", "port_closed"])
 def test_link_loss_reaches_the_safe_state(peer, robot, how):
@@ -270,7 +270,10 @@ def test_link_loss_reaches_the_safe_state(peer, robot, how):
     if how == "silent":
         assert "no state for" in robot.link_lost
     else:
-        assert robot.link_lost.startswith("cflib:")
+        wait_for(lambda: robot.link_errors, "cflib to report the closed port")
+        first_error = robot.link_errors[0][1]
+        assert first_error.startswith("cflib:")
+        assert robot.link_lost == first_error or robot.link_lost.startswith("no state for")
     with pytest.raises(RobotLinkLost):
         robot.read()
     with pytest.raises(RobotLinkLost):
