@@ -15,6 +15,11 @@ average (`uptime`) read beside each row, because the machine is shared. Never pa
     python bench/bench_depth_camera.py                       # 8 and 32 primitives, 1 and 2 threads
     python bench/bench_depth_camera.py --device cuda --envs 65536
     python bench/bench_depth_camera.py --tile 16x12 --impls compiled --cull on   # coarser culling tiles
+    python bench/bench_depth_camera.py --envs 2048 --prims 32 --threads 1 --workers 1 2 --impls compiled --cull on
+
+``--workers N`` renders the envs as N slices on N threads (DepthCamera(workers=N), its kernels single
+threaded, the compiled ones without the GIL): the way to 2 cores here, where OpenMP threads inside a
+frame's kernels add nothing. The cores a row uses: threads x workers at most.
 """
 
 from __future__ import annotations
@@ -94,7 +99,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--envs", type=int, nargs="+", default=[2048])
     ap.add_argument("--prims", type=int, nargs="+", default=[8, 32])
-    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch intra-op threads")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1], help="DepthCamera(workers=N): env slices on N threads")
     ap.add_argument("--impls", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"])
     ap.add_argument("--cull", nargs="+", default=["on", "off"], choices=["on", "off"])
     ap.add_argument("--eager-envs", type=int, default=256, help="largest batch eager runs at (memory)")
@@ -109,16 +115,16 @@ def main() -> None:
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
     print(f"image {cfg.intrinsics.width}x{cfg.intrinsics.height}, tiles {cfg.tile_w}x{cfg.tile_h}, "
           f"range {cfg.min_range_m}-{cfg.max_range_m} m")
-    header = (f"{'envs':>6} {'prims':>5} {'thr':>3} {'impl':>8} {'cull':>4} {'frames/s':>12} {'best':>12} "
+    header = (f"{'envs':>6} {'prims':>5} {'thr':>3} {'wrk':>3} {'impl':>8} {'cull':>4} {'frames/s':>12} {'best':>12} "
               f"{'frames/CPU-s':>12} {'load1':>6}")
     print(f"uptime at start: {os.popen('uptime').read().strip()}; OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
     print(header)
     print("-" * len(header))
-    for threads in args.threads:
+    for threads, workers in ((t, w) for t in args.threads for w in args.workers):
         if device.type == "cpu":
             torch.set_num_threads(threads)
         # fresh compiled kernels per thread count: inductor's CPU kernels bake the thread count in
-        cams = {impl: DepthCamera(cfg, CameraRandomizationCfg(), device, compile=impl == "compiled")
+        cams = {impl: DepthCamera(cfg, CameraRandomizationCfg(), device, compile=impl == "compiled", workers=workers)
                 for impl in args.impls}
         for n_envs in args.envs:
             for n_prims in args.prims:
@@ -139,7 +145,7 @@ def main() -> None:
                         times, cpu = time_it(lambda: cam.render(scene, pos, quat, params, cull=on), device,
                                              args.repeats, args.seconds)
                         med, best = n_envs / statistics.median(times), n_envs / min(times)
-                        print(f"{n_envs:>6} {n_prims:>5} {threads:>3} {impl:>8} {cull:>4} {med:>12,.0f} "
+                        print(f"{n_envs:>6} {n_prims:>5} {threads:>3} {workers:>3} {impl:>8} {cull:>4} {med:>12,.0f} "
                               f"{best:>12,.0f} {n_envs / cpu:>12,.0f} {load_1min():>6.2f}", flush=True)
 
 

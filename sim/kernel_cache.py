@@ -19,3 +19,30 @@ def use_kernel_cache() -> Path:
 
     Call it before the first compile of the process: inductor fixes its folder at first use."""
     return Path(os.environ.setdefault(ENV_VAR, str(Path.home() / ".cache" / "tether" / "inductor")))
+
+
+# inductor's C++ kernels reach Python through a small CPython extension whose entry calls the kernel with
+# the GIL held (torch 2.13: "kernel({}); Py_RETURN_NONE;", {} the parsed arguments). Rewritten, the
+# arguments are still parsed with the GIL held (a generic lambda's arguments are evaluated before its
+# body), then the loop runs without it, so Python threads each running compiled kernels on their own
+# slice of a batch run on separate cores (sim.camera.depth.DepthCamera(workers=N)).
+_HELD_ENTRY = "kernel({}); Py_RETURN_NONE;"
+_RELEASED_ENTRY = ("[&](auto&&... a) {{ Py_BEGIN_ALLOW_THREADS kernel(a...); Py_END_ALLOW_THREADS }}({}); "
+                   "Py_RETURN_NONE;")
+
+
+def release_gil_in_cpu_kernels() -> bool:
+    """Make every inductor CPU kernel compiled or loaded from now on in this process run without the GIL.
+    True when in effect; False (nothing changed) on a torch whose kernel entry is not the one above, where
+    threads still give correct results but no speed-up. The kernels touch no Python object, and the cache
+    keys follow the source, so kernels built before stay valid beside the new ones."""
+    from torch._inductor import codecache
+
+    cache = getattr(codecache, "CppPythonBindingsCodeCache", None)
+    entry = getattr(cache, "call_entry_function", None)
+    if entry == _RELEASED_ENTRY:
+        return True
+    if entry != _HELD_ENTRY:
+        return False
+    cache.call_entry_function = _RELEASED_ENTRY
+    return True

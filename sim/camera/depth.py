@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import torch
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 from sim.camera import raycast
 from sim.camera.config import R_LINK_OPTICAL, CameraRandomizationCfg, DepthCameraCfg
 from sim.camera.scene import Scene
-from sim.kernel_cache import use_kernel_cache
+from sim.kernel_cache import release_gil_in_cpu_kernels, use_kernel_cache
 from sim.math import quat_to_rotmat
 
 
@@ -154,12 +156,32 @@ def _kind_kernel(kind: str) -> Callable[..., torch.Tensor]:
     return kernel
 
 
+def _env_slice(obj, a: int, b: int):
+    """A Scene or CameraParams of envs a..b-1 (every field is a per-env tensor; views, no copy)."""
+    return dataclasses.replace(obj, **{f.name: getattr(obj, f.name)[a:b] for f in dataclasses.fields(obj)})
+
+
 class DepthCamera:
-    """Renders depth for a batch of envs; holds only the config, pixel grids and compiled kernels."""
+    """Renders depth for a batch of envs; holds only the config, pixel grids and compiled kernels.
+
+    ``workers`` > 1 (CPU): the culled render splits the envs into that many contiguous slices, each drawn
+    on its own thread with single-threaded kernels, the compiled ones without the GIL
+    (sim.kernel_cache.release_gil_in_cpu_kernels). A frame is ~50 small kernels, too fine for inductor's
+    OpenMP loops to spread over cores (2 threads drew no more than 1 here); whole slices on separate cores
+    do. Every image is the same as with one worker but for the float rounding of the compiled kernels'
+    shapes (eager: bit for bit)."""
 
     def __init__(self, cfg: DepthCameraCfg = DepthCameraCfg(), rand: CameraRandomizationCfg = CameraRandomizationCfg(),
-                 device: torch.device | str = "cpu", compile: bool = False, dtype: torch.dtype = torch.float32):
+                 device: torch.device | str = "cpu", compile: bool = False, dtype: torch.dtype = torch.float32,
+                 workers: int = 1):
         self.cfg, self.rand, self.device, self.dtype = cfg, rand, torch.device(device), dtype
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.workers = workers if self.device.type == "cpu" else 1  # a GPU runs one batch
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="depth") if self.workers > 1 else None
+        if self._pool is not None and compile and not release_gil_in_cpu_kernels():
+            warnings.warn("DepthCamera(workers>1): this torch's compiled kernels hold the GIL, so the workers "
+                          "take turns (same images, no speed-up)", stacklevel=2)
         k = cfg.intrinsics
         u, v = raycast.tile_pixels(k.width, k.height, cfg.tile_w, cfg.tile_h)
         self._u, self._v = u.to(self.device, dtype), v.to(self.device, dtype)
@@ -175,21 +197,24 @@ class DepthCamera:
         self._finish: Callable[..., torch.Tensor] = finish
         if compile:
             use_kernel_cache()  # ~280 s cold at load 6-8, ~45 s from the cache
+            # workers: one OpenMP thread per kernel, the workers are the parallelism
+            options = {**INDUCTOR_OPTIONS, "cpp.threads": 1} if self._pool is not None else INDUCTOR_OPTIONS
+            fp_options = {**FP_OPTIONS, "cpp.threads": 1} if self._pool is not None else FP_OPTIONS
             # one code object per compiled function: dynamo counts recompiles per code object
             # (a functools.partial would share torch.compile's wrapper code object across the kinds)
-            self._kernels = {kind: torch.compile(_fresh(_kind_kernel(kind)), options=INDUCTOR_OPTIONS)
+            self._kernels = {kind: torch.compile(_fresh(_kind_kernel(kind)), options=options)
                              for kind in raycast.KERNELS}
-            self._ground = torch.compile(_fresh(raycast.ground_depth), dynamic=False, options=INDUCTOR_OPTIONS)
-            self._rays = torch.compile(_fresh(raycast.row_rays), options=INDUCTOR_OPTIONS)
+            self._ground = torch.compile(_fresh(raycast.ground_depth), dynamic=False, options=options)
+            self._rays = torch.compile(_fresh(raycast.row_rays), options=options)
             # the bookkeeping graphs with inductor's default realize thresholds: inlined, the visibility
             # mask would be recomputed at every read of it
-            self._prepare = torch.compile(_fresh(prepare), dynamic=False, fullgraph=True, options=FP_OPTIONS)
+            self._prepare = torch.compile(_fresh(prepare), dynamic=False, fullgraph=True, options=fp_options)
             # finish with the raised thresholds: the gathers of place_hits are inlined into the one loop
             # that writes the image (default thresholds stored the tile-major depth first and read it
             # back); 256-bit vectors, so that a tile row of 8 pixels is whole vectors (512-bit ones
             # were half-filled, loaded and stored through a scratch copy)
             self._finish = torch.compile(_fresh(finish), fullgraph=True,
-                                         options={**INDUCTOR_OPTIONS, "cpp.simdlen": 256})
+                                         options={**options, "cpp.simdlen": 256})
 
     def sample(self, num_envs: int, generator: torch.Generator | None = None) -> CameraParams:
         return sample_params(self.cfg, self.rand, num_envs, generator, self.device, self.dtype)
@@ -223,6 +248,20 @@ class DepthCamera:
     def _render_culled(self, scene: Scene, pos_w: torch.Tensor, quat_wxyz: torch.Tensor, params: CameraParams,
                        effects: tuple[float, float, float] | None, noise: torch.Tensor | None,
                        drop: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`_render_slice` on all envs at once, or on ``workers`` slices of them in parallel."""
+        e = scene.num_envs
+        if self._pool is None or e < 2 * self.workers:
+            return self._render_slice(scene, pos_w, quat_wxyz, params, effects, noise, drop)
+        bounds = [e * i // self.workers for i in range(self.workers + 1)]
+        parts = [self._pool.submit(self._render_slice, _env_slice(scene, a, b), pos_w[a:b], quat_wxyz[a:b],
+                                   _env_slice(params, a, b), effects, None if noise is None else noise[a:b],
+                                   None if drop is None else drop[a:b])
+                 for a, b in zip(bounds[:-1], bounds[1:])]
+        return torch.cat([p.result() for p in parts])
+
+    def _render_slice(self, scene: Scene, pos_w: torch.Tensor, quat_wxyz: torch.Tensor, params: CameraParams,
+                      effects: tuple[float, float, float] | None, noise: torch.Tensor | None,
+                      drop: torch.Tensor | None) -> torch.Tensor:
         """The fast path: one graph before the intersections (:func:`prepare`), one host sync for the
         bucket sizes, per kind one ray pass and one kernel per non-empty bucket, one graph after
         (:func:`finish`). Every call with the same env and primitive counts reuses the same compiled

@@ -162,7 +162,9 @@ class NavigateEnv(QuadrotorEnv):
         if cfg.render_depth:
             from sim.camera.depth import DepthCamera
 
-            self.camera = DepthCamera(cfg.camera, cfg.camera_randomization, dev, compile=self.run.physics == "compiled")
+            # the run's CPU threads render slices of the envs side by side (DepthCamera's workers)
+            self.camera = DepthCamera(cfg.camera, cfg.camera_randomization, dev, compile=self.run.physics == "compiled",
+                                      workers=self.run.threads or 1)
             self.camera_params = self.camera.sample(n, self.gen)
 
     @property

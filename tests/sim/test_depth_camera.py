@@ -178,6 +178,28 @@ def test_culling_on_equals_off(fill):
         assert len(set(scene.num_primitives.tolist())) > 1
 
 
+@pytest.mark.parametrize("workers, n", [(2, 7), (3, 9), (4, 5)])
+def test_workers_render_the_same_images(workers, n):
+    """Envs split into ``workers`` slices on as many threads: bit for bit the one-worker image (eager),
+    sensor effects included (the noise and dropouts drawn for all envs are cut with them), uneven
+    slices and a batch too small to split (fewer than 2 envs per worker) included."""
+    g = torch.Generator().manual_seed(5)
+    rand = CameraRandomizationCfg(focal_scale=(0.8, 1.2), depth_noise_rel=0.01, dropout_prob=0.05)
+    one, split = DepthCamera(DepthCameraCfg(max_range_m=8.0), rand), DepthCamera(DepthCameraCfg(max_range_m=8.0), rand,
+                                                                                   workers=workers)
+    scene = random_scene(n, 6, 10, 10, g, extent_m=8.0, fill=0.7)
+    pos, quat = field_poses(n, g, 8.0)
+    params = one.sample(n, g)
+    a = one.render(scene, pos, quat, params, torch.Generator().manual_seed(9))
+    b = split.render(scene, pos, quat, params, torch.Generator().manual_seed(9))
+    assert torch.equal(a.isnan(), b.isnan()) and a.isnan().any()
+    assert torch.equal(a.nan_to_num(), b.nan_to_num())
+    assert torch.equal(one.render_raw(scene, pos, quat, params), split.render_raw(scene, pos, quat, params))
+    assert (a < 7.5).float().mean() > 0.2  # obstacles in view: not vacuous
+    with pytest.raises(ValueError, match="workers"):
+        DepthCamera(workers=0)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 def test_shapes_devices_dtypes(device, dtype):
