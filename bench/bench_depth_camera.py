@@ -123,10 +123,12 @@ def main() -> None:
     for threads, workers in ((t, w) for t in args.threads for w in args.workers):
         if device.type == "cpu":
             torch.set_num_threads(threads)
-        # fresh compiled kernels per thread count: inductor's CPU kernels bake the thread count in
-        cams = {impl: DepthCamera(cfg, CameraRandomizationCfg(), device, compile=impl == "compiled", workers=workers)
-                for impl in args.impls}
         for n_envs in args.envs:
+            # fresh compiled kernels per thread count (inductor's CPU kernels bake it in) and per env count
+            # (prepare() compiles a graph per shape, each worker's slice one of its own: a sweep would pass
+            # dynamo's limit of 8 per function; from the disk cache, seconds)
+            cams = {impl: DepthCamera(cfg, CameraRandomizationCfg(), device, compile=impl == "compiled",
+                                      workers=workers) for impl in args.impls}
             for n_prims in args.prims:
                 scene, pos, quat = setup(n_envs, n_prims, device)
                 params = cams[args.impls[0]].nominal(n_envs)
