@@ -234,6 +234,9 @@ def _launch_ranks(args) -> int:
             argv.append(a)
     status, why = ddp.launch_local(["-m", "tether_app.cli", *argv], args.nproc)
     if why is not None and status != EXIT_USAGE:  # a user error was said by rank 0 already
+        # the ranks share this stderr, and rank 0's progress bar was cut mid-line (it redraws with \r and
+        # ends its line only when it closes): the error must start a line of its own
+        sys.stderr.write("\n")
         raise CommandFailed(f"{why}; the other ranks were stopped; resume the run with `tether train {args.task} "
                             f"--resume <its run folder>` (any --nproc)")
     return status
