@@ -108,6 +108,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0, help="time per row [s]")
     ap.add_argument("--tile", default="8x8", help="culling tile WxH [px] (must divide 64x48)")
     args = ap.parse_args()
+    if min(args.workers) < 1 or min(args.threads) < 1:
+        ap.error(f"--threads and --workers must be >= 1, got {args.threads} and {args.workers}")
     device = torch.device(args.device)
     tile_w, tile_h = (int(x) for x in args.tile.split("x"))
     cfg = DepthCameraCfg(mount=MountCfg(position_b_m=(0.05, 0.0, 0.0)), tile_w=tile_w, tile_h=tile_h)

@@ -198,8 +198,8 @@ class DepthCamera:
         if compile:
             use_kernel_cache()  # ~280 s cold at load 6-8, ~45 s from the cache
             # workers: one OpenMP thread per kernel, the workers are the parallelism
-            options = {**INDUCTOR_OPTIONS, "cpp.threads": 1} if self._pool is not None else INDUCTOR_OPTIONS
-            fp_options = {**FP_OPTIONS, "cpp.threads": 1} if self._pool is not None else FP_OPTIONS
+            per_worker = {"cpp.threads": 1} if self._pool is not None else {}
+            options, fp_options = {**INDUCTOR_OPTIONS, **per_worker}, {**FP_OPTIONS, **per_worker}
             # one code object per compiled function: dynamo counts recompiles per code object
             # (a functools.partial would share torch.compile's wrapper code object across the kinds)
             self._kernels = {kind: torch.compile(_fresh(_kind_kernel(kind)), options=options)
