@@ -248,7 +248,9 @@ def launch_local(python_argv: list[str], nproc: int, grace_s: float = 10.0) -> t
             states = [p.poll() for p in procs]
             bad = [(r, s) for r, s in enumerate(states) if s not in (None, 0)]
             if bad and failure is None:
-                rank, status = bad[0]
+                # ranks found stopped in the same poll: one killed from outside goes first, since a peer
+                # that lost it aborts within milliseconds (gloo: SIGABRT) and is its consequence
+                rank, status = min(bad, key=lambda rs: (not (rs[1] < 0 and rs[1] != -signal.SIGABRT), rs[0]))
                 failure = (status if status > 0 else 1, f"rank {rank} of {nproc} stopped ({_describe(status)})")
                 _stop(procs, grace_s)
             if all(s is not None for s in states) or failure is not None:
