@@ -103,7 +103,7 @@ def evaluate(policy_dir: Path, args, out_dir: Path, label: str) -> dict:
 def train_seed(task: str, seed: int, args, work: Path) -> tuple[Path, Path, dict]:
     """Train one seed as `tether train` does (checkpoints every save_interval, then selection by evaluation
     for tasks in policies.select.SELECTION); returns (last checkpoint, chosen checkpoint, timings)."""
-    env = make_env(task, num_envs=args.num_envs, seed=seed)
+    env = make_env(task, num_envs=args.num_envs, seed=seed, **args.task_set)
     ppo = config_from_dict(PPOCfg, {**config_to_dict(ppo_defaults(task)), **args.ppo,
                                     "num_iterations": args.iterations, "seed": seed}, where="--ppo")
     run_dir = work / f"{task}_seed{seed}"
@@ -140,6 +140,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-baseline", action="store_true", help="skip the nominal-trained policy's evaluation")
     ap.add_argument("--ppo", nargs="*", default=[], metavar="KEY=VALUE",
                     help="PPO settings over the task's defaults (YAML values), e.g. critic_groups=[policy]")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", dest="task_set",
+                    help="task config keys over the task's defaults (YAML values), e.g. rew_position=-2")
     ap.add_argument("--screen", action="store_true",
                     help="train and fly each seed on the class in Tether's sim only (no full evaluation)")
     ap.add_argument("--out", default="artifacts/bench/robust.json")
@@ -150,11 +152,18 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"error: --ppo {' '.join(str(e).split())}; give KEY=VALUE pairs of policies.ppo.PPOCfg", file=sys.stderr)
         return 2
+    try:
+        args.task_set = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.task_set)}
+        make_env(args.task, num_envs=1, seed=0, **args.task_set)
+    except (ValueError, TypeError) as e:
+        print(f"error: --set {' '.join(str(e).split())}; give KEY=VALUE pairs of the task's config", file=sys.stderr)
+        return 2
     args.iterations = args.iterations or ppo_defaults(args.task).num_iterations
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     summary: dict = {"task": args.task, "num_envs": args.num_envs, "iterations": args.iterations, "ppo": args.ppo,
+                     "task_set": args.task_set,
                      "threads": args.threads, "machine": {"torch": torch.__version__, "cpus": os.cpu_count()},
                      "load_avg_start": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="tether-robust-") as tmp:

@@ -26,7 +26,7 @@ import yaml
 
 from tether.actions import initial_action
 from tether.contract import PolicyContract
-from tether.observation import build_observation, quat_wxyz_to_rotmat
+from tether.observation import build_observation, integrate_pos_err, quat_wxyz_to_rotmat
 from tether_deploy.conversions import command_names, command_values
 
 REQUIRED_TOPICS = ("/state/odom", "/cmd/policy", "/cmd/executed", "/intervention", "/runner/active_policy")
@@ -50,6 +50,7 @@ class StepLog:
     lin_vel_w: np.ndarray  # [N, 3] m/s
     ang_vel_b: np.ndarray  # [N, 3] rad/s
     goal_w: np.ndarray  # [N, 3] m
+    pos_err_int_w: np.ndarray  # [N, 3] m s: the runner's position-error integral at the tick (episode_integrals)
     policy_action: np.ndarray  # [N, A], NaN where the policy did not run
     human_action: np.ndarray  # [N, A], NaN where there was no teleop input
     executed: np.ndarray  # [N, A] what the robot was sent
@@ -70,7 +71,7 @@ class StepLog:
     def quantities(self) -> dict[str, np.ndarray]:
         return {"pos_w": self.pos_w, "quat_wxyz": self.quat_wxyz, "lin_vel_w": self.lin_vel_w,
                 "ang_vel_b": self.ang_vel_b, "goal_w": self.goal_w, "goal_vel_w": np.zeros_like(self.goal_w),
-                "prev_actions": self.prev_executed.reshape(len(self), -1)}
+                "prev_actions": self.prev_executed.reshape(len(self), -1), "pos_err_int_w": self.pos_err_int_w}
 
     def observations(self, contract: PolicyContract) -> np.ndarray:
         """[N, obs_dim] float32, laid out by the contract (what the runner fed the policy)."""
@@ -314,26 +315,55 @@ def load_log(log: str | Path, contract: PolicyContract, accepted_shas: set[str],
         goal_per_tick = g_v[np.clip(np.searchsorted(g_t, t_exec, side="right") - 1, 0, None)]
     else:
         goal_per_tick = np.tile(np.asarray(goal_w, dtype=np.float64), (len(t_exec), 1))
+    states = i_odom >= 0  # the runner integrates on the ticks it has a state for
+
+    def integral(idx: np.ndarray) -> np.ndarray:  # [N, 3] with the states idx (per tick) acted on
+        out = np.zeros((len(idx), 3))
+        out[states] = episode_integrals(goal_per_tick[states], pos[idx[states]], episode[states],
+                                        1.0 / contract.control_rate_hz)
+        return out
+
     step = StepLog(
         t_s=t_tick * 1e-9, pos_w=pos[i_odom], quat_wxyz=quat[i_odom], lin_vel_w=vel_w[i_odom], ang_vel_b=ang[i_odom],
-        goal_w=goal_per_tick, policy_action=policy_action,
+        goal_w=goal_per_tick, pos_err_int_w=integral(i_odom),
+        policy_action=policy_action,
         human_action=human_action, executed=executed, prev_executed=prev, intervention=intervention,
         episode=episode, policy_sha=np.array([active[i][1][1] for i in sha_idx], dtype=object),
         source=np.full(len(t_exec), "robot", dtype=object), logs=[str(log)])
     step = step.select(keep)
     if policy is not None and len(step):
-        _realign(step, policy, odom_arrays=(pos, quat, vel_w, ang), i_odom=i_odom[keep])
+        best = _realign(step, policy, odom_arrays=(pos, quat, vel_w, ang), i_odom=i_odom[keep])
+        if best is not None:  # the integral of the realigned states
+            full = i_odom.copy()
+            full[keep] = best
+            step.pos_err_int_w = integral(full)[keep]
     if len(step) < 2:
         raise LogError(f"{log}: only {len(step)} usable steps (ticks with a state before them)")
     return step
 
 
-def _realign(step: StepLog, policy, odom_arrays, i_odom: np.ndarray, tol: float = 1e-3) -> None:
+def episode_integrals(goal_w: np.ndarray, pos_w: np.ndarray, episode: np.ndarray, control_dt: float) -> np.ndarray:
+    """[N, 3] the position-error integral behind ``pos_err_int_b`` at each of N consecutive ticks, as the
+    runner keeps it (tether.observation.integrate_pos_err each tick, from zero at an episode's first tick)."""
+    out = np.zeros_like(pos_w, dtype=np.float64)
+    value = np.zeros(3)
+    for k in range(len(pos_w)):
+        if k == 0 or episode[k] != episode[k - 1]:
+            value = np.zeros(3)
+        value = integrate_pos_err(value, goal_w[k] - pos_w[k], control_dt, np.clip)
+        out[k] = value
+    return out
+
+
+def _realign(step: StepLog, policy, odom_arrays, i_odom: np.ndarray, tol: float = 1e-3) -> np.ndarray | None:
+    """Move each tick to the neighbouring state (one or two back, one on) on which the logged policy
+    reproduces its logged action, where the one before it does not; returns the chosen state indices (None:
+    no tick of this policy to check). The integral is the caller's to recompute from them."""
     sha = policy.contract.provenance["onnx_sha256"]
     logged = step.policy_action
     mask = (step.policy_sha == sha) & np.all(np.isfinite(logged), axis=1)
     if not mask.any():
-        return
+        return None
 
     def error(idx: np.ndarray) -> np.ndarray:
         trial = dataclasses.replace(step, pos_w=odom_arrays[0][idx], quat_wxyz=odom_arrays[1][idx],
@@ -353,6 +383,7 @@ def _realign(step: StepLog, policy, odom_arrays, i_odom: np.ndarray, tol: float 
         best_idx[better], best_err[better] = cand[better], e[better]
     step.pos_w, step.quat_wxyz = odom_arrays[0][best_idx], odom_arrays[1][best_idx]
     step.lin_vel_w, step.ang_vel_b = odom_arrays[2][best_idx], odom_arrays[3][best_idx]
+    return best_idx
 
 
 def replay_match(step: StepLog, policy, tol: float = 1e-3) -> float:

@@ -117,6 +117,7 @@ def _detach(env) -> None:
     env.state = type(env.state)(*(x.detach() for x in env.state))
     env.prev_actions = env.prev_actions.detach()
     env.action_queue = env.action_queue.detach()
+    env.pos_err_int_w = env.pos_err_int_w.detach()  # the integral carries a segment's graph too
 
 
 def refine_in_sim(model: ActorCritic, task_cfg, rotor_gains, robot_obs: torch.Tensor, cfg: SimRefineCfg = SimRefineCfg(),
