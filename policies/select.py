@@ -5,8 +5,12 @@ drawn from the class (the sweep's random draws with a seed of their own, never t
 one is recorded in ``run_dir/best.json``; ``tether export`` and ``tether eval`` of the run folder use it.
 
 Scored by the sweep's judgement (reach ``tol_m`` within ``reach_within_s``, hold to the end, no crash):
-first the number of vehicles held, then the lower median steady error. The flights run the checkpoint's
-own deterministic actor (normalizer + mean, clipped), the graph ``tether export`` writes.
+first whether the checkpoint holds the nominal vehicle from the hover acceptance's starts (held-out ones:
+``nominal_starts`` with this seed, of which ``nominal_required`` must hold; the nominal vehicle is a
+member of the class, and a policy that fails `tether eval`'s acceptance on it is not the one to ship while
+another passes), then the number of class vehicles held, then the lower median steady error. The flights
+run the checkpoint's own deterministic actor (normalizer + mean, clipped), the graph ``tether export``
+writes; every checkpoint's class and nominal flights go in one batch.
 
     python -m policies.select RUN_DIR          # score every checkpoint of the run, write best.json
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -24,10 +29,11 @@ import numpy as np
 import torch
 
 from policies.checkpoint import CheckpointError, checkpoints_in, load_checkpoint, read_run_id
-from policies.evaluation import sample_starts
+from policies.evaluation import AcceptanceCfg, sample_starts
 from policies.export import env_from_checkpoint, model_from_checkpoint
 from policies.models import DeployedActor
-from policies.sweep import SweepCfg, cm, concat, fly_vehicles, random_vehicles, summarize
+from policies.sweep import SweepCfg, Vehicles, cm, concat, fly_vehicles, random_vehicles, summarize
+from sim.quadrotor.dynamics import nominal_params
 from sim.pybullet_ref.evaluate import hover_metrics
 from tether.errors import EXIT_USAGE
 
@@ -42,15 +48,29 @@ class SelectCfg:
     """seed of those vehicles and starts; differs from the bench's (2026), which judges the chosen one"""
     min_iteration: int = 0
     """checkpoints before this iteration are not candidates [1]"""
+    nominal_starts: int = 100
+    """starts on the nominal vehicle, drawn as the hover acceptance draws them (policies.evaluation.AcceptanceCfg)
+    but with ``seed``: the acceptance's own starts stay unseen (0: no nominal gate) [1]"""
+    nominal_required: float = 0.99
+    """share of nominal_starts a checkpoint must hold to pass the gate (the acceptance's 99 of 100) [1]"""
 
     def __post_init__(self):
         if self.draws < 1:
             raise ValueError(f"select draws must be >= 1, got {self.draws}")
+        if self.nominal_starts < 0:
+            raise ValueError(f"select nominal_starts must be >= 0, got {self.nominal_starts}")
+        if not 0.0 <= self.nominal_required <= 1.0:
+            raise ValueError(f"select nominal_required must be in [0, 1], got {self.nominal_required}")
         if self.min_iteration < 0:
             raise ValueError(f"select min_iteration must be >= 0, got {self.min_iteration}")
 
     def sweep(self) -> SweepCfg:
         return SweepCfg(starts_per_cell=0, random_draws=self.draws, seed=self.seed)
+
+    def nominal(self) -> AcceptanceCfg:
+        """the nominal gate's starts and judgement: the hover acceptance with this seed and count"""
+        return AcceptanceCfg(num_starts=max(1, self.nominal_starts), seed=self.seed,
+                             required_successes=math.ceil(self.nominal_required * self.nominal_starts))
 
 
 # Tasks whose runs are selected by evaluation after training, by name (an explicit registry, as PPO_DEFAULTS).
@@ -76,19 +96,36 @@ class CheckpointPolicy:
 
 def score_checkpoints(ckpts: list[dict], cfg: SelectCfg) -> list[dict]:
     """Class success and steady error of each loaded checkpoint (of one task) in Tether's simulator, all
-    flown in one batch on the same ``cfg.draws`` vehicles and starts."""
+    flown in one batch on the same ``cfg.draws`` class vehicles and starts, then ``cfg.nominal_starts`` on the
+    nominal vehicle (the summary's ``nominal``, with ``passed``: the gate of :func:`rank_key`)."""
     task_cfg = env_from_checkpoint(ckpts[0]).cfg
-    sweep = cfg.sweep()
-    one = random_vehicles(task_cfg.vehicle, sweep, task_cfg.control_rate_hz)
+    sweep, acc = cfg.sweep(), cfg.nominal()
+    goal = np.asarray(task_cfg.goal_w, dtype=np.float64)
+    one, starts = random_vehicles(task_cfg.vehicle, sweep, task_cfg.control_rate_hz), sample_starts(
+        sweep.acceptance(cfg.draws), goal)
+    n_nom = cfg.nominal_starts
+    if n_nom:  # the nominal vehicle: no latency, the rate loop every substep (as the sweep's grid flies it)
+        nominal = Vehicles(nominal_params(task_cfg.vehicle, n_nom), np.zeros(n_nom, dtype=np.int64),
+                           np.ones(n_nom, dtype=np.int64))
+        one = concat(one, nominal)
+        starts = {k: np.concatenate([v, w]) for (k, v), w in zip(starts.items(), sample_starts(acc, goal).values())}
     vehicles = one
     for _ in ckpts[1:]:
         vehicles = concat(vehicles, one)
-    starts = sample_starts(sweep.acceptance(cfg.draws), np.asarray(task_cfg.goal_w, dtype=np.float64))
     starts = {k: np.concatenate([v] * len(ckpts)) for k, v in starts.items()}
     result = fly_vehicles(CheckpointPolicy(ckpts), task_cfg, vehicles, starts, sweep.duration_s, sweep.physics_hz,
                           ("tether",))["tether"]
     met = hover_metrics(result, sweep.tol_m, sweep.reach_within_s)
-    return [summarize(met, slice(k * cfg.draws, (k + 1) * cfg.draws), result["crashed"]) for k in range(len(ckpts))]
+    per = cfg.draws + n_nom
+    scores = []
+    for k in range(len(ckpts)):
+        score = summarize(met, slice(k * per, k * per + cfg.draws), result["crashed"])
+        if n_nom:
+            nom = summarize(met, slice(k * per + cfg.draws, (k + 1) * per), result["crashed"])
+            score["nominal"] = {**nom, "required_successes": acc.required_successes,
+                                "passed": nom["successes"] >= acc.required_successes}
+        scores.append(score)
+    return scores
 
 
 def score_checkpoint(ckpt: dict, cfg: SelectCfg) -> dict:
@@ -97,9 +134,11 @@ def score_checkpoint(ckpt: dict, cfg: SelectCfg) -> dict:
 
 
 def rank_key(score: dict) -> tuple:
-    """Larger is better: vehicles held, then a lower median steady error."""
+    """Larger is better: the nominal gate passed (a score without ``nominal`` had no gate), then class
+    vehicles held, then a lower median steady error."""
     err = score["steady_err_m_median"]
-    return (score["successes"], -(err if err is not None else float("inf")))
+    return (score.get("nominal", {}).get("passed", True), score["successes"],
+            -(err if err is not None else float("inf")))
 
 
 def select_best(run_dir: str | Path, cfg: SelectCfg | None = None) -> Path:
@@ -122,7 +161,8 @@ def select_best(run_dir: str | Path, cfg: SelectCfg | None = None) -> Path:
     best = max(reversed(scored), key=rank_key)  # ties: the later checkpoint
     record = {"run_id": run_id, "best": best["checkpoint"], "iteration": best["iteration"],
               "select": dataclasses.asdict(cfg), "select_wall_s": time.perf_counter() - t0,
-              "judged_by": "Tether's simulator, class draws, reach tol within reach_within_s and hold, no crash",
+              "judged_by": "Tether's simulator: the nominal gate, then class draws held (reach tol within "
+                           "reach_within_s and hold, no crash), then the median steady error",
               "candidates": scored}
     tmp = run_dir / (BEST_FILE + ".tmp")
     tmp.write_text(json.dumps(record, indent=2))
@@ -165,8 +205,11 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     record = json.loads((Path(args.run_dir) / BEST_FILE).read_text())
     for c in record["candidates"]:
-        print(f"{c['checkpoint']}: {c['successes']}/{c['num_starts']} held, steady "
-              f"{cm(c['steady_err_m_median'])}")
+        nom = c.get("nominal")
+        gate = "" if nom is None else (f"; nominal vehicle {nom['successes']}/{nom['num_starts']} "
+                                       f"({'passes' if nom['passed'] else 'fails'} the gate)")
+        print(f"{c['checkpoint']}: {c['successes']}/{c['num_starts']} class vehicles held, steady "
+              f"{cm(c['steady_err_m_median'])}{gate}")
     print(f"best: {best} ({record['select_wall_s']:.1f} s)")
     return 0
 

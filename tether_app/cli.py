@@ -710,15 +710,18 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "simulator and density (default 0)")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("demo", help="the main job: train hover, export, evaluate in pybullet, then correct it on a "
-                                       "perturbed twin and finetune (human-in-the-loop), report + plots")
+    p = sub.add_parser("demo", help="the main job: train the vehicle-class hover policy, export, evaluate in pybullet "
+                                       "and across the class, then correct it on a perturbed twin and finetune "
+                                       "(human-in-the-loop), report + plots")
     p.add_argument("--out", default=None, help="demo folder, new or empty (default: a fresh "
                                                "artifacts/demo/<UTC time>, artifacts/demo/latest points to it)")
     p.add_argument("--force", action="store_true", help="replace the demo in a non-empty --out")
-    from tether_app.demo import DEMO_ITERATIONS
+    from tether_app.demo import DEMO_TASK
 
-    p.add_argument("--iterations", type=int, default=None, help=f"PPO iterations (default {DEMO_ITERATIONS})")
-    p.add_argument("--num-envs", type=int, default=None, help="parallel training environments (default 512)")
+    p.add_argument("--iterations", type=int, default=None,
+                   help=f"PPO iterations (default: {DEMO_TASK}'s, policies.ppo.PPO_DEFAULTS)")
+    p.add_argument("--num-envs", type=int, default=None,
+                   help=f"parallel training environments (default: {DEMO_TASK}'s, sim.tasks.run_cfg.RUN_DEFAULTS)")
     p.add_argument("--seed", type=int, default=0, help="seed of training and of the correction loop")
     p.add_argument("--hil", choices=("ros", "inproc", "off"), default="ros",
                    help="then correct the policy on a perturbed twin and finetune it (default: ROS 2 nodes)")

@@ -28,9 +28,12 @@ from tether.actions import initial_action
 from tether.contract import PolicyContract
 from tether.observation import build_observation, integrate_pos_err, quat_wxyz_to_rotmat
 from tether_deploy.conversions import command_names, command_values
+from tether_deploy.runner_core import RunnerConfig
 
 REQUIRED_TOPICS = ("/state/odom", "/cmd/policy", "/cmd/executed", "/intervention", "/runner/active_policy")
 EPISODE_GAP_S = 0.5
+POS_ERR_INT_TOPIC = "/runner/pos_err_int"
+"""the runner's position-error integral per tick (tether_deploy.qos.POS_ERR_INT), where the policy observes one"""
 MAX_MISSING_HUMAN_FRACTION = 0.05
 """a gap this long between ticks, or a position jump of more than EPISODE_JUMP_M, starts a new episode"""
 EPISODE_JUMP_M = 0.25
@@ -294,9 +297,6 @@ def load_log(log: str | Path, contract: PolicyContract, accepted_shas: set[str],
     vel_w = np.einsum("nij,nj->ni", quat_wxyz_to_rotmat(quat), vel_b)  # REP 105: twist in the body frame
 
     hist = next((s.length // a_dim for s in contract.observation if s.name == "prev_actions"), 1)
-    hover = initial_action(contract)  # what the runner's history held before the log's first tick
-    padded = np.concatenate([np.tile(hover, (hist, 1)), executed])
-    prev = np.stack([padded[k:k + len(executed)] for k in range(hist)], axis=1)  # [N, H, A]
 
     # A tick belongs to a continuous stretch when the previous tick is one period before it
     gap = np.diff(t_tick, prepend=t_tick[0] - period_ns) > EPISODE_GAP_S * 1e9
@@ -315,12 +315,30 @@ def load_log(log: str | Path, contract: PolicyContract, accepted_shas: set[str],
         goal_per_tick = g_v[np.clip(np.searchsorted(g_t, t_exec, side="right") - 1, 0, None)]
     else:
         goal_per_tick = np.tile(np.asarray(goal_w, dtype=np.float64), (len(t_exec), 1))
-    states = i_odom >= 0  # the runner integrates on the ticks it has a state for
+    # the runner restarts its action history and integral when its policy runs again after it could not (no
+    # usable state) for a while; it integrates on the ticks its policy ran (it published /cmd/policy)
+    ran = (i_odom >= 0) & np.all(np.isfinite(policy_action), axis=1)
+    restart = integral_restarts(t_tick * 1e-9, ran, episode, period_ns * 1e-9)
+    prev = action_histories(executed, restart, initial_action(contract), hist)
+
+    # The runner publishes the integral it fed the policy (POS_ERR_INT_TOPIC, stamped as the tick's commands):
+    # where the log holds it, it is taken as is, since a recorder that joined after the flight's start (DDS
+    # discovery of a new twin or runner takes a moment) cannot rebuild it; elsewhere (logs from before the topic)
+    # it is rebuilt from the logged states, which holds when the log saw the runner restart it.
+    int_msgs = msgs.get(POS_ERR_INT_TOPIC, [])
+    if int_msgs:
+        s_int = _stamps(msgs, POS_ERR_INT_TOPIC)
+        i_int = _nearest(s_int, s_exec, 0) if by_stamp else _nearest(
+            np.array([t for t, _ in int_msgs], dtype=np.int64), t_exec, tol)
+        int_vals = np.array([(m.vector.x, m.vector.y, m.vector.z) for _, m in int_msgs], dtype=np.float64)
+    else:
+        i_int = np.full(len(t_exec), -1)
 
     def integral(idx: np.ndarray) -> np.ndarray:  # [N, 3] with the states idx (per tick) acted on
-        out = np.zeros((len(idx), 3))
-        out[states] = episode_integrals(goal_per_tick[states], pos[idx[states]], episode[states],
-                                        1.0 / contract.control_rate_hz)
+        out = episode_integrals(goal_per_tick, pos[np.maximum(idx, 0)], restart, ran, 1.0 / contract.control_rate_hz)
+        logged = i_int >= 0
+        if logged.any():
+            out[logged] = int_vals[i_int[logged]]
         return out
 
     step = StepLog(
@@ -342,17 +360,48 @@ def load_log(log: str | Path, contract: PolicyContract, accepted_shas: set[str],
     return step
 
 
-def episode_integrals(goal_w: np.ndarray, pos_w: np.ndarray, episode: np.ndarray, control_dt: float) -> np.ndarray:
-    """[N, 3] the position-error integral behind ``pos_err_int_b`` at each of N consecutive ticks, as the
-    runner keeps it (tether.observation.integrate_pos_err each tick, from zero at an episode's first tick)."""
+def episode_integrals(goal_w: np.ndarray, pos_w: np.ndarray, restart: np.ndarray, ran: np.ndarray,
+                      control_dt: float) -> np.ndarray:
+    """[N, 3] the position-error integral behind ``pos_err_int_b`` after each of N consecutive ticks, as the
+    runner keeps it: it adds tether.observation.integrate_pos_err on the ticks its policy ran (``ran``), and a
+    tick with ``restart`` starts it from zero first; in between it holds."""
     out = np.zeros_like(pos_w, dtype=np.float64)
     value = np.zeros(3)
     for k in range(len(pos_w)):
-        if k == 0 or episode[k] != episode[k - 1]:
+        if restart[k]:
             value = np.zeros(3)
-        value = integrate_pos_err(value, goal_w[k] - pos_w[k], control_dt, np.clip)
+        if ran[k]:
+            value = integrate_pos_err(value, goal_w[k] - pos_w[k], control_dt, np.clip)
         out[k] = value
     return out
+
+
+def action_histories(executed: np.ndarray, restart: np.ndarray, initial: np.ndarray, length: int) -> np.ndarray:
+    """[N, length, A] the runner's history of executed actions before each tick, oldest first: every tick
+    appends what it executed; a ``restart`` tick (and the log's first) starts from ``initial`` repeated (the
+    runner's _reset_history; before the first logged tick the true history is unknown: the caller drops
+    those ticks)."""
+    out = np.empty((len(executed), length, executed.shape[1]), dtype=np.float64)
+    hist = np.tile(initial, (length, 1)).astype(np.float64)
+    for k in range(len(executed)):
+        if restart[k]:
+            hist = np.tile(initial, (length, 1)).astype(np.float64)
+        out[k] = hist
+        hist = np.concatenate([hist[1:], executed[k:k + 1]])
+    return out
+
+
+def integral_restarts(t_s: np.ndarray, ran: np.ndarray, episode: np.ndarray, period_s: float,
+                      reset_after_s: float = RunnerConfig.history_reset_after_s) -> np.ndarray:
+    """[N] bool: the ticks where the runner restarted its integral (and history): the first tick its policy
+    ran, and one that follows more than ``reset_after_s`` without it (the runner was blind: no usable state)
+    or starts another episode of the log."""
+    restart = np.zeros(len(t_s), dtype=bool)
+    prev = None
+    for k in np.flatnonzero(ran):
+        restart[k] = prev is None or episode[k] != episode[prev] or t_s[k] - t_s[prev] - period_s > reset_after_s
+        prev = k
+    return restart
 
 
 def _realign(step: StepLog, policy, odom_arrays, i_odom: np.ndarray, tol: float = 1e-3) -> np.ndarray | None:

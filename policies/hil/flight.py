@@ -67,17 +67,19 @@ class _Log:
         from tether_deploy.bag import BagWriter
 
         self.ser = serialize_message
-        from geometry_msgs.msg import PointStamped
+        from geometry_msgs.msg import PointStamped, Vector3Stamped
 
         self.msg = {"odom": Odometry, "joy": Joy, "bool": Bool, "command": JointState, "string": String,
-                    "point": PointStamped}
+                    "point": PointStamped, "vector": Vector3Stamped}
         self.bag = BagWriter(bag_dir, chunk_interval_s=1e9)
         self.topics = {"odom": "/" + qos.STATE_ODOM, "joy": "/" + qos.JOY, "policy": "/" + qos.POLICY_ACTION,
                        "human": "/" + qos.HUMAN_ACTION, "executed": "/" + qos.EXECUTED_ACTION,
                        "flag": "/" + qos.INTERVENTION, "mode": "/" + qos.RUNNER_MODE,
-                       "active": "/" + qos.ACTIVE_POLICY, "goal": "/" + qos.RUNNER_GOAL}
+                       "active": "/" + qos.ACTIVE_POLICY, "goal": "/" + qos.RUNNER_GOAL,
+                       "pos_err_int": "/" + qos.POS_ERR_INT}
         types = {"odom": Odometry, "joy": Joy, "policy": JointState, "human": JointState,
-                 "executed": JointState, "flag": Bool, "mode": String, "active": String, "goal": PointStamped}
+                 "executed": JointState, "flag": Bool, "mode": String, "active": String, "goal": PointStamped,
+                 "pos_err_int": Vector3Stamped}
         offered = {"odom": qos.SENSOR_DATA, "joy": qos.SENSOR_DATA, "mode": qos.LATCHED, "active": qos.LATCHED,
                    "goal": qos.LATCHED}
         for key, topic in self.topics.items():
@@ -100,6 +102,16 @@ class _Log:
 
         msg = self.msg["command"]()
         fill_command(msg, names, values, BODY_FRAME)
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(t_ns, 10**9)
+        self.write(key, t_ns, msg)
+
+    def vector(self, key: str, t_ns: int, xyz) -> None:
+        """A geometry_msgs/Vector3Stamped in the world frame, stamped t_ns (the runner's pos_err_int)."""
+        from tether_deploy.interface import WORLD_FRAME
+
+        msg = self.msg["vector"]()
+        msg.header.frame_id = WORLD_FRAME
+        msg.vector.x, msg.vector.y, msg.vector.z = (float(v) for v in xyz)
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(t_ns, 10**9)
         self.write(key, t_ns, msg)
 
@@ -178,6 +190,8 @@ def fly_corrected_episode(policy, policy_dir: str, twin_cfg: TwinConfig, operato
                 if r.human_action is not None:
                     log.command("human", t_ns + 1000, r.human_action, names)
                 log.command("executed", t_ns + 1000, r.executed, names)
+                if r.pos_err_int_w is not None:  # as the runner node publishes it, stamped at the tick
+                    log.vector("pos_err_int", t_ns + 1000, r.pos_err_int_w)
                 log.write("flag", t_ns + 1000, Bool(data=bool(r.intervention)))
                 key = r.mode.split(" (", 1)[0]
                 if key != mode:

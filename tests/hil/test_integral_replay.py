@@ -16,23 +16,31 @@ REPO = Path(__file__).resolve().parents[2]
 ROBUST_FIXTURE = REPO / "tests" / "fixtures" / "robust_policy"
 
 
-def test_episode_integrals_are_the_runners_integral_restarted_per_episode():
-    from policies.hil.dataset import episode_integrals
+def test_episode_integrals_are_the_runners_integral_restarted_where_it_restarts():
+    from policies.hil.dataset import episode_integrals, integral_restarts
 
     rng = np.random.default_rng(0)
     n, dt = 40, 0.02
     pos = rng.normal(0.0, 0.08, (n, 3)) + np.array([0.0, 0.0, 1.0])
     goal = np.tile([0.0, 0.0, 1.0], (n, 1))
-    episode = np.repeat([0, 1], [25, 15])
-    got = episode_integrals(goal, pos, episode, dt)
-    for lo, hi in ((0, 25), (25, 40)):
+    t = np.arange(n) * dt
+    ran = np.ones(n, dtype=bool)
+    ran[25:30] = False  # 0.1 s without the policy: the runner keeps its integral
+    ran[30:] = True
+    assert not integral_restarts(t, ran, np.zeros(n, int), dt)[1:].any()
+    t[30:] += 1.0  # a second without ticks (blind for longer than history_reset_after_s): it restarts
+    restart = integral_restarts(t, ran, np.zeros(n, int), dt)
+    assert np.flatnonzero(restart).tolist() == [0, 30]
+    got = episode_integrals(goal, pos, restart, ran, dt)
+    np.testing.assert_array_equal(got[25:30], np.repeat(got[24:25], 5, axis=0))  # held while it did not run
+    for lo, hi in ((0, 25), (30, 40)):
         ref = PositionErrorIntegral(dt)
         want = np.stack([ref.update(goal[k], pos[k]) for k in range(lo, hi)])
         np.testing.assert_allclose(got[lo:hi], want, rtol=0, atol=1e-12)
     assert np.abs(got).max() > 1e-3
 
 
-def test_logs_of_an_integral_policy_replay_exactly_and_refine_in_sim(tmp_path):
+def test_logs_of_an_integral_policy_replay_exactly_and_refine_in_sim(tmp_path, monkeypatch):
     from hardware.twin import TwinConfig, WeakMotor, with_policy_rate_gains
     from policies.evaluation import task_cfg_from_contract
     from policies.hil.algorithms import actor_from_onnx
@@ -53,9 +61,18 @@ def test_logs_of_an_integral_policy_replay_exactly_and_refine_in_sim(tmp_path):
     for k, start in enumerate(episode_starts(2, EpisodeCfg(), seed=7)):
         bags.append(tmp_path / f"episode{k}")
         fly_corrected_episode(policy, str(ROBUST_FIXTURE), twin, operator, start, EpisodeCfg(), bags[-1])
+    from policies.hil import dataset
+    from tether_deploy import qos
+
+    assert dataset.POS_ERR_INT_TOPIC == "/" + qos.POS_ERR_INT
     steps = load_logs(bags, policy.contract, set(lineage(policy.contract)), (0.0, 0.0, 1.0), policy)
     assert np.abs(steps.pos_err_int_w).max() > 0.01, "the flights moved the integral"
-    assert replay_match(steps, policy) == 1.0, "the integral rebuilt from the logs is the runner's"
+    assert replay_match(steps, policy) == 1.0, "the runner's logged integral, read back"
+    # a log without the runner's integral topic (recorded before it existed): rebuilt from the logged states
+    monkeypatch.setattr(dataset, "POS_ERR_INT_TOPIC", "/not/recorded")
+    rebuilt = load_logs(bags, policy.contract, set(lineage(policy.contract)), (0.0, 0.0, 1.0), policy)
+    np.testing.assert_allclose(rebuilt.pos_err_int_w, steps.pos_err_int_w, rtol=0, atol=1e-6)
+    assert replay_match(rebuilt, policy) == 1.0, "the integral rebuilt from the logs is the runner's"
     blind = dataclasses.replace(steps, pos_err_int_w=np.zeros_like(steps.pos_err_int_w))
     assert replay_match(blind, policy) < 0.5, "without the integral the policy's actions are not reproduced"
 

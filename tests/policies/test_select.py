@@ -15,7 +15,7 @@ from policies.evaluation import task_cfg_from_contract
 from policies.select import BEST_FILE, SelectCfg, best_checkpoint, rank_key, score_checkpoint, select_best
 from policies.sweep import run_sweep
 
-CFG = SelectCfg(draws=8, seed=7)
+CFG = SelectCfg(draws=8, seed=7, nominal_starts=8)
 
 
 def _copy_run(trained_hover, dst):
@@ -33,6 +33,9 @@ def test_score_in_torch_is_the_exported_graph_on_the_same_vehicles(trained_hover
     onnx = run_sweep(trained_hover.policy_dir, task_cfg, CFG.sweep(), ("tether",))["tether"]["random"]
     assert mine["num_starts"] == onnx["num_starts"] == CFG.draws
     assert mine["successes"] == onnx["successes"]
+    nominal = mine["nominal"]
+    assert nominal["num_starts"] == CFG.nominal_starts and nominal["required_successes"] == 8  # ceil(0.99 * 8)
+    assert nominal["passed"] == (nominal["successes"] >= 8)
     if mine["successes"]:
         assert mine["steady_err_m_median"] == pytest.approx(onnx["steady_err_m_median"], abs=1e-4)
 
@@ -105,6 +108,12 @@ def test_select_refuses_an_unreadable_record(tmp_path):
     assert best_checkpoint(tmp_path / "nothing-here") is None
     with pytest.raises(ValueError, match="draws"):
         SelectCfg(draws=0)
+    # the nominal gate outranks the class: a checkpoint that fails the acceptance's vehicle is not shipped while
+    # another passes, however many more class vehicles it holds
+    assert rank_key({"successes": 120, "steady_err_m_median": 0.005, "nominal": {"passed": False}}) < rank_key(
+        {"successes": 90, "steady_err_m_median": 0.01, "nominal": {"passed": True}})
+    with pytest.raises(ValueError, match="nominal_required"):
+        SelectCfg(nominal_required=1.5)
     none_held = rank_key({"successes": 0, "steady_err_m_median": None})
     assert none_held < rank_key({"successes": 0, "steady_err_m_median": 0.05}) < rank_key(
         {"successes": 0, "steady_err_m_median": 0.01}) < rank_key({"successes": 1, "steady_err_m_median": 0.04})

@@ -112,6 +112,10 @@ ACTIVE_POLICY = Topic(qos.ACTIVE_POLICY, "std_msgs/msg/String", "LATCHED", "-", 
                       "'active <sha256> <dir>' or 'rejected <dir>: <reason>'")
 RUNNER_GOAL = Topic(qos.RUNNER_GOAL, "geometry_msgs/msg/PointStamped", "LATCHED", "world", "on change",
                     "the goal the runner flies to [m]")
+POS_ERR_INT = Topic(qos.POS_ERR_INT, "geometry_msgs/msg/Vector3Stamped", "COMMAND", "world",
+                    _TICK + ", when the policy ran and its contract observes pos_err_int_b",
+                    "the world-frame position-error integral behind that tick's pos_err_int_b [m s] (the runner's "
+                    "memory, so that a log replays the observation exactly even when it missed the flight's start)")
 DIAGNOSTICS = Topic(qos.DIAGNOSTICS, "diagnostic_msgs/msg/DiagnosticArray", "DIAGNOSTICS_QOS", "-",
                     "diagnostics_rate_hz and on every mode change",
                     "status 'tether/policy_runner': level, mode, state rejections by cause, ticks, latency")
@@ -160,7 +164,8 @@ RUNNER = NodeInterface(
     "policy_runner", "runner_node",
     "Lifecycle node flying an exported policy (policy.onnx + policy.json); arbitration with teleop and e-stop.",
     subscribes=(STATE_ODOM, JOY, ESTOP, GOAL, LOAD_POLICY),
-    publishes=(EXECUTED, POLICY, HUMAN, INTERVENTION, RUNNER_MODE, ACTIVE_POLICY, RUNNER_GOAL, DIAGNOSTICS),
+    publishes=(EXECUTED, POLICY, HUMAN, INTERVENTION, RUNNER_MODE, ACTIVE_POLICY, RUNNER_GOAL, POS_ERR_INT,
+               DIAGNOSTICS),
     services=(RESET_ESTOP,), params_key="policy_runner",
     image_subscribes=(dataclasses.replace(DEPTH_IMAGE, rate="the camera's rate"),
                       dataclasses.replace(DEPTH_CAMERA_INFO, rate="the camera's rate")))

@@ -28,6 +28,7 @@ DIAGNOSTICS = "/diagnostics"
 RUNNER_MODE = "runner/mode"
 ACTIVE_POLICY = "runner/active_policy"
 RUNNER_GOAL = "runner/goal"  # the goal the runner flies to (latched): logs carry it
+POS_ERR_INT = "runner/pos_err_int"  # the position-error integral the policy was fed (policies with integral action)
 TWIN_CRASHED = "twin/crashed"  # std_msgs/String, latched: why the twin crashed (published once, on impact)
 LOAD_POLICY = "runner/load_policy"
 RESET_ESTOP = "runner/reset_estop"

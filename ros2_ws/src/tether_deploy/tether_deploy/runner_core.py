@@ -366,6 +366,9 @@ class TickResult:
     mode: str
     """human-readable mode, e.g. 'policy', 'human', 'safe:hold (state stale: ...)'"""
     reason: str
+    pos_err_int_w: np.ndarray | None = None
+    """the position-error integral this tick's observation was built from [m s, world] (None: the policy did
+    not run, or its contract has no pos_err_int_b)"""
 
 
 class RunnerCore:
@@ -581,8 +584,9 @@ class RunnerCore:
         q["goal_w"] = goal_w
         q["goal_vel_w"] = np.zeros(3)
         q["prev_actions"] = self._history.reshape(-1)
+        self._tick_integral = None
         if self._integral is not None:  # every tick the state is good, whoever flies: the flight's own integral
-            q["pos_err_int_w"] = self._integral.update(goal_w, q["pos_w"])
+            q["pos_err_int_w"] = self._tick_integral = self._integral.update(goal_w, q["pos_w"])
         try:
             obs = build_observation(self.contract, q)
             out = self.policy(obs, self._feed) if self.images else self.policy(obs)
@@ -622,6 +626,7 @@ class RunnerCore:
                 self._reset_history(self.contract)
             self._blind_since = None
         policy_action, policy_problem = None, None
+        self._tick_integral = None
         if state_problem is None:
             policy_problem = self.image_problem(now_s, now_s if clock_s is None else clock_s)
             if policy_problem is None:
@@ -645,7 +650,8 @@ class RunnerCore:
         self._history[-1] = executed
         if d.source not in ("policy", "human"):
             mode = f"{mode} ({d.reason})"
-        return TickResult(policy_action, human_action, executed, d.intervention, d.source, mode, d.reason)
+        return TickResult(policy_action, human_action, executed, d.intervention, d.source, mode, d.reason,
+                          self._tick_integral if policy_action is not None else None)
 
     def _limit(self, action: np.ndarray) -> np.ndarray:
         a = np.minimum(np.maximum(action, self.action_low), self.action_high)  # np.clip's wrapper is slow

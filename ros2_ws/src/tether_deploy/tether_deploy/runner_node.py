@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import PointStamped
+from geometry_msgs.msg import PointStamped, Vector3Stamped
 from nav_msgs.msg import Odometry
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import JointState, Joy
@@ -130,6 +130,9 @@ class PolicyRunner(LifecycleNode):
         self._human_pub = self._publisher(itf.HUMAN)
         self._flag_pub = self._publisher(itf.INTERVENTION)
         self._mode_pub = self._publisher(itf.RUNNER_MODE)
+        self._int_pub = self._publisher(itf.POS_ERR_INT)
+        self._msg_int = Vector3Stamped()
+        self._msg_int.header.frame_id = self.core.cfg.world_frame
         self._names = command_names(c.action)
         body = self.core.cfg.body_frame
         for m in (self._msg_exec, self._msg_policy, self._msg_human):
@@ -199,7 +202,7 @@ class PolicyRunner(LifecycleNode):
                 self.destroy_service(entity)
             else:
                 self.destroy_subscription(entity)
-        for pub in (self._exec_pub, self._policy_pub, self._human_pub, self._flag_pub):
+        for pub in (self._exec_pub, self._policy_pub, self._human_pub, self._flag_pub, self._int_pub):
             self.destroy_publisher(pub)
         self._io = []
         self.core = self.sched = self.mapper = None
@@ -311,6 +314,11 @@ class PolicyRunner(LifecycleNode):
             self._msg_policy.header.stamp = stamp
             self._msg_policy.position = r.policy_action.tolist()
             self._policy_pub.publish(self._msg_policy)
+        if r.pos_err_int_w is not None:  # the runner's memory, stamped as the tick's commands
+            self._msg_int.header.stamp = stamp
+            v = self._msg_int.vector
+            v.x, v.y, v.z = (float(x) for x in r.pos_err_int_w)
+            self._int_pub.publish(self._msg_int)
         if r.human_action is not None:
             self._msg_human.header.stamp = stamp
             self._msg_human.position = r.human_action.tolist()
