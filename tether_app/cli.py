@@ -610,6 +610,7 @@ def _fresh_demo_dir(root: Path) -> Path:
 def cmd_demo(args) -> int:
     import shutil
 
+    from policies.hil.dataset import LogError
     from tether_app.demo import run_demo
     from tether.errors import EXIT_ACCEPTANCE, CommandFailed, UserError
 
@@ -633,10 +634,11 @@ def cmd_demo(args) -> int:
         out = _fresh_demo_dir(DEMO_ROOT)
         print(f"demo folder: {out} ({DEMO_ROOT / 'latest'} points to it)")
     try:
-        summary = run_demo(out, iterations=args.iterations, num_envs=args.num_envs, seed=args.seed,
+        summary = run_demo(out, iterations=args.iterations, num_envs=args.num_envs, seed=args.seed, task=args.task,
                            hil_backend=None if args.hil == "off" else args.hil, hil_rounds=args.hil_rounds,
                            hil_episodes=args.hil_episodes)
-    except RuntimeError as e:  # a node that died, a runner that refused the child: the demo ran and failed
+    except (RuntimeError, LogError) as e:  # a node that died, a runner that refused the child, logs that do not
+        # replay: the demo ran and failed
         raise CommandFailed(f"demo in {out}: {_one_line(e)}") from e
     return 0 if summary["pybullet"]["passed"] else EXIT_ACCEPTANCE
 
@@ -710,18 +712,20 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "simulator and density (default 0)")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("demo", help="the main job: train the vehicle-class hover policy, export, evaluate in pybullet "
-                                       "and across the class, then correct it on a perturbed twin and finetune "
+    p = sub.add_parser("demo", help="the main job: train hover, export, evaluate in pybullet and across the "
+                                       "vehicle class, then correct it on a perturbed twin and finetune "
                                        "(human-in-the-loop), report + plots")
     p.add_argument("--out", default=None, help="demo folder, new or empty (default: a fresh "
                                                "artifacts/demo/<UTC time>, artifacts/demo/latest points to it)")
     p.add_argument("--force", action="store_true", help="replace the demo in a non-empty --out")
-    from tether_app.demo import DEMO_TASK
+    from tether_app.demo import DEMO_RECIPES, DEMO_TASK
 
+    p.add_argument("--task", choices=sorted(DEMO_RECIPES), default=DEMO_TASK,
+                   help=f"the policy to train (default {DEMO_TASK}; hover_robust: any Crazyflie-class vehicle)")
     p.add_argument("--iterations", type=int, default=None,
-                   help=f"PPO iterations (default: {DEMO_TASK}'s, policies.ppo.PPO_DEFAULTS)")
+                   help="PPO iterations (default: the task's demo recipe, tether_app.demo.DEMO_RECIPES)")
     p.add_argument("--num-envs", type=int, default=None,
-                   help=f"parallel training environments (default: {DEMO_TASK}'s, sim.tasks.run_cfg.RUN_DEFAULTS)")
+                   help="parallel training environments (default: the task's demo recipe)")
     p.add_argument("--seed", type=int, default=0, help="seed of training and of the correction loop")
     p.add_argument("--hil", choices=("ros", "inproc", "off"), default="ros",
                    help="then correct the policy on a perturbed twin and finetune it (default: ROS 2 nodes)")

@@ -1,26 +1,49 @@
-"""The main job on a built-in default: train the vehicle-class hover policy, keep its best checkpoint on
-held-out vehicles, export it, fly it in pybullet from randomized starts through its contract and across the
-vehicle class in Tether's simulator, print a report and write plots."""
+"""The main job on a built-in default: train a hover policy (the nominal one, or with ``--task hover_robust`` the
+vehicle-class one, its best checkpoint kept on held-out vehicles), export it, fly it in pybullet from
+randomized starts through its contract and across the vehicle class in Tether's simulator, print a report and
+write plots, then correct it on a perturbed twin."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
 from pathlib import Path
 
-DEMO_TASK = "hover_robust"
-"""the demo's policy (issue 10): hovers any Crazyflie-class vehicle (mass and inertia +-30 %, thrust-to-weight
-1.4-3.0, motors 20-250 ms, latency 0-30 ms), with integral action, so it holds the nominal vehicle with no
-steady offset as well"""
-DEMO_THREADS = 2
-"""torch threads of the demo's training: 1024 envs train in about half the time on 2 threads as on 1 here"""
+
+@dataclasses.dataclass(frozen=True)
+class DemoRecipe:
+    """How the demo trains one task (None: the task's own default)."""
+
+    num_envs: int | None
+    """training envs (None: sim.tasks.run_cfg.RUN_DEFAULTS)"""
+    iterations: int | None
+    """PPO iterations (None: policies.ppo.PPO_DEFAULTS)"""
+    save_interval: int | None
+    """iterations between checkpoints (None: the PPO default's)"""
+    threads: int
+    """torch threads of training, at most the machine's CPUs"""
+
+
+DEMO_RECIPES: dict[str, DemoRecipe] = {
+    # 120 iterations: at 80, seed 0 with this machine's torch 2.13 CPU build settles 5.2 cm low (the mean action's
+    # thrust sags below hover) on every start, at every commit tried back to session 4's; 120 holds 100/100 at
+    # 1.7 cm (160: 1.4 cm). 1 thread is fastest at 512 envs here (bench/time_to_hover.py).
+    "hover": DemoRecipe(num_envs=512, iterations=120, save_interval=10, threads=1),
+    # issue 10: any Crazyflie-class vehicle, with integral action; 1024 envs train in about half the time on 2
+    # threads as on 1; selected with the nominal gate (policies.select)
+    "hover_robust": DemoRecipe(num_envs=None, iterations=None, save_interval=None, threads=2),
+}
+DEMO_TASK = "hover"
+"""the default policy of the demo. hover_robust is not yet the default: the ROS 2 correction loop on it identifies
+the weak motor from the logs but also finds a force the model does not capture, so it refines nothing in the
+simulator and its child does not improve (README, issue 10 notes); in-process (--hil inproc) it goes 0 -> 100 %"""
 
 
 def run_demo(out: Path, iterations: int | None = None, num_envs: int | None = None, seed: int = 0,
-             hil_backend: str | None = "ros", hil_rounds: int = 2, hil_episodes: int = 10) -> dict:
-    import dataclasses
-
+             hil_backend: str | None = "ros", hil_rounds: int = 2, hil_episodes: int = 10,
+             task: str = DEMO_TASK) -> dict:
     import torch
 
     from policies.evaluation import AcceptanceCfg, evaluate_hover
@@ -31,27 +54,31 @@ def run_demo(out: Path, iterations: int | None = None, num_envs: int | None = No
     from sim.tasks import make_env
     from sim.tasks.run_cfg import run_defaults
 
-    torch.set_num_threads(min(DEMO_THREADS, os.cpu_count() or 1))
+    recipe = DEMO_RECIPES[task]
+    torch.set_num_threads(min(recipe.threads, os.cpu_count() or 1))
     out.mkdir(parents=True, exist_ok=True)
-    task = DEMO_TASK
-    env = make_env(task, num_envs=run_defaults(task).num_envs if num_envs is None else num_envs, seed=seed)
+    num_envs = num_envs or recipe.num_envs or run_defaults(task).num_envs
+    env = make_env(task, num_envs=num_envs, seed=seed)
     defaults = ppo_defaults(task)
-    ppo = dataclasses.replace(defaults, num_iterations=defaults.num_iterations if iterations is None else iterations,
-                              seed=seed)
+    ppo = dataclasses.replace(defaults, num_iterations=iterations or recipe.iterations or defaults.num_iterations,
+                              save_interval=recipe.save_interval or defaults.save_interval, seed=seed)
     rand = env.cfg.randomization
     print(f"[1/4] training {task} ({env.num_envs} envs x {ppo.num_steps} steps x {ppo.num_iterations} iterations, "
-          f"{env.cfg.preset} class: thrust-to-weight {rand.thrust_to_weight[0]:g}-{rand.thrust_to_weight[1]:g}, "
-          f"motors {rand.tau_up_s[0] * 1000:.0f}-{rand.tau_up_s[1] * 1000:.0f} ms, {env.cfg.action_space} at "
-          f"{env.cfg.control_rate_hz:g} Hz)")
+          f"{env.cfg.preset}, thrust-to-weight {rand.thrust_to_weight[0]:g}-{rand.thrust_to_weight[1]:g}, "
+          f"{env.cfg.action_space} at {env.cfg.control_rate_hz:g} Hz, domain randomization on)")
     t0 = time.perf_counter()
-    last = train(env, task, ppo, out / "run", progress=True)
+    ckpt = train(env, task, ppo, out / "run", progress=True)
     train_s = time.perf_counter() - t0
-    ckpt = select_best(out / "run", SELECTION[task])
-    chosen = next(c for c in json.loads((out / "run" / BEST_FILE).read_text())["candidates"]
-                  if c["checkpoint"] == ckpt.name)
-    print(f"[2/4] exporting {ckpt.name}, the best of {last.parent.name}'s checkpoints on held-out vehicles: "
-          f"{chosen['successes']}/{chosen['num_starts']} class vehicles held"
-          + (f", nominal {chosen['nominal']['successes']}/{chosen['nominal']['num_starts']}" if "nominal" in chosen else ""))
+    chosen = None
+    if task in SELECTION:  # a class policy's checkpoints swing: keep the best on held-out vehicles
+        ckpt = select_best(out / "run", SELECTION[task])
+        chosen = next(c for c in json.loads((out / "run" / BEST_FILE).read_text())["candidates"]
+                      if c["checkpoint"] == ckpt.name)
+        print(f"[2/4] exporting {ckpt.name}, the best checkpoint on held-out vehicles: {chosen['successes']}/"
+              f"{chosen['num_starts']} class vehicles held, nominal {chosen['nominal']['successes']}/"
+              f"{chosen['nominal']['num_starts']}")
+    else:
+        print(f"[2/4] exporting {ckpt.name}")
     policy_dir, contract, parity = export_policy(ckpt, out / "policy")
     print(f"      {policy_dir}/policy.onnx + policy.json, ONNX parity max |diff| {parity:.1e}")
     print("[3/4] flying 100 randomized starts in pybullet and in Tether's simulator, then the vehicle class")
