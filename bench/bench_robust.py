@@ -49,7 +49,7 @@ from policies.sweep import SweepCfg, Vehicles, cm, fly_vehicles, plot_sweep, run
 from sim.pybullet_ref.evaluate import hover_metrics  # noqa: E402
 from sim.quadrotor.dynamics import nominal_params  # noqa: E402
 from sim.quadrotor.presets import GRAVITY  # noqa: E402
-from sim.tasks import make_env  # noqa: E402
+from sim.tasks import TASKS, make_env, task_cfg_from_dict  # noqa: E402
 from tether.config import config_from_dict, config_to_dict  # noqa: E402
 from tether.runtime import OnnxPolicy  # noqa: E402
 
@@ -103,7 +103,7 @@ def evaluate(policy_dir: Path, args, out_dir: Path, label: str) -> dict:
 def train_seed(task: str, seed: int, args, work: Path) -> tuple[Path, Path, dict]:
     """Train one seed as `tether train` does (checkpoints every save_interval, then selection by evaluation
     for tasks in policies.select.SELECTION); returns (last checkpoint, chosen checkpoint, timings)."""
-    env = make_env(task, num_envs=args.num_envs, seed=seed, **args.task_set)
+    env = make_env(task, args.task_cfg, num_envs=args.num_envs, seed=seed)
     ppo = config_from_dict(PPOCfg, {**config_to_dict(ppo_defaults(task)), **args.ppo,
                                     "num_iterations": args.iterations, "seed": seed}, where="--ppo")
     run_dir = work / f"{task}_seed{seed}"
@@ -154,9 +154,11 @@ def main(argv=None) -> int:
         return 2
     try:
         args.task_set = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.task_set)}
-        make_env(args.task, num_envs=1, seed=0, **args.task_set)
-    except (ValueError, TypeError) as e:
-        print(f"error: --set {' '.join(str(e).split())}; give KEY=VALUE pairs of the task's config", file=sys.stderr)
+        # typed and checked as `tether train --set` checks them (config_from_dict: unknown keys, types, ranges)
+        args.task_cfg = task_cfg_from_dict(args.task, {**config_to_dict(TASKS[args.task][0]()), **args.task_set},
+                                           where="--set")
+    except (ValueError, TypeError, KeyError) as e:
+        print(f"error: {' '.join(str(e).split())}; give KEY=VALUE pairs of the task's config", file=sys.stderr)
         return 2
     args.iterations = args.iterations or ppo_defaults(args.task).num_iterations
     torch.set_num_threads(args.threads)

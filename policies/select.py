@@ -68,7 +68,8 @@ class SelectCfg:
         return SweepCfg(starts_per_cell=0, random_draws=self.draws, seed=self.seed)
 
     def nominal(self) -> AcceptanceCfg:
-        """the nominal gate's starts and judgement: the hover acceptance with this seed and count"""
+        """the nominal gate's starts and judgement: the hover acceptance with this seed and count (flown for the
+        sweep's duration_s, the acceptance's too)"""
         return AcceptanceCfg(num_starts=max(1, self.nominal_starts), seed=self.seed,
                              required_successes=math.ceil(self.nominal_required * self.nominal_starts))
 
@@ -104,11 +105,15 @@ def score_checkpoints(ckpts: list[dict], cfg: SelectCfg) -> list[dict]:
     one, starts = random_vehicles(task_cfg.vehicle, sweep, task_cfg.control_rate_hz), sample_starts(
         sweep.acceptance(cfg.draws), goal)
     n_nom = cfg.nominal_starts
+    if n_nom and acc.duration_s != sweep.duration_s:  # one batch flies both for the sweep's duration
+        raise ValueError(f"select: the acceptance's duration_s {acc.duration_s} s differs from the sweep's "
+                         f"{sweep.duration_s} s; the nominal gate flies in the class batch")
     if n_nom:  # the nominal vehicle: no latency, the rate loop every substep (as the sweep's grid flies it)
         nominal = Vehicles(nominal_params(task_cfg.vehicle, n_nom), np.zeros(n_nom, dtype=np.int64),
                            np.ones(n_nom, dtype=np.int64))
         one = concat(one, nominal)
-        starts = {k: np.concatenate([v, w]) for (k, v), w in zip(starts.items(), sample_starts(acc, goal).values())}
+        nominal_starts = sample_starts(acc, goal)
+        starts = {k: np.concatenate([v, nominal_starts[k]]) for k, v in starts.items()}
     vehicles = one
     for _ in ckpts[1:]:
         vehicles = concat(vehicles, one)
@@ -116,12 +121,14 @@ def score_checkpoints(ckpts: list[dict], cfg: SelectCfg) -> list[dict]:
     result = fly_vehicles(CheckpointPolicy(ckpts), task_cfg, vehicles, starts, sweep.duration_s, sweep.physics_hz,
                           ("tether",))["tether"]
     met = hover_metrics(result, sweep.tol_m, sweep.reach_within_s)
+    # the nominal starts are judged as the acceptance judges them (both fly the sweep's duration_s)
+    met_nom = hover_metrics(result, acc.tol_m, acc.reach_within_s) if n_nom else None
     per = cfg.draws + n_nom
     scores = []
     for k in range(len(ckpts)):
         score = summarize(met, slice(k * per, k * per + cfg.draws), result["crashed"])
         if n_nom:
-            nom = summarize(met, slice(k * per + cfg.draws, (k + 1) * per), result["crashed"])
+            nom = summarize(met_nom, slice(k * per + cfg.draws, (k + 1) * per), result["crashed"])
             score["nominal"] = {**nom, "required_successes": acc.required_successes,
                                 "passed": nom["successes"] >= acc.required_successes}
         scores.append(score)
