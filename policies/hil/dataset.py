@@ -48,6 +48,7 @@ class StepLog:
     """Per-step arrays of one or more logs; N steps, A action outputs."""
 
     t_s: np.ndarray  # [N] log time of the tick [s]
+    state_t_s: np.ndarray  # [N] stamp of the state the tick acted on [s] (the tick's time in logs without stamps)
     pos_w: np.ndarray  # [N, 3] m
     quat_wxyz: np.ndarray  # [N, 4]
     lin_vel_w: np.ndarray  # [N, 3] m/s
@@ -284,7 +285,8 @@ def load_log(log: str | Path, contract: PolicyContract, accepted_shas: set[str],
     if by_stamp:
         order = np.argsort(s_odom, kind="stable")
         odom = [odom[k] for k in order]
-        i_odom = np.searchsorted(s_odom[order], s_exec, side="right") - 1
+        t_odom = s_odom[order]
+        i_odom = np.searchsorted(t_odom, s_exec, side="right") - 1
         t_tick = s_exec  # tick times on the runner's clock
     else:
         t_odom = np.array([t for t, _ in odom], dtype=np.int64)
@@ -342,7 +344,7 @@ def load_log(log: str | Path, contract: PolicyContract, accepted_shas: set[str],
         return out
 
     step = StepLog(
-        t_s=t_tick * 1e-9, pos_w=pos[i_odom], quat_wxyz=quat[i_odom], lin_vel_w=vel_w[i_odom], ang_vel_b=ang[i_odom],
+        t_s=t_tick * 1e-9, state_t_s=t_odom[np.maximum(i_odom, 0)] * 1e-9, pos_w=pos[i_odom], quat_wxyz=quat[i_odom], lin_vel_w=vel_w[i_odom], ang_vel_b=ang[i_odom],
         goal_w=goal_per_tick, pos_err_int_w=integral(i_odom),
         policy_action=policy_action,
         human_action=human_action, executed=executed, prev_executed=prev, intervention=intervention,
@@ -355,6 +357,7 @@ def load_log(log: str | Path, contract: PolicyContract, accepted_shas: set[str],
             full = i_odom.copy()
             full[keep] = best
             step.pos_err_int_w = integral(full)[keep]
+            step.state_t_s = t_odom[best] * 1e-9
     if len(step) < 2:
         raise LogError(f"{log}: only {len(step)} usable steps (ticks with a state before them)")
     return step

@@ -175,19 +175,24 @@ def payload_effect(preset, dm: np.ndarray, pos_xy_b: np.ndarray) -> tuple[np.nda
 
 
 def _windows(step: StepLog, dt: float, w: int, max_windows: int, seed: int, burn_in: int = 0) -> np.ndarray:
-    """Start indices k with steps k-burn_in..k+w in one episode, one control period apart (+-50 %)."""
+    """Start indices k with steps k-burn_in..k+w in one episode whose states are one control period apart
+    (+-25 %; the simulator predicts one period per step). Judged on the states' stamps, not the tick
+    times: a runner can tick on time with a state one robot period older or newer than the last one's
+    successor (its state stream faster than its control rate), and a window over such a step predicts
+    the wrong stretch of flight."""
     n = len(step)
     if n <= w + burn_in:
         return np.zeros(0, dtype=int)
     ok = np.ones(n - w, dtype=bool)
     for j in range(1, w + 1):
-        gap = step.t_s[j:n - w + j] - step.t_s[j - 1:n - w + j - 1]
-        ok &= (step.episode[j:n - w + j] == step.episode[:n - w]) & (gap > 0.5 * dt) & (gap < 1.5 * dt)
+        gap = step.state_t_s[j:n - w + j] - step.state_t_s[j - 1:n - w + j - 1]
+        ok &= (step.episode[j:n - w + j] == step.episode[:n - w]) & (np.abs(gap - dt) <= 0.25 * dt)
     ok &= np.isfinite(step.executed[:n - w]).all(1)
     ok[:burn_in] = False
     for j in range(1, burn_in + 1):  # the burn-in steps before k: contiguous, in the same episode
-        gap = step.t_s[burn_in:n - w] - step.t_s[burn_in - j:n - w - j]
-        ok[burn_in:] &= (step.episode[burn_in - j:n - w - j] == step.episode[burn_in:n - w]) & (gap < (j + 0.5) * dt)
+        gap = step.state_t_s[burn_in - j + 1:n - w - j + 1] - step.state_t_s[burn_in - j:n - w - j]
+        ok[burn_in:] &= (step.episode[burn_in - j:n - w - j] == step.episode[burn_in:n - w]) & \
+            (np.abs(gap - dt) <= 0.25 * dt)
     starts = np.nonzero(ok)[0]
     if len(starts) > max_windows:
         starts = np.sort(np.random.default_rng(seed).choice(starts, max_windows, replace=False))

@@ -47,3 +47,27 @@ def test_too_little_flight_is_a_clear_error(hover_parent, corrected_logs):
     steps = _steps(hover_parent, corrected_logs[:1])
     with pytest.raises(ValueError, match="usable 3-step windows"):
         estimate_rotor_gains(steps.select(np.arange(len(steps)) < 30), task_cfg_from_contract(hover_parent))
+
+
+def test_windows_follow_the_state_stamps_not_the_tick_times(hover_parent, corrected_logs):
+    """A runner whose state stream is faster than its control rate can tick on time with a state one
+    robot period off (seen over ROS 2: 10 and 30 ms apart at 50 Hz): no identification window may span
+    such a step, since the simulator predicts one control period per step."""
+    import dataclasses
+
+    from policies.hil.identify import _windows
+
+    steps = _steps(hover_parent, corrected_logs[:1])
+    dt = 1.0 / OnnxPolicy(hover_parent).contract.control_rate_hz
+    w, burn_in = 3, 4
+    clean = _windows(steps, dt, w, max_windows=10**6, seed=0, burn_in=burn_in)
+    slipped = np.arange(50, len(steps) - 50, 40)  # these ticks acted on the robot state after theirs
+    stamps = steps.state_t_s.copy()
+    stamps[slipped] += 0.5 * dt
+    starts = _windows(dataclasses.replace(steps, state_t_s=stamps), dt, w, max_windows=10**6, seed=0,
+                      burn_in=burn_in)
+    spans = starts[:, None] + np.arange(-burn_in, w + 1)  # the steps each window reads
+    assert not np.isin(spans, slipped).any()
+    # every window that reads no slipped step (and none beside it) survives
+    untouched = clean[~np.isin(clean[:, None] + np.arange(-burn_in - 1, w + 2), slipped).any(1)]
+    assert np.isin(untouched, starts).all() and len(starts) > 0.5 * len(clean)

@@ -255,6 +255,22 @@ def test_tick_scheduler_follows_state_and_falls_back_to_timer():
     assert s.on_timer(0.05) and s.missed >= 2
 
 
+@pytest.mark.parametrize("ratio", [1, 2, 3, 5])
+def test_tick_scheduler_ticks_every_kth_state_under_jitter(ratio):
+    """A state stream at ``ratio`` x the control rate with arrival jitter of +-20 % of its interval: every
+    tick lands on every ratio-th state, never one early or late (the policy would see states a wrong
+    interval apart). A fixed threshold of half a period flipped between 1 and 3 states at ratio 2."""
+    period = 0.02
+    rng = np.random.default_rng(ratio)
+    s = TickScheduler(period, "state")
+    interval = period / ratio
+    arrivals = np.arange(2000) * interval + rng.uniform(-0.2, 0.2, 2000) * interval
+    ticked = np.nonzero([s.on_state(t) for t in arrivals])[0]
+    gaps = np.diff(ticked[10:])  # after the interval estimate settled
+    assert set(gaps.tolist()) == {ratio}, np.unique(gaps, return_counts=True)
+    assert s.missed == 0
+
+
 def test_tick_scheduler_timer_is_a_deadline_after_state_ticks():
     s = TickScheduler(0.01, "state")
     assert s.timer_period_s("state") == pytest.approx(0.0125)  # re-armed on every state tick

@@ -6,7 +6,11 @@ commands by the policy contract's action spec). Latency, sensor noise and distur
 payload offset, weakened motor) are parameters, so there are situations a person must correct.
 
 Like a flight controller in offboard mode: it sits still ("on the stand", physics paused) until the
-first command, and if commands stop for cmd_timeout_s it cuts the motors (safe_stop). Never on a robot.
+first command that spins a motor, and if commands stop for cmd_timeout_s it cuts the motors (safe_stop).
+Never on a robot. A motors-off command does not start it: a runner still recovering from a long state
+loss sends its safe command (motors off) for the few ticks before its policy flies, and a vehicle
+released with its motors stopped drops and spins its rotors down (seen in the correction loop: the
+first episode after each finetune started with 30 ms of motors off and failed).
 
 With a policy that has image inputs (contract 2.1) the twin is also its camera: each input is rendered
 by pybullet's own renderer in the twin's world (its obstacles and ground) from the contract's mount and
@@ -25,7 +29,7 @@ from sensor_msgs.msg import Imu
 
 from std_msgs.msg import String
 
-from hardware.robot import check_vehicle
+from hardware.robot import CtbrCommand, check_vehicle
 from hardware.twin import DigitalTwin, twin_vehicle, with_policy_rate_gains
 from tether.contract import ContractError, load_policy_dir
 from tether.observation import quat_wxyz_to_rotmat
@@ -102,6 +106,8 @@ class TwinNode(Node):
         """A sensor_msgs/JointState command: its names must be the contract's outputs, in order."""
         try:
             cmd = self.to_command(command_values(msg, self._cmd_names))
+            if not self._started and _motors_off(cmd):
+                return  # on the stand: stays there
             self.twin.send(cmd)
         except ValueError as e:
             self.get_logger().error(f"command rejected, previous one stays in force: {e}",
@@ -163,6 +169,13 @@ class TwinNode(Node):
         if hasattr(self, "twin"):
             self.twin.disconnect()
         super().destroy_node()
+
+
+def _motors_off(cmd) -> bool:
+    """True for a command that spins no motor: zero collective thrust (CTBR) or every rotor at zero."""
+    if isinstance(cmd, CtbrCommand):
+        return cmd.thrust_n <= 0.0
+    return bool(np.all(np.asarray(cmd.rotor_cmd) <= 0.0))
 
 
 def main(args=None) -> None:
