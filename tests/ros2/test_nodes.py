@@ -76,6 +76,42 @@ def test_hover_hold_and_clean_recording(launcher, probe, policy_dir, tmp_path):
     assert counts["/cmd/executed"] >= 0.9 * n_exec, counts
 
 
+def test_twin_stays_on_its_stand_until_a_command_spins_a_motor(launcher, probe, policy_dir):
+    """Motors-off commands (a runner recovering from a long state loss sends them for a few ticks) leave the
+    twin on its stand; the first command with thrust starts physics. Released with its motors stopped, the
+    vehicle would drop and spin its rotors down before the policy flew."""
+    from sensor_msgs.msg import JointState
+
+    from tether_deploy import qos
+    from tether_deploy.conversions import command_names, fill_command
+    from tether_deploy.runner_core import motors_off_action
+
+    _, c = load_policy_dir(policy_dir)
+    twin = launcher.start("twin_node", _twin_params(policy_dir, latency_s=0.0, noise_pos_m=0.0, noise_vel_m_s=0.0,
+                                                    noise_att_rad=0.0, noise_ang_vel_rad_s=0.0))
+    pub = probe.create_publisher(JointState, qos.EXECUTED_ACTION, qos.COMMAND)
+    names, msg = command_names(c.action), JointState()
+
+    def send(action):
+        def publish():
+            fill_command(msg, names, action, "base_link")
+            msg.header.stamp = probe.get_clock().now().to_msg()
+            pub.publish(msg)
+        return publish
+
+    assert probe.spin_until(lambda: len(probe.states) > 10, 30.0), "the twin published no state"
+    n0 = len(probe.states)
+    probe.spin_for(1.0, every=send(motors_off_action(c)), period_s=0.02)
+    still = np.array([p for _, p in probe.states[n0:]])
+    assert len(still) > 10 and np.ptp(still, axis=0).max() < 1e-9, "motors-off commands moved the twin"
+    assert "physics running" not in twin.output()
+    low = np.asarray(c.action.hover_action, dtype=np.float64).copy()
+    low[0] -= 0.3  # less than hover thrust: it sinks once physics runs
+    assert probe.spin_until(lambda: probe.states[-1][1][2] < still[-1, 2] - 0.01, 15.0, every=send(low),
+                            period_s=0.02), (still[-1], probe.states[-1][1])
+    assert "physics running" in twin.output()
+
+
 def test_killing_the_twin_sends_runner_to_safe_within_one_tick(launcher, probe, policy_dir):
     twin = launcher.start("twin_node", _twin_params(policy_dir))
     launcher.start("runner_node", _runner_params(policy_dir))
