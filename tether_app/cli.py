@@ -712,16 +712,17 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "simulator and density (default 0)")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("demo", help="the main job: train hover, export, evaluate in pybullet and across the "
-                                       "vehicle class, then correct it on a perturbed twin and finetune "
-                                       "(human-in-the-loop), report + plots")
+    p = sub.add_parser("demo", help="the main job: train the vehicle-class hover policy, export, evaluate in "
+                                       "pybullet and across the vehicle class, then correct it on a perturbed twin "
+                                       "and finetune (human-in-the-loop), report + plots")
     p.add_argument("--out", default=None, help="demo folder, new or empty (default: a fresh "
                                                "artifacts/demo/<UTC time>, artifacts/demo/latest points to it)")
     p.add_argument("--force", action="store_true", help="replace the demo in a non-empty --out")
     from tether_app.demo import DEMO_RECIPES, DEMO_TASK
 
     p.add_argument("--task", choices=sorted(DEMO_RECIPES), default=DEMO_TASK,
-                   help=f"the policy to train (default {DEMO_TASK}; hover_robust: any Crazyflie-class vehicle)")
+                   help=f"the policy to train (default {DEMO_TASK}; hover_robust: any Crazyflie-class vehicle, "
+                        "hover: the nominal vehicle only)")
     p.add_argument("--iterations", type=int, default=None,
                    help="PPO iterations (default: the task's demo recipe, tether_app.demo.DEMO_RECIPES)")
     p.add_argument("--num-envs", type=int, default=None,

@@ -59,7 +59,8 @@ class RunnerParams:
     """with autostart: a refused configure or activate ends the node (status 1) instead of leaving it
     unconfigured, so the launcher sees it (tether deploy sets true; a lifecycle manager keeps false)"""
     tick_source: str = "state"
-    """state: tick on each fresh state message, the timer as a deadline | timer: tick on the timer"""
+    """state: tick on the fresh state message nearest each control period (every state of a stream at the
+    control rate, every k-th of one k times faster), the timer as a deadline | timer: tick on the timer"""
     diagnostics_rate_hz: float = 2.0
     """/diagnostics publications per second [Hz]"""
     command_deadline_periods: float = 5.0
