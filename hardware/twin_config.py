@@ -246,6 +246,12 @@ class TwinParams(TwinConfig):
     """offboard-loss failsafe: motors off after this long without a command [s]"""
     exit_on_crash: bool = False
     """end the node (status 1) crash_exit_delay_s after a crash (tether deploy sets true)"""
+    release_on_runner_flying: bool = False
+    """stay on the stand until Tether's runner says it flies (runner/mode 'policy' or 'human'), as a vehicle
+    held by hand is let go once the runner flies it; false: the first command that spins a motor. The
+    correction loop sets true: a runner recovering from the last episode's end sends its safe command for a
+    few ticks, and an episode that starts under it is not the policy's flight (seen: 140 ms of open-loop
+    descent before the policy, the episode failed)"""
     crash_exit_delay_s: float = 1.0
     """how long the crashed vehicle keeps publishing (for the recorder) before the node exits [s]"""
     world_frame: str = "world"

@@ -145,7 +145,8 @@ class _RosStack:
     def fly_episode(self, policy_dir: Path, start: dict, bag: Path) -> None:
         t = self.cfg.twin
         params = [f"policy_dir:={policy_dir.resolve()}", f"init_pos_w:={[float(x) for x in start['pos_w']]}",
-                  f"latency_s:={t.latency_s}", f"seed:={t.seed}"]
+                  f"latency_s:={t.latency_s}", f"seed:={t.seed}",
+                  "release_on_runner_flying:=true"]  # the episode starts when the policy flies
         if t.weak_motor is not None:
             params += [f"weak_motor.index:={t.weak_motor.index}", f"weak_motor.gain:={t.weak_motor.gain}"]
         if t.payload is not None:

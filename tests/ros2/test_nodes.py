@@ -112,6 +112,43 @@ def test_twin_stays_on_its_stand_until_a_command_spins_a_motor(launcher, probe, 
     assert "physics running" in twin.output()
 
 
+def test_twin_released_when_the_runner_flies(launcher, probe, policy_dir):
+    """With release_on_runner_flying (the correction loop's twin) thrust commands leave the twin on its stand
+    while runner/mode says safe (a runner recovering from the last episode's end), and it starts once the
+    mode is policy: the episode is the policy's flight from its first step."""
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import String
+
+    from tether_deploy import qos
+    from tether_deploy.conversions import command_names, fill_command
+
+    _, c = load_policy_dir(policy_dir)
+    twin = launcher.start("twin_node", _twin_params(policy_dir, latency_s=0.0, noise_pos_m=0.0, noise_vel_m_s=0.0,
+                                                    noise_att_rad=0.0, noise_ang_vel_rad_s=0.0,
+                                                    release_on_runner_flying=True))
+    cmd_pub = probe.create_publisher(JointState, qos.EXECUTED_ACTION, qos.COMMAND)
+    mode_pub = probe.create_publisher(String, qos.RUNNER_MODE, qos.LATCHED)
+    names, msg = command_names(c.action), JointState()
+    low = np.asarray(c.action.hover_action, dtype=np.float64).copy()
+    low[0] -= 0.3  # less than hover thrust: it sinks once physics runs
+
+    def send():
+        fill_command(msg, names, low, "base_link")
+        msg.header.stamp = probe.get_clock().now().to_msg()
+        cmd_pub.publish(msg)
+
+    mode_pub.publish(String(data="safe:land_open_loop"))
+    assert probe.spin_until(lambda: len(probe.states) > 10, 30.0), "the twin published no state"
+    n0 = len(probe.states)
+    probe.spin_for(1.0, every=send, period_s=0.02)
+    still = np.array([p for _, p in probe.states[n0:]])
+    assert len(still) > 10 and np.ptp(still, axis=0).max() < 1e-9, "the twin left its stand under a safe mode"
+    mode_pub.publish(String(data="policy"))
+    assert probe.spin_until(lambda: probe.states[-1][1][2] < still[-1, 2] - 0.01, 15.0, every=send,
+                            period_s=0.02), (still[-1], probe.states[-1][1])
+    assert "physics running" in twin.output()
+
+
 def test_killing_the_twin_sends_runner_to_safe_within_one_tick(launcher, probe, policy_dir):
     twin = launcher.start("twin_node", _twin_params(policy_dir))
     launcher.start("runner_node", _runner_params(policy_dir))

@@ -174,7 +174,9 @@ TWIN = NodeInterface(
     "twin", "twin_node",
     "The pybullet digital twin behind a robot's interface (never on a robot).",
     subscribes=(dataclasses.replace(EXECUTED, deadline="", rate="the runner's ticks",
-                                    meaning="the command to execute (names checked against the contract)"),),
+                                    meaning="the command to execute (names checked against the contract)"),
+                dataclasses.replace(RUNNER_MODE, meaning="with release_on_runner_flying: the twin stays on its stand "
+                                                         "until the mode is policy or human")),
     publishes=(STATE_ODOM, STATE_IMU,
                Topic(qos.TWIN_CRASHED, "std_msgs/msg/String", "LATCHED", "-", "once, on a crash",
                      "why the twin crashed (impact speed, tilt or an obstacle); motors are stopped")),

@@ -7,7 +7,8 @@ payload offset, weakened motor) are parameters, so there are situations a person
 
 Like a flight controller in offboard mode: it sits still ("on the stand", physics paused) until the
 first command that spins a motor, and if commands stop for cmd_timeout_s it cuts the motors (safe_stop).
-Never on a robot. A motors-off command does not start it: a runner still recovering from a long state
+Never on a robot. With release_on_runner_flying it also waits for the runner's mode (runner/mode) to say
+the runner flies. A motors-off command does not start it: a runner still recovering from a long state
 loss sends its safe command (motors off) for the few ticks before its policy flies, and a vehicle
 released with its motors stopped drops and spins its rotors down (seen in the correction loop: the
 first episode after each finetune started with 30 ms of motors off and failed).
@@ -75,6 +76,10 @@ class TwinNode(Node):
         # offers none (a test tool, a bag replay); cmd_timeout_s below is the failsafe.
         cmd = itf.TWIN.topic(itf.EXECUTED.name)
         self.create_subscription(cmd.msg_class, cmd.name, self._on_command, cmd.profile)
+        mode = itf.TWIN.topic(itf.RUNNER_MODE.name)
+        self._release_on_flying = params.release_on_runner_flying
+        self._runner_flying = False
+        self.create_subscription(mode.msg_class, mode.name, self._on_runner_mode, mode.profile)
         self._cmd_names = command_names(contract.action)
         self._started = False
         self._stopped = False
@@ -106,7 +111,7 @@ class TwinNode(Node):
         """A sensor_msgs/JointState command: its names must be the contract's outputs, in order."""
         try:
             cmd = self.to_command(command_values(msg, self._cmd_names))
-            if not self._started and _motors_off(cmd):
+            if not self._started and (_motors_off(cmd) or (self._release_on_flying and not self._runner_flying)):
                 return  # on the stand: stays there
             self.twin.send(cmd)
         except ValueError as e:
@@ -120,6 +125,9 @@ class TwinNode(Node):
         if self._stopped:
             self._stopped = False
             self.get_logger().warn("commands are back after a command timeout")
+
+    def _on_runner_mode(self, msg) -> None:
+        self._runner_flying = msg.data in ("policy", "human")
 
     def _on_timer(self) -> None:
         if self._started:
