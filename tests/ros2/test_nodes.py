@@ -76,77 +76,76 @@ def test_hover_hold_and_clean_recording(launcher, probe, policy_dir, tmp_path):
     assert counts["/cmd/executed"] >= 0.9 * n_exec, counts
 
 
+class _StandCheck:
+    """A noise-free twin on its stand and a probe that sends it commands (cmd/executed) and, for a twin with
+    release_on_runner_flying, the runner's mode."""
+
+    def __init__(self, launcher, probe, policy_dir, **twin_params):
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import String
+
+        from tether_deploy import qos
+        from tether_deploy.conversions import command_names
+
+        _, self.contract = load_policy_dir(policy_dir)
+        self.probe, self.String = probe, String
+        self.twin = launcher.start("twin_node", _twin_params(
+            policy_dir, latency_s=0.0, noise_pos_m=0.0, noise_vel_m_s=0.0, noise_att_rad=0.0,
+            noise_ang_vel_rad_s=0.0, **twin_params))
+        self.cmd_pub = probe.create_publisher(JointState, qos.EXECUTED_ACTION, qos.COMMAND)
+        self.mode_pub = probe.create_publisher(String, qos.RUNNER_MODE, qos.LATCHED)
+        self.names, self.msg = command_names(self.contract.action), JointState()
+        self.low = np.asarray(self.contract.action.hover_action, dtype=np.float64).copy()
+        self.low[0] -= 0.3  # less than hover thrust: it sinks once physics runs
+        assert probe.spin_until(lambda: len(probe.states) > 10, 30.0), "the twin published no state"
+
+    def mode(self, text: str) -> None:
+        self.mode_pub.publish(self.String(data=text))
+
+    def sender(self, action):
+        from tether_deploy.conversions import fill_command
+
+        def publish():
+            fill_command(self.msg, self.names, action, "base_link")
+            self.msg.header.stamp = self.probe.get_clock().now().to_msg()
+            self.cmd_pub.publish(self.msg)
+        return publish
+
+    def stays_still(self, action, seconds: float = 1.0) -> np.ndarray:
+        """Send ``action`` for ``seconds``; the twin must not move (physics paused). Returns its position."""
+        n0 = len(self.probe.states)
+        self.probe.spin_for(seconds, every=self.sender(action), period_s=0.02)
+        still = np.array([p for _, p in self.probe.states[n0:]])
+        assert len(still) > 10 and np.ptp(still, axis=0).max() < 1e-9, f"the twin left its stand under {action}"
+        assert "physics running" not in self.twin.output()
+        return still[-1]
+
+    def sinks_under_low_thrust(self, still: np.ndarray) -> None:
+        probe = self.probe
+        assert probe.spin_until(lambda: probe.states[-1][1][2] < still[2] - 0.01, 15.0,
+                                every=self.sender(self.low), period_s=0.02), (still, probe.states[-1][1])
+        assert "physics running" in self.twin.output()
+
+
 def test_twin_stays_on_its_stand_until_a_command_spins_a_motor(launcher, probe, policy_dir):
     """Motors-off commands (a runner recovering from a long state loss sends them for a few ticks) leave the
     twin on its stand; the first command with thrust starts physics. Released with its motors stopped, the
-    vehicle would drop and spin its rotors down before the policy flew."""
-    from sensor_msgs.msg import JointState
-
-    from tether_deploy import qos
-    from tether_deploy.conversions import command_names, fill_command
+    vehicle would drop and spin its rotors down before the policy flew (the old twin fell 1 m here)."""
     from tether_deploy.runner_core import motors_off_action
 
-    _, c = load_policy_dir(policy_dir)
-    twin = launcher.start("twin_node", _twin_params(policy_dir, latency_s=0.0, noise_pos_m=0.0, noise_vel_m_s=0.0,
-                                                    noise_att_rad=0.0, noise_ang_vel_rad_s=0.0))
-    pub = probe.create_publisher(JointState, qos.EXECUTED_ACTION, qos.COMMAND)
-    names, msg = command_names(c.action), JointState()
-
-    def send(action):
-        def publish():
-            fill_command(msg, names, action, "base_link")
-            msg.header.stamp = probe.get_clock().now().to_msg()
-            pub.publish(msg)
-        return publish
-
-    assert probe.spin_until(lambda: len(probe.states) > 10, 30.0), "the twin published no state"
-    n0 = len(probe.states)
-    probe.spin_for(1.0, every=send(motors_off_action(c)), period_s=0.02)
-    still = np.array([p for _, p in probe.states[n0:]])
-    assert len(still) > 10 and np.ptp(still, axis=0).max() < 1e-9, "motors-off commands moved the twin"
-    assert "physics running" not in twin.output()
-    low = np.asarray(c.action.hover_action, dtype=np.float64).copy()
-    low[0] -= 0.3  # less than hover thrust: it sinks once physics runs
-    assert probe.spin_until(lambda: probe.states[-1][1][2] < still[-1, 2] - 0.01, 15.0, every=send(low),
-                            period_s=0.02), (still[-1], probe.states[-1][1])
-    assert "physics running" in twin.output()
+    check = _StandCheck(launcher, probe, policy_dir)
+    check.sinks_under_low_thrust(check.stays_still(motors_off_action(check.contract)))
 
 
 def test_twin_released_when_the_runner_flies(launcher, probe, policy_dir):
     """With release_on_runner_flying (the correction loop's twin) thrust commands leave the twin on its stand
     while runner/mode says safe (a runner recovering from the last episode's end), and it starts once the
     mode is policy: the episode is the policy's flight from its first step."""
-    from sensor_msgs.msg import JointState
-    from std_msgs.msg import String
-
-    from tether_deploy import qos
-    from tether_deploy.conversions import command_names, fill_command
-
-    _, c = load_policy_dir(policy_dir)
-    twin = launcher.start("twin_node", _twin_params(policy_dir, latency_s=0.0, noise_pos_m=0.0, noise_vel_m_s=0.0,
-                                                    noise_att_rad=0.0, noise_ang_vel_rad_s=0.0,
-                                                    release_on_runner_flying=True))
-    cmd_pub = probe.create_publisher(JointState, qos.EXECUTED_ACTION, qos.COMMAND)
-    mode_pub = probe.create_publisher(String, qos.RUNNER_MODE, qos.LATCHED)
-    names, msg = command_names(c.action), JointState()
-    low = np.asarray(c.action.hover_action, dtype=np.float64).copy()
-    low[0] -= 0.3  # less than hover thrust: it sinks once physics runs
-
-    def send():
-        fill_command(msg, names, low, "base_link")
-        msg.header.stamp = probe.get_clock().now().to_msg()
-        cmd_pub.publish(msg)
-
-    mode_pub.publish(String(data="safe:land_open_loop"))
-    assert probe.spin_until(lambda: len(probe.states) > 10, 30.0), "the twin published no state"
-    n0 = len(probe.states)
-    probe.spin_for(1.0, every=send, period_s=0.02)
-    still = np.array([p for _, p in probe.states[n0:]])
-    assert len(still) > 10 and np.ptp(still, axis=0).max() < 1e-9, "the twin left its stand under a safe mode"
-    mode_pub.publish(String(data="policy"))
-    assert probe.spin_until(lambda: probe.states[-1][1][2] < still[-1, 2] - 0.01, 15.0, every=send,
-                            period_s=0.02), (still[-1], probe.states[-1][1])
-    assert "physics running" in twin.output()
+    check = _StandCheck(launcher, probe, policy_dir, release_on_runner_flying=True)
+    check.mode("safe:land_open_loop")
+    still = check.stays_still(check.low)
+    check.mode("policy")
+    check.sinks_under_low_thrust(still)
 
 
 def test_killing_the_twin_sends_runner_to_safe_within_one_tick(launcher, probe, policy_dir):
