@@ -246,6 +246,9 @@ class TwinParams(TwinConfig):
     """offboard-loss failsafe: motors off after this long without a command [s]"""
     exit_on_crash: bool = False
     """end the node (status 1) crash_exit_delay_s after a crash (tether deploy sets true)"""
+    flight_s: float = 0.0
+    """end the node (status 0) once physics has run this long [s of sim time]; 0: never. The correction loop
+    sets its episode's length plus slack, so each episode flies that long however long the start-up took"""
     release_on_runner_flying: bool = False
     """stay on the stand until Tether's runner says it flies (runner/mode 'policy' or 'human'), as a vehicle
     held by hand is let go once the runner flies it; false: the first command that spins a motor. The
@@ -273,6 +276,8 @@ class TwinParams(TwinConfig):
             raise ValueError("camera_frame must be a non-empty frame id")
         if not self.cmd_timeout_s > 0:
             raise ValueError(f"cmd_timeout_s must be > 0 [s], got {self.cmd_timeout_s}")
+        if not self.flight_s >= 0:
+            raise ValueError(f"flight_s must be >= 0 [s] (0: fly until stopped), got {self.flight_s}")
         if not self.crash_exit_delay_s >= 0:
             raise ValueError(f"crash_exit_delay_s must be >= 0 [s], got {self.crash_exit_delay_s}")
         if not self.world_frame or not self.body_frame:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -158,8 +159,17 @@ class _RosStack:
         self._start("recorder", "recorder_node", ["recorder.yaml"],
                     [f"output:={bag.resolve()}", f"policy_dir:={policy_dir.resolve()}"])  # + its camera topics
         time.sleep(2.0)  # the recorder subscribes before the flight starts
-        self._start("twin", "twin_node", ["twin.yaml"], params)
-        time.sleep(self.cfg.episode.duration_s + 3.0)  # node start-up, then the episode
+        # the twin ends itself after the episode's flight (flight_s, sim time), however long start-up took, plus
+        # 3 s: the recorder may discover the new twin's topics late (seen: 1.3 s), and the episode is judged
+        # from the first tick it logged
+        self._start("twin", "twin_node", ["twin.yaml"], params + [f"flight_s:={self.cfg.episode.duration_s + 3.0}"])
+        try:
+            self.procs["twin"].wait(self.cfg.episode.duration_s + 60.0)
+        except subprocess.TimeoutExpired:
+            self._stop("twin")
+            self._stop("recorder")
+            raise RuntimeError(f"the twin did not fly its {self.cfg.episode.duration_s:g} s episode within a minute "
+                               f"(did the runner fly?); see {self.log.name}") from None
         self._stop("twin")
         time.sleep(0.3)
         self._stop("recorder")

@@ -140,12 +140,17 @@ def test_twin_stays_on_its_stand_until_a_command_spins_a_motor(launcher, probe, 
 def test_twin_released_when_the_runner_flies(launcher, probe, policy_dir):
     """With release_on_runner_flying (the correction loop's twin) thrust commands leave the twin on its stand
     while runner/mode says safe (a runner recovering from the last episode's end), and it starts once the
-    mode is policy: the episode is the policy's flight from its first step."""
-    check = _StandCheck(launcher, probe, policy_dir, release_on_runner_flying=True)
+    mode is policy: the episode is the policy's flight from its first step; with flight_s it ends itself
+    after that much flight."""
+    check = _StandCheck(launcher, probe, policy_dir, release_on_runner_flying=True, flight_s=1.5)
     check.mode("safe:land_open_loop")
     still = check.stays_still(check.low)
     check.mode("policy")
     check.sinks_under_low_thrust(still)
+    # flight_s: the node ends itself, status 0, after 1.5 s of flight (sim time), however late it started
+    probe.spin_until(lambda: check.twin.p.poll() is not None, 30.0, every=check.sender(check.low), period_s=0.02)
+    assert check.twin.stop() == 0, check.twin.output()[-2000:]
+    assert "flight of 1.50 s done" in check.twin.output()
 
 
 def test_killing_the_twin_sends_runner_to_safe_within_one_tick(launcher, probe, policy_dir):

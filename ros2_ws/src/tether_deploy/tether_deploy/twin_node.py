@@ -138,6 +138,9 @@ class TwinNode(Node):
             self.twin.advance()
             if self.twin.crash is not None and not self._crash_reported:
                 self._report_crash()
+            if 0 < self.params.flight_s <= self.twin.sim_time_s + 1e-9:
+                self.get_logger().info(f"flight of {self.twin.sim_time_s:.2f} s done (flight_s): exiting")
+                raise SystemExit(0)
         s = self.twin.read()
         stamp = self.get_clock().now().to_msg()
         self._odom.header.stamp = stamp
