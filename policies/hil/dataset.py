@@ -344,7 +344,8 @@ def load_log(log: str | Path, contract: PolicyContract, accepted_shas: set[str],
         return out
 
     step = StepLog(
-        t_s=t_tick * 1e-9, state_t_s=t_odom[np.maximum(i_odom, 0)] * 1e-9, pos_w=pos[i_odom], quat_wxyz=quat[i_odom], lin_vel_w=vel_w[i_odom], ang_vel_b=ang[i_odom],
+        t_s=t_tick * 1e-9, state_t_s=t_odom[np.maximum(i_odom, 0)] * 1e-9,
+        pos_w=pos[i_odom], quat_wxyz=quat[i_odom], lin_vel_w=vel_w[i_odom], ang_vel_b=ang[i_odom],
         goal_w=goal_per_tick, pos_err_int_w=integral(i_odom),
         policy_action=policy_action,
         human_action=human_action, executed=executed, prev_executed=prev, intervention=intervention,

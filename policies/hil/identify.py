@@ -183,17 +183,12 @@ def _windows(step: StepLog, dt: float, w: int, max_windows: int, seed: int, burn
     n = len(step)
     if n <= w + burn_in:
         return np.zeros(0, dtype=int)
-    ok = np.ones(n - w, dtype=bool)
-    for j in range(1, w + 1):
-        gap = step.state_t_s[j:n - w + j] - step.state_t_s[j - 1:n - w + j - 1]
-        ok &= (step.episode[j:n - w + j] == step.episode[:n - w]) & (np.abs(gap - dt) <= 0.25 * dt)
-    ok &= np.isfinite(step.executed[:n - w]).all(1)
-    ok[:burn_in] = False
-    for j in range(1, burn_in + 1):  # the burn-in steps before k: contiguous, in the same episode
-        gap = step.state_t_s[burn_in - j + 1:n - w - j + 1] - step.state_t_s[burn_in - j:n - w - j]
-        ok[burn_in:] &= (step.episode[burn_in - j:n - w - j] == step.episode[burn_in:n - w]) & \
-            (np.abs(gap - dt) <= 0.25 * dt)
-    starts = np.nonzero(ok)[0]
+    # regular[i]: step i -> i + 1 is one period in one episode; a window reads transitions k-burn_in..k+w-1
+    regular = (np.diff(step.episode) == 0) & (np.abs(np.diff(step.state_t_s) - dt) <= 0.25 * dt)
+    irregular_before = np.concatenate([[0], np.cumsum(~regular)])
+    k = np.arange(burn_in, n - w)
+    ok = (irregular_before[k + w] == irregular_before[k - burn_in]) & np.isfinite(step.executed[k]).all(1)
+    starts = k[ok]
     if len(starts) > max_windows:
         starts = np.sort(np.random.default_rng(seed).choice(starts, max_windows, replace=False))
     return starts

@@ -145,9 +145,12 @@ class _RosStack:
 
     def fly_episode(self, policy_dir: Path, start: dict, bag: Path) -> None:
         t = self.cfg.twin
+        # The episode starts when the runner flies (release_on_runner_flying) and the twin ends itself after its
+        # flight (flight_s, sim time) however long start-up took, plus 3 s: the recorder may discover the new
+        # twin's topics late (seen: 1.3 s), and the episode is judged from the first tick it logged
         params = [f"policy_dir:={policy_dir.resolve()}", f"init_pos_w:={[float(x) for x in start['pos_w']]}",
-                  f"latency_s:={t.latency_s}", f"seed:={t.seed}",
-                  "release_on_runner_flying:=true"]  # the episode starts when the policy flies
+                  f"latency_s:={t.latency_s}", f"seed:={t.seed}", "release_on_runner_flying:=true",
+                  f"flight_s:={self.cfg.episode.duration_s + 3.0}"]
         if t.weak_motor is not None:
             params += [f"weak_motor.index:={t.weak_motor.index}", f"weak_motor.gain:={t.weak_motor.gain}"]
         if t.payload is not None:
@@ -159,10 +162,7 @@ class _RosStack:
         self._start("recorder", "recorder_node", ["recorder.yaml"],
                     [f"output:={bag.resolve()}", f"policy_dir:={policy_dir.resolve()}"])  # + its camera topics
         time.sleep(2.0)  # the recorder subscribes before the flight starts
-        # the twin ends itself after the episode's flight (flight_s, sim time), however long start-up took, plus
-        # 3 s: the recorder may discover the new twin's topics late (seen: 1.3 s), and the episode is judged
-        # from the first tick it logged
-        self._start("twin", "twin_node", ["twin.yaml"], params + [f"flight_s:={self.cfg.episode.duration_s + 3.0}"])
+        self._start("twin", "twin_node", ["twin.yaml"], params)
         try:
             self.procs["twin"].wait(self.cfg.episode.duration_s + 60.0)
         except subprocess.TimeoutExpired:

@@ -18,6 +18,10 @@ import dataclasses
 import numpy as np
 
 
+FLYING_SOURCES = ("policy", "human")
+"""the Decision sources that fly the vehicle (the runner's mode is one of them while it flies)"""
+
+
 @dataclasses.dataclass(frozen=True)
 class ArbiterConfig:
     teleop_timeout_s: float = 0.25

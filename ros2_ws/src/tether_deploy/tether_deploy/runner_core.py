@@ -40,7 +40,7 @@ import numpy as np
 from tether.actions import action_map, initial_action
 from tether.contract import ContractError, PolicyContract
 from tether.observation import PositionErrorIntegral, build_observation
-from tether_deploy.arbitration import ArbiterConfig, Decision, HumanInput, arbitrate
+from tether_deploy.arbitration import FLYING_SOURCES, ArbiterConfig, Decision, HumanInput, arbitrate
 from tether_deploy.image_core import IMAGE_PROBLEMS, ImageFrame, ImageSlot  # noqa: F401 (part of the core's API)
 
 SAFE_BEHAVIOURS = ("hold", "land", "motors_off")
@@ -643,12 +643,12 @@ class RunnerCore:
         else:
             executed = self._limit(d.action)
             mode = d.source
-        if d.source in ("policy", "human"):
+        if d.source in FLYING_SOURCES:
             self._safe_since, self._safe_anchor_w = None, None
         self._last_executed = executed
         self._history[:-1] = self._history[1:].copy()  # oldest first; in place (np.roll allocates)
         self._history[-1] = executed
-        if d.source not in ("policy", "human"):
+        if d.source not in FLYING_SOURCES:
             mode = f"{mode} ({d.reason})"
         return TickResult(policy_action, human_action, executed, d.intervention, d.source, mode, d.reason,
                           self._tick_integral if policy_action is not None else None)
@@ -697,7 +697,7 @@ class TickScheduler:
     A token bucket refilled at the control rate (one token per period, at most ``burst`` tokens) keeps
     the average rate at the contract's rate whatever the robot's state rate is, and follows the phase
     of the state stream instead of a fixed schedule (robot and runner clocks drift). A state message
-    ticks if at least ``1 - early_now`` tokens are there (it may come that much of a period early); the
+    ticks if at least ``1 - early`` tokens are there (it may come that much of a period early); the
     timer ticks once ``1 + late`` tokens piled up (the state is that late or gone: the watchdog still
     runs every period). ``source='timer'`` ticks on every timer callback.
 

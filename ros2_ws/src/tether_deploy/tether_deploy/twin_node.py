@@ -37,6 +37,7 @@ from tether.observation import quat_wxyz_to_rotmat
 from tether_deploy import interface as itf
 from tether_deploy import qos
 from tether_deploy.actuation import ActionToCommand
+from tether_deploy.arbitration import FLYING_SOURCES
 from tether_deploy.conversions import (command_names, command_values, fill_camera_info, fill_depth_image, fill_imu,
                                        fill_odometry)
 from tether_deploy.params import declare_node_params
@@ -127,7 +128,7 @@ class TwinNode(Node):
             self.get_logger().warn("commands are back after a command timeout")
 
     def _on_runner_mode(self, msg) -> None:
-        self._runner_flying = msg.data in ("policy", "human")
+        self._runner_flying = msg.data in FLYING_SOURCES
 
     def _on_timer(self) -> None:
         if self._started:
